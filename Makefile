@@ -1,0 +1,26 @@
+# Two entry points; both set up the machine first (idempotent, quick when done).
+#   make train   short TGRPO run on LIBERO-Object with the CPU stand-in policy
+#   make test    the whole test suite (ROS tests run in a private network namespace)
+SHELL := /bin/bash
+ENV := . scripts/env.sh &&
+PYTEST_ARGS ?=
+
+.PHONY: setup train test test-fast lint bench clean-runs
+
+setup:
+	@bash scripts/setup.sh
+
+train: setup
+	@$(ENV) python -m tgrpo_ros.train_main --config config/train_sim.yaml $(TRAIN_ARGS)
+
+test: setup
+	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	@$(ENV) python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+lint: setup
+	@$(ENV) python -m pytest -m linter $(PYTEST_ARGS)
+
+bench: setup
+	@$(ENV) for b in bench/*.py; do echo "== $$b"; python "$$b" || exit 1; done
