@@ -47,6 +47,13 @@ for req in "${REQUIREMENTS[@]}"; do
 done
 log 'pip install -e . (tgrpo_ros)'
 "${PIP[@]}" --no-deps --no-build-isolation -e .
+# An editable install does not copy setup.py's data_files: link them into the
+# venv prefix, as `colcon build --symlink-install` would, so that ament_index
+# finds the package (AMENT_PREFIX_PATH=.venv) and its launch/ and config/.
+share="$VENV/share/tgrpo_ros"
+mkdir -p "$share" "$VENV/share/ament_index/resource_index/packages"
+ln -sfn "$PWD/resource/tgrpo_ros" "$VENV/share/ament_index/resource_index/packages/tgrpo_ros"
+for item in package.xml launch config; do ln -sfn "$PWD/$item" "$share/$item"; done
 "$VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 echo "$stamp_value" > "$stamp_file"
 log 'done'

@@ -1,9 +1,9 @@
 """A minimal node that republishes strings with a prefix; exercises the test harness."""
 
+from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rcl_interfaces.msg import ParameterDescriptor
 from std_msgs.msg import String
 
 

@@ -48,7 +48,8 @@ def netns_available():
     """Check that a private network namespace can be created here; return (ok, reason)."""
     missing = [tool for tool in ('unshare', 'ip') if shutil.which(tool) is None]
     if missing:
-        return False, 'missing tools: ' + ', '.join(missing) + ' (apt-get install util-linux iproute2)'
+        return False, ('missing tools: ' + ', '.join(missing)
+                       + ' (apt-get install util-linux iproute2)')
     probe = subprocess.run(netns_command(['true']), capture_output=True, text=True)
     if probe.returncode != 0:
         return False, 'unshare -n failed: ' + (probe.stderr.strip() or f'exit {probe.returncode}')

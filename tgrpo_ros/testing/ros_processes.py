@@ -60,8 +60,8 @@ class NodeProcess:
         path = shutil.which(executable)
         if path is None:
             raise FileNotFoundError(
-                f"node executable '{executable}' is not on PATH; install the package "
-                "(pip install -e . or colcon build) and activate its environment")
+                f'node executable {executable!r} is not on PATH; install the package '
+                '(pip install -e . or colcon build) and activate its environment')
         return [path]
 
     @property
@@ -121,8 +121,8 @@ class NodeGroup:
         for node in reversed(self.nodes):
             was_alive = node.alive
             code = node.stop()
-            clean = code in (0, -signal.SIGINT, 130) or (was_alive and code is not None
-                                                        and code <= 0)
+            stopped_by_us = was_alive and code is not None and code <= 0
+            clean = code in (0, -signal.SIGINT, 130) or stopped_by_us
             if report is not None and not clean:
                 report.write(f'\n----- {node.label} exited {code}; log:\n{node.log_text()}\n')
         self.nodes = []
