@@ -1,0 +1,136 @@
+"""
+Configuration dataclasses shared by the learner node and the benches.
+
+Standard library only, so ROS nodes can import it at startup without torch.
+Each field carries its help text in `metadata['help']`; sources of the
+defaults are noted next to them ([S] secondary summary, [U] unverified, as in
+shared/reference/facts.md).
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+import math
+from typing import Any, Dict, Mapping
+
+# Choices shared with tgrpo_ros.tgrpo, kept here so this module needs no torch.
+ADVANTAGE_MODES = ('masked', 'paper')
+LOSS_TYPES = ('grpo', 'token_mean')
+
+
+def _help(default: Any, text: str) -> Any:
+    return field(default=default, metadata={'help': text})
+
+
+@dataclass
+class TGRPOConfig:
+    """
+    Hyper-parameters of TGRPO (arXiv 2506.08440) as implemented in tgrpo_ros.tgrpo.
+
+    Ablations from the paper are plain configurations: trajectory-level only
+    (a1=0, a2=1, which is GRPO) and step-level only (a1=1, a2=0).
+    """
+
+    # Paper sweep 2/4/6/8 -> 76.2/81.0/79.4/80.4 % success [S].
+    group_size: int = _help(
+        4, 'Trajectories per group (N), all started from the same initial state.')
+    # Paper sweep a1 = 0.1/0.3/0.5/0.7/0.9 -> 75.2/81.0/79.0/77.4/77.0 % [S].
+    a1: float = _help(0.3, 'Weight of the step-level advantage S_it; a1 + a2 = 1.')
+    a2: float = _help(0.7, 'Weight of the trajectory-level advantage T_i; a1 + a2 = 1.')
+    advantage_mode: str = _help(
+        'paper', "'paper': cut every trajectory of the group at the first success (or "
+        "the step limit); 'masked': keep each trajectory's own length and normalise "
+        'step t over the trajectories still running.')
+    # A guard only: reward spreads here are ~1e-3..1 (metres, stage rewards).
+    eps: float = _help(1e-6, 'Added to the standard deviation in both normalisations.')
+    # Paper value [U]; 0.2 is the PPO/GRPO default, SimpleVLA-RL uses 0.2 / 0.28.
+    clip_eps_low: float = _help(
+        0.2, 'Lower clip: the ratio is clipped below at 1 - clip_eps_low.')
+    clip_eps_high: float = _help(
+        0.2, 'Upper clip: the ratio is clipped above at 1 + clip_eps_high '
+        '(SimpleVLA-RL / DAPO use 0.28).')
+    # Paper value [U]; SimpleVLA-RL and the stand-in runs (facts section 7) use no
+    # KL; DeepSeekMath's GRPO used 0.04.
+    beta: float = _help(
+        0.0, 'Weight of the k3 KL to the frozen reference policy; 0 skips the '
+        'reference forward pass.')
+    loss_type: str = _help(
+        'grpo', "'grpo': mean over each trajectory's action tokens, then over "
+        "trajectories; 'token_mean': mean over all action tokens.")
+    lr: float = _help(1e-5, 'AdamW learning rate (paper: 1e-5 with LoRA on OpenVLA-7B [S]).')
+    weight_decay: float = _help(0.0, 'AdamW weight decay.')
+    # Stand-in runs (facts section 7): 3 epochs, minibatches of 40 steps.
+    epochs: int = _help(3, 'Passes over each collected group per update.')
+    minibatch_size: int = _help(
+        40, 'Steps per gradient step; each step holds 7 action tokens.')
+    max_grad_norm: float = _help(1.0, 'Global gradient-norm clip; inf disables it.')
+    temperature: float = _help(
+        1.0, 'Sampling temperature of the 256 action logits during rollouts.')
+
+    def __post_init__(self) -> None:
+        """Reject wrong types and impossible combinations, quoting the values."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in (int, 'int'):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(f'{f.name} must be an int, got {value!r}')
+            elif f.type in (float, 'float'):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f'{f.name} must be a number, got {value!r}')
+                if math.isnan(value):
+                    raise ValueError(f'{f.name} must not be NaN')
+                setattr(self, f.name, float(value))
+            elif f.type in (str, 'str') and not isinstance(value, str):
+                raise TypeError(f'{f.name} must be a str, got {value!r}')
+        if self.group_size < 2:
+            raise ValueError(f'group_size ({self.group_size}) must be at least 2: a group '
+                             'of one has no spread to normalise')
+        for name in ('a1', 'a2'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'{name} ({getattr(self, name)}) must be in [0, 1]')
+        if abs(self.a1 + self.a2 - 1.0) > 1e-9:
+            raise ValueError(f'a1 + a2 must equal 1, got a1 ({self.a1}) + a2 ({self.a2}) = '
+                             f'{self.a1 + self.a2}')
+        if self.advantage_mode not in ADVANTAGE_MODES:
+            raise ValueError(f'unknown advantage_mode {self.advantage_mode!r}; choose one '
+                             f'of {ADVANTAGE_MODES}')
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f'unknown loss_type {self.loss_type!r}; choose one of '
+                             f'{LOSS_TYPES}')
+        if not 0.0 < self.eps < math.inf:
+            raise ValueError(f'eps ({self.eps}) must be > 0 and finite')
+        if not 0.0 < self.clip_eps_low < 1.0:
+            raise ValueError(f'clip_eps_low ({self.clip_eps_low}) must be in (0, 1)')
+        if not 0.0 < self.clip_eps_high < math.inf:
+            raise ValueError(f'clip_eps_high ({self.clip_eps_high}) must be > 0 and finite')
+        if not 0.0 <= self.beta < math.inf:
+            raise ValueError(f'beta ({self.beta}) must be >= 0 and finite')
+        if not 0.0 < self.lr < math.inf:
+            raise ValueError(f'lr ({self.lr}) must be > 0 and finite')
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise ValueError(f'weight_decay ({self.weight_decay}) must be >= 0 and finite')
+        if self.epochs < 1:
+            raise ValueError(f'epochs ({self.epochs}) must be at least 1')
+        if self.minibatch_size < 1:
+            raise ValueError(f'minibatch_size ({self.minibatch_size}) must be at least 1')
+        if not self.max_grad_norm > 0.0:
+            raise ValueError(f'max_grad_norm ({self.max_grad_norm}) must be > 0 '
+                             '(inf disables clipping)')
+        if not 0.0 < self.temperature < math.inf:
+            raise ValueError(f'temperature ({self.temperature}) must be > 0 and finite')
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> 'TGRPOConfig':
+        """Build from a mapping (YAML, ROS parameters); unknown keys are an error."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f'unknown TGRPOConfig keys {unknown}; valid keys: {known}')
+        return cls(**dict(values))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the fields as a plain dict."""
+        return asdict(self)
+
+    @classmethod
+    def field_help(cls) -> Dict[str, str]:
+        """Return the help text of every field, by name."""
+        return {f.name: f.metadata['help'] for f in fields(cls)}
