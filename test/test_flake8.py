@@ -13,5 +13,5 @@ PATHS = [str(ROOT / p) for p in ('tgrpo_ros', 'test', 'bench', 'launch', 'setup.
 @pytest.mark.linter
 def test_flake8():
     from ament_flake8.main import main_with_errors
-    rc, errors = main_with_errors(argv=PATHS)
+    rc, errors = main_with_errors(argv=['--config', str(ROOT / 'setup.cfg')] + PATHS)
     assert rc == 0, f'Found {len(errors)} code style errors / warnings:\n' + '\n'.join(errors)

@@ -10,9 +10,10 @@ import math
 import pathlib
 
 import pytest
+import torch
+
 from tgrpo_ros.config import TGRPOConfig
 from tgrpo_ros.tgrpo import group_advantages, group_step_weights, tgrpo_loss
-import torch
 
 torch.set_num_threads(1)
 

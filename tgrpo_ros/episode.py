@@ -1,4 +1,5 @@
-"""One finished rollout: what a sim bridge publishes and the learner trains on.
+"""
+One finished rollout: what a sim bridge publishes and the learner trains on.
 
 Pure numpy, no ROS and no torch, so that every layer can share it. The ROS
 encoding lives in ``tgrpo_ros.messages``.
@@ -13,7 +14,8 @@ ACTION_DIM = 7  # dx, dy, dz, droll, dpitch, dyaw, gripper
 
 @dataclass
 class Episode:
-    """Per-step arrays of one episode plus its identity.
+    """
+    Per-step arrays of one episode plus its identity.
 
     Arrays share the first axis T (the number of policy steps, wait steps excluded).
     """
@@ -52,10 +54,10 @@ class Episode:
 
     @property
     def length(self):
-        """Number of policy steps."""
+        """Return the number of policy steps."""
         return len(self.rewards)
 
     @property
     def episode_return(self):
-        """Sum of the dense rewards."""
+        """Return the sum of the dense rewards."""
         return float(np.sum(self.rewards))

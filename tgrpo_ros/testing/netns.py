@@ -1,4 +1,5 @@
-"""Run a test session inside a private network namespace for DDS.
+"""
+Run a test session inside a private network namespace for DDS.
 
 Fast DDS sends discovery traffic out of every interface unless told otherwise.
 Tests must never send anything off this machine, so the whole pytest session

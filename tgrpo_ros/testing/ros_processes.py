@@ -1,4 +1,5 @@
-"""Start ROS 2 node executables as real processes and talk to them from a test.
+"""
+Start ROS 2 node executables as real processes and talk to them from a test.
 
 Used by the integration tests (through the ``ros_nodes`` and ``ros_client``
 fixtures in ``test/conftest.py``), by ``bench/rollout.py`` and by the pip-side
@@ -20,7 +21,8 @@ class NodeProcess:
 
     def __init__(self, executable, log_dir, *, name=None, namespace=None, params_file=None,
                  parameters=None, remaps=None, args=(), env=None):
-        """Start the process.
+        """
+        Start the process.
 
         ``executable`` is the name of an installed console script (looked up on
         PATH) or a list forming a full command (``[sys.executable, '-m', mod]``).
@@ -66,12 +68,12 @@ class NodeProcess:
 
     @property
     def alive(self):
-        """Whether the process is still running."""
+        """Return whether the process is still running."""
         return self.process.poll() is None
 
     @property
     def returncode(self):
-        """Exit status, or None while running."""
+        """Return the exit status, or None while running."""
         return self.process.poll()
 
     def log_text(self):

@@ -1,0 +1,224 @@
+"""policy_server as a real process over DDS: actions, adapter pushes, rejections, batching."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tgrpo_ros import messages, topics
+
+INSTRUCTION = 'pick up the alphabet soup and place it in the basket'
+START_TIMEOUT = 90.0  # s: the server imports torch and loads the stand-in first
+
+
+@pytest.fixture(scope='module')
+def checkpoint_and_adapter(tmp_path_factory):
+    """A stand-in checkpoint, an adapter root holding a non-trivial adapter 'v1', and
+    the greedy reference outputs of base and adapter on one image, computed here."""
+    import torch
+
+    from tgrpo_ros.policy import cached_standin, load_policy
+
+    torch.set_num_threads(1)
+    model_path = cached_standin(seed=0)
+    root = tmp_path_factory.mktemp('adapters')
+    policy = load_policy(model_path, trainable='lora+action_head', adapter_root=str(root))
+    image = np.random.default_rng(7).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    base = policy.sample([image], [INSTRUCTION], greedy=True)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in policy.trainable_parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    policy.save_adapter(str(root / 'v1'))
+    tuned = policy.sample([image], [INSTRUCTION], greedy=True)
+    assert not torch.equal(base.action_tokens, tuned.action_tokens)
+    return {'model_path': model_path, 'root': root, 'image': image,
+            'base': base, 'tuned': tuned}
+
+
+class ServerClient:
+    """Talks to one policy_server as the sim bridges of ``namespaces`` would."""
+
+    def __init__(self, ros_client, namespaces):
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+        from sensor_msgs.msg import Image
+        from rcl_interfaces.srv import SetParameters
+
+        self.ros = ros_client
+        node = ros_client.node
+        self.replies = {ns: [] for ns in namespaces}
+        self.stats = []
+        self.images, self.instructions, self.subs = {}, {}, []
+        for ns in namespaces:
+            self.images[ns] = node.create_publisher(
+                Image, topics.client_topic(ns, topics.CAMERA_TOPIC), topics.IMAGE_QOS)
+            self.instructions[ns] = node.create_publisher(
+                String, topics.client_topic(ns, topics.INSTRUCTION_TOPIC),
+                topics.INSTRUCTION_QOS)
+            self.subs.append(node.create_subscription(
+                JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
+                lambda msg, ns=ns: self.replies[ns].append(messages.decode_action(msg)),
+                topics.ACTION_QOS))
+        self.subs.append(node.create_subscription(
+            String, topics.SERVER_STATS_TOPIC, lambda msg: self.stats.append(json.loads(msg.data)),
+            topics.DIAGNOSTICS_QOS))
+        self.set_params = node.create_client(SetParameters, '/policy_server/set_parameters')
+        for ns in namespaces:
+            ros_client.wait_for_subscribers(self.images[ns], timeout=START_TIMEOUT)
+            ros_client.wait_for_subscribers(self.instructions[ns], timeout=START_TIMEOUT)
+        for sub in self.subs:
+            ros_client.wait_for_publishers(sub, timeout=START_TIMEOUT)
+        self.stamp = 1_000_000_000  # ns, unique per request
+
+    def send(self, ns, image, instruction=INSTRUCTION, encoding='rgb8'):
+        """Publish one request; return its stamp (ns)."""
+        from std_msgs.msg import String
+
+        self.stamp += 1_000_000
+        self.instructions[ns].publish(String(data=instruction))
+        self.images[ns].publish(messages.numpy_to_image(image, encoding, stamp=self.stamp,
+                                                        frame_id='agentview'))
+        return self.stamp
+
+    def reply(self, ns, stamp, timeout=30.0):
+        """Wait for and return the reply to the request stamped ``stamp``."""
+        def found():
+            return [r for r in self.replies[ns] if r.stamp_ns == stamp]
+        self.ros.spin_until(found, timeout, f'the action for {ns} stamp {stamp}')
+        return found()[0]
+
+    def request(self, ns, image, **kwargs):
+        return self.reply(ns, self.send(ns, image, **kwargs))
+
+    def push(self, **values):
+        """Set parameters through the standard SetParameters service; return the results."""
+        from rclpy.parameter import Parameter
+        from rcl_interfaces.srv import SetParameters
+
+        request = SetParameters.Request()
+        request.parameters = [Parameter(name, value=value).to_parameter_msg()
+                              for name, value in values.items()]
+        return self.ros.call(self.set_params, request, timeout=30.0).results
+
+
+def start_server(ros_nodes, setup, clients, **parameters):
+    values = dict(model_path=setup['model_path'], adapter_root=str(setup['root']),
+                  clients=clients, greedy=True, max_batch_size=8, max_wait_ms=50.0)
+    values.update(parameters)
+    return ros_nodes.start('policy_server', name='policy_server', parameters=values)
+
+
+def assert_reply_matches(reply, expected):
+    np.testing.assert_array_equal(reply.action_tokens, expected.action_tokens[0].numpy())
+    np.testing.assert_allclose(reply.log_probs, expected.log_probs[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(reply.action, expected.actions[0], atol=1e-9)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_adapter_push_changes_served_version_and_actions(
+        ros_nodes, ros_client, checkpoint_and_adapter):
+    setup = checkpoint_and_adapter
+    server = start_server(ros_nodes, setup, ['/c0'])
+    client = ServerClient(ros_client, ['/c0'])
+    image = setup['image']
+
+    before = client.request('/c0', image)
+    assert before.adapter_version == -1
+    assert before.frame_id == 'agentview'
+    assert before.instruction_crc32 == messages.instruction_crc32(INSTRUCTION)
+    assert_reply_matches(before, setup['base'])
+    # bgr8 on the wire is the same picture: the same greedy answer.
+    bgr = client.request('/c0', image, encoding='bgr8')
+    np.testing.assert_array_equal(bgr.action_tokens, before.action_tokens)
+
+    results = client.push(adapter_version=1, adapter_path=str(setup['root'] / 'v1'))
+    assert [r.successful for r in results] == [True, True], [r.reason for r in results]
+    after = client.request('/c0', image)
+    assert after.adapter_version == 1
+    assert_reply_matches(after, setup['tuned'])
+    assert not np.array_equal(after.action_tokens, before.action_tokens)
+    assert 'hot-swapped adapter version -1 -> 1' in server.log_text()
+    assert server.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_rejected_pushes_keep_the_old_adapter_serving(
+        ros_nodes, ros_client, checkpoint_and_adapter, tmp_path):
+    setup = checkpoint_and_adapter
+    root = setup['root']
+    corrupt = root / 'corrupt'
+    if not corrupt.exists():
+        shutil.copytree(root / 'v1', corrupt)
+        with open(corrupt / 'adapter_model.safetensors', 'r+b') as stream:
+            stream.truncate(os.path.getsize(corrupt / 'adapter_model.safetensors') // 2)
+    outside = tmp_path / 'outside'
+    shutil.copytree(root / 'v1', outside)
+    server = start_server(ros_nodes, setup, ['/c0'], adapter_path=str(root / 'v1'),
+                          adapter_version=1)
+    client = ServerClient(ros_client, ['/c0'])
+    image = setup['image']
+    first = client.request('/c0', image)
+    assert first.adapter_version == 1
+    assert_reply_matches(first, setup['tuned'])
+
+    cases = [
+        (str(outside), 'is outside the adapter root'),
+        (str(root / 'missing'), 'does not exist'),
+        (str(corrupt), 'corrupt adapter weights'),
+    ]
+    for version, (path, reason) in enumerate(cases, start=2):
+        results = client.push(adapter_version=version, adapter_path=path)
+        assert results[0].successful, 'the version alone is only staged'
+        assert not results[1].successful, path
+        assert reason in results[1].reason, results[1].reason
+        served = client.request('/c0', image)
+        assert served.adapter_version == 1
+        np.testing.assert_array_equal(served.action_tokens, first.action_tokens)
+    # A path without a new version, and the wrong order, are refused with the rule.
+    results = client.push(adapter_path=str(root / 'v1'))
+    assert not results[0].successful
+    assert 'set adapter_version before adapter_path' in results[0].reason
+    # A malformed image is dropped with a clear log line; the server keeps serving.
+    from sensor_msgs.msg import Image
+    bad = Image(height=224, width=224, encoding='rgb8', step=672, data=bytes(1000))
+    client.images['/c0'].publish(bad)
+    bad_encoding = messages.numpy_to_image(image)
+    bad_encoding.encoding = 'mono16'
+    client.images['/c0'].publish(bad_encoding)
+    ros_client.spin_until(lambda: 'mono16' in server.log_text(), 20.0, 'the error log')
+    log = server.log_text()
+    assert 'image data is truncated: 1000 B, expected step 672 B x height 224' in log
+    assert "unsupported image encoding 'mono16'" in log
+    last = client.request('/c0', image)
+    assert last.adapter_version == 1 and server.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_requests_of_several_clients_are_batched(ros_nodes, ros_client, checkpoint_and_adapter):
+    setup = checkpoint_and_adapter
+    clients = ['/sim0', '/sim1', '/sim2']
+    start_server(ros_nodes, setup, clients, max_batch_size=8, max_wait_ms=2000.0)
+    client = ServerClient(ros_client, clients)
+    rng = np.random.default_rng(0)
+    images = {ns: rng.integers(0, 256, (128, 160, 3), dtype=np.uint8) for ns in clients}
+    # All three pending: answered at once in one batch of 3, well before max_wait.
+    stamps = {ns: client.send(ns, images[ns]) for ns in clients}
+    replies = {ns: client.reply(ns, stamps[ns]) for ns in clients}
+    assert [replies[ns].batch_size for ns in clients] == [3, 3, 3]
+    ros_client.spin_until(lambda: client.stats, 10.0, 'batch statistics')
+    assert client.stats[-1]['batch_size'] == 3
+    assert sorted(client.stats[-1]['clients']) == clients
+    # Only two pending: they wait max_wait (2 s) for the third, then go as a batch of 2.
+    stamps = {ns: client.send(ns, images[ns]) for ns in clients[:2]}
+    replies = {ns: client.reply(ns, stamps[ns]) for ns in clients[:2]}
+    assert [replies[ns].batch_size for ns in clients[:2]] == [2, 2]
+    # Each reply answers its own image: the greedy action equals the one of a lone request.
+    lone = client.request('/sim1', images['/sim1'])
+    np.testing.assert_array_equal(lone.action_tokens, replies['/sim1'].action_tokens)
+    assert lone.batch_size == 1
