@@ -15,8 +15,11 @@ START_TIMEOUT = 90.0  # s: the server imports torch and loads the stand-in first
 
 @pytest.fixture(scope='module')
 def checkpoint_and_adapter(tmp_path_factory):
-    """A stand-in checkpoint, an adapter root holding a non-trivial adapter 'v1', and
-    the greedy reference outputs of base and adapter on one image, computed here."""
+    """
+    Build a stand-in, an adapter root with a non-trivial adapter 'v1', and references.
+
+    The references are the greedy outputs of base and adapter on one image.
+    """
     import torch
 
     from tgrpo_ros.policy import cached_standin, load_policy
@@ -42,10 +45,9 @@ class ServerClient:
     """Talks to one policy_server as the sim bridges of ``namespaces`` would."""
 
     def __init__(self, ros_client, namespaces):
-        from sensor_msgs.msg import JointState
-        from std_msgs.msg import String
-        from sensor_msgs.msg import Image
         from rcl_interfaces.srv import SetParameters
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String
 
         self.ros = ros_client
         node = ros_client.node
@@ -105,8 +107,8 @@ class ServerClient:
 
 
 def start_server(ros_nodes, setup, clients, **parameters):
-    values = dict(model_path=setup['model_path'], adapter_root=str(setup['root']),
-                  clients=clients, greedy=True, max_batch_size=8, max_wait_ms=50.0)
+    values = {'model_path': setup['model_path'], 'adapter_root': str(setup['root']),
+              'clients': clients, 'greedy': True, 'max_batch_size': 8, 'max_wait_ms': 50.0}
     values.update(parameters)
     return ros_nodes.start('policy_server', name='policy_server', parameters=values)
 

@@ -78,7 +78,8 @@ class NodeProcess:
 
     def log_text(self):
         """Return everything the process printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, 'rb') as stream:
             return stream.read().decode(errors='replace')
 

@@ -1,0 +1,177 @@
+"""
+sim_bridge as a real process over DDS with a real LiberoEnv.
+
+The first test runs a short episode against the real policy_server (started late, so
+the bridge's time-out and re-publication are exercised) and decodes the published
+episode losslessly. The second plays the server itself to send bad replies.
+"""
+
+import numpy as np
+import pytest
+
+from tgrpo_ros import messages, topics
+
+START_TIMEOUT = 120.0  # s: bridge and server import heavy libraries; the env takes ~8 s
+
+
+class Observer:
+    """Records every image, action and episode seen on the wire by the test."""
+
+    def __init__(self, ros_client, ns='/sim0'):
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String, UInt8MultiArray
+
+        node = ros_client.node
+        self.ros = ros_client
+        self.images, self.actions, self.episodes, self.raw_episodes = {}, {}, [], []
+        self.status = []
+        self.subs = [
+            node.create_subscription(Image, topics.client_topic(ns, topics.CAMERA_TOPIC),
+                                     self.image_callback, topics.IMAGE_QOS),
+            node.create_subscription(JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
+                                     self.action_callback, topics.ACTION_QOS),
+            node.create_subscription(UInt8MultiArray, topics.EPISODE_TOPIC,
+                                     self.episode_callback, topics.EPISODE_QOS),
+            node.create_subscription(
+                String, topics.client_topic(ns, topics.BRIDGE_STATUS_TOPIC),
+                lambda msg: self.status.append(msg.data), topics.DIAGNOSTICS_QOS),
+        ]
+        self.assign = node.create_publisher(
+            String, topics.client_topic(ns, topics.ASSIGNMENT_TOPIC), topics.ASSIGNMENT_QOS)
+        self.action_pub = node.create_publisher(
+            JointState, topics.client_topic(ns, topics.ACTION_TOPIC), topics.ACTION_QOS)
+
+    def image_callback(self, msg):
+        self.images.setdefault(messages.stamp_to_ns(msg.header.stamp), []).append(msg)
+
+    def action_callback(self, msg):
+        reply = messages.decode_action(msg)
+        self.actions.setdefault(reply.stamp_ns, []).append(reply)
+
+    def episode_callback(self, msg):
+        self.raw_episodes.append(msg)
+        self.episodes.append(messages.decode_episode(msg))
+
+
+def check_episode_against_wire(episode, observer):
+    """Every step of the episode is an image seen on the wire and the action answering it."""
+    stamps = episode.extras['image_stamps_ns']
+    assert len(stamps) == episode.length
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), 'stamps must increase'
+    for t, stamp in enumerate(stamps):
+        image_msg = observer.images[stamp][-1]
+        assert image_msg.header.frame_id == 'agentview'
+        np.testing.assert_array_equal(messages.image_to_numpy(image_msg), episode.images[t])
+        reply = observer.actions[stamp][0]  # the bridge acts on the first reply
+        np.testing.assert_array_equal(reply.action.astype(np.float32), episode.actions[t])
+        np.testing.assert_array_equal(reply.action_tokens, episode.action_tokens[t])
+        np.testing.assert_array_equal(reply.log_probs.astype(np.float32),
+                                      episode.behaviour_logps[t])
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tmp_path):
+    from tgrpo_ros.policy import cached_standin
+
+    model_path = cached_standin(seed=0)
+    spool = tmp_path / 'spool'
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'max_steps': 20, 'action_timeout': 2.0, 'spool_dir': str(spool),
+        'image_encoding': 'bgr8'})
+    observer = Observer(ros_client)
+    ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
+    assignment = messages.Assignment(group_id=7, task_id=1, init_state_id=3, seed=11,
+                                     max_steps=5)
+    observer.assign.publish(messages.encode_assignment(assignment))
+    # No server yet: the bridge times out, says so and re-publishes.
+    ros_client.spin_until(lambda: 'NO policy server' in bridge.log_text(), START_TIMEOUT,
+                          'the time-out log of the bridge')
+    assert 'no action for stamp' in bridge.log_text()
+    ros_nodes.start('policy_server', name='policy_server', parameters={
+        'model_path': model_path, 'clients': ['/sim0'], 'seed': 5})
+    ros_client.spin_until(lambda: observer.episodes, START_TIMEOUT, 'the episode')
+
+    episode = observer.episodes[0]
+    assert episode.length == 5 and not episode.success
+    assert episode.images.shape == (5, 224, 224, 3) and episode.images.dtype == np.uint8
+    assert (episode.task_id, episode.init_state_id, episode.group_id) == (1, 3, 7)
+    assert episode.adapter_version == -1
+    assert episode.extras['step_adapter_versions'] == [-1] * 5
+    assert episode.bridge == '/sim0' and episode.episode_id == '/sim0/7'
+    assert episode.instruction.lower().startswith('pick up the cream cheese')
+    assert episode.extras['retries'] >= 1 and episode.extras['seed'] == 11
+    assert np.all(np.isfinite(episode.rewards)) and episode.rewards.dtype == np.float32
+    assert len(set(episode.images.reshape(5, -1).sum(axis=1).tolist())) > 1, 'images move'
+    check_episode_against_wire(episode, observer)
+    # Lossless: the episode spooled by the bridge is bit-identical to the one received.
+    spooled = messages.episode_from_bytes((spool / 'sim0_7.npz').read_bytes())
+    assert messages.episodes_equal(spooled, episode)
+    # A subscriber that starts after the episode was published still receives it.
+    late = []
+    from std_msgs.msg import UInt8MultiArray
+    ros_client.node.create_subscription(
+        UInt8MultiArray, topics.EPISODE_TOPIC,
+        lambda msg: late.append(messages.decode_episode(msg)), topics.EPISODE_QOS)
+    ros_client.spin_until(lambda: late, 20.0, 'the episode from transient-local history')
+    assert messages.episodes_equal(late[0], episode)
+    assert 'episode /sim0/7: 5 steps' in bridge.log_text()
+    assert bridge.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client):
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'action_timeout': 30.0})
+    observer = Observer(ros_client)
+    ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
+    ros_client.wait_for_subscribers(observer.action_pub, timeout=START_TIMEOUT)
+    observer.assign.publish(messages.encode_assignment(
+        messages.Assignment(group_id=1, task_id=0, init_state_id=0, max_steps=2)))
+    ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first image')
+    from tgrpo_ros.sim.libero_env import task_instructions
+    instruction = task_instructions('libero_object')[0]
+    tokens = np.full(7, 31870)
+    logps = np.full(7, -5.5, dtype=np.float32)
+    good = np.array([0.1, 0.0, -0.05, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+
+    def latest():
+        return max(observer.images)
+
+    def reply(action, text=instruction, stamp=None):
+        from std_msgs.msg import Header
+        header = Header(stamp=messages.ns_to_stamp(latest() if stamp is None else stamp),
+                        frame_id='agentview')
+        observer.action_pub.publish(messages.encode_action(header, action, tokens, logps, 3,
+                                                           text))
+
+    def wait_for(count, what):
+        ros_client.spin_until(lambda: len(observer.images) == count, 20.0, what)
+
+    first = latest()
+    reply(np.array([np.nan] * 7))
+    wait_for(2, 'a fresh request after the NaN action')
+    assert 'non-finite action' in bridge.log_text()
+    reply(good, text='open the drawer')
+    wait_for(3, 'a fresh request after the wrong instruction')
+    assert 'the action answers another instruction' in bridge.log_text()
+    reply(good, stamp=first)  # an answer to an old request: ignored
+    reply(good)
+    step0 = latest()
+    wait_for(4, 'the request of step 1')
+    reply(good * 2)
+    step1 = latest()
+    ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
+    episode = observer.episodes[0]
+    assert episode.length == 2
+    assert episode.extras['retries'] == 2
+    assert episode.extras['image_stamps_ns'] == [step0, step1]
+    np.testing.assert_array_equal(episode.actions, np.stack([good, good * 2]))
+    np.testing.assert_array_equal(episode.behaviour_logps, np.stack([logps, logps]))
+    assert episode.adapter_version == 3
+    # The retries re-sent the same picture: nothing was stepped in between.
+    pictures = [messages.image_to_numpy(observer.images[s][0]) for s in sorted(observer.images)]
+    assert all(np.array_equal(pictures[0], p) for p in pictures[1:3])
+    np.testing.assert_array_equal(episode.images[0], pictures[0])
+    assert bridge.alive

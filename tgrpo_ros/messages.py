@@ -1,0 +1,392 @@
+"""
+Encodings of tgrpo_ros data into standard ROS 2 messages (see docs/messages.md).
+
+Only standard interfaces are used (sensor_msgs, std_msgs), so the package stays
+a single ament_python package:
+
+* image: ``sensor_msgs/Image`` rgb8 or bgr8  <->  uint8 numpy [H, W, 3] RGB
+* action reply: ``sensor_msgs/JointState``  <->  ``ActionReply``
+* assignment: ``std_msgs/String`` holding JSON  <->  ``Assignment``
+* episode: ``std_msgs/UInt8MultiArray`` holding an uncompressed ``.npz``  <->  ``Episode``
+
+No torch here. Message classes are imported inside the functions that build
+them, so ``episode_to_bytes`` / ``episode_from_bytes`` also work without ROS.
+"""
+
+import array
+from dataclasses import asdict, dataclass, fields
+import io
+import json
+import math
+import zipfile
+import zlib
+
+import numpy as np
+
+from tgrpo_ros.episode import ACTION_DIM, Episode
+
+# ---------------------------------------------------------------------------- images
+
+IMAGE_ENCODINGS = ('rgb8', 'bgr8')  # 3 channels, 1 byte each
+
+
+def image_to_numpy(msg):
+    """
+    Return the image of ``msg`` (sensor_msgs/Image) as a new uint8 array [H, W, 3], RGB.
+
+    bgr8 images are converted to RGB. Row padding (step > 3 * width) is allowed.
+    Raises ValueError naming the problem for an unknown encoding, a step smaller
+    than a row, or data whose length disagrees with step * height.
+    """
+    encoding = msg.encoding.lower()
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"unsupported image encoding '{msg.encoding}'; "
+                         f'supported: {", ".join(IMAGE_ENCODINGS)}')
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ValueError(f'image has an empty size: {width}x{height} (width x height) px')
+    row = width * 3  # bytes
+    if step < row:
+        raise ValueError(f'image step {step} B is smaller than one row of {width} px x 3 B '
+                         f'= {row} B ({encoding})')
+    size = len(msg.data)
+    if size != step * height:
+        what = 'truncated' if size < step * height else 'too long'
+        raise ValueError(f'image data is {what}: {size} B, expected step {step} B x height '
+                         f'{height} = {step * height} B')
+    flat = np.frombuffer(msg.data, dtype=np.uint8)
+    rows = flat.reshape(height, step)[:, :row].reshape(height, width, 3)
+    if encoding == 'bgr8':
+        rows = rows[:, :, ::-1]
+    return np.ascontiguousarray(rows)
+
+
+def numpy_to_image(image, encoding='rgb8', stamp=None, frame_id=''):
+    """
+    Return a sensor_msgs/Image of an RGB uint8 array [H, W, 3].
+
+    ``encoding`` is the wire encoding: 'rgb8' sends the array as is, 'bgr8'
+    reverses the channels. ``stamp`` is a builtin_interfaces/Time or an int (ns).
+    """
+    from sensor_msgs.msg import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'image must be uint8 [H, W, 3], got {image.dtype} {image.shape}')
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"unsupported image encoding '{encoding}'; "
+                         f'supported: {", ".join(IMAGE_ENCODINGS)}')
+    if encoding == 'bgr8':
+        image = image[:, :, ::-1]
+    image = np.ascontiguousarray(image)
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = ns_to_stamp(stamp) if isinstance(stamp, (int, np.integer)) else stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = image.shape[0], image.shape[1]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = image.shape[1] * 3
+    msg.data = _byte_array(image)
+    return msg
+
+
+# ---------------------------------------------------------------------------- stamps
+
+def stamp_to_ns(stamp):
+    """Return a builtin_interfaces/Time as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(nanoseconds):
+    """Return integer nanoseconds as a builtin_interfaces/Time."""
+    from builtin_interfaces.msg import Time
+
+    nanoseconds = int(nanoseconds)
+    if nanoseconds < 0:
+        raise ValueError(f'stamp must be >= 0 ns, got {nanoseconds}')
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def instruction_crc32(instruction):
+    """Return the CRC-32 of the UTF-8 instruction (an int in [0, 2**32))."""
+    return zlib.crc32(instruction.encode('utf-8')) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------- actions
+
+# JointState layout of an action reply. The first 7 names are the action
+# dimensions; the extra entries carry per-reply metadata in `position` (their
+# `velocity` and `effort` are 0). All values are exact in float64.
+ACTION_NAMES = ('dx', 'dy', 'dz', 'droll', 'dpitch', 'dyaw', 'gripper')
+ACTION_EXTRA_NAMES = (
+    'adapter_version',    # int, version of the adapter that produced the action
+    'instruction_crc32',  # int, CRC-32 of the instruction the policy was given
+    'batch_size',         # int, size of the policy batch this reply was computed in
+)
+ACTION_JOINT_NAMES = ACTION_NAMES + ACTION_EXTRA_NAMES
+
+
+@dataclass
+class ActionReply:
+    """One decoded action reply of the policy server."""
+
+    stamp_ns: int                # stamp of the image it answers, ns
+    frame_id: str                # frame of the image it answers
+    action: np.ndarray           # [7] float64, un-normalised, policy convention
+    action_tokens: np.ndarray    # [7] int64, ids in 31744..31999
+    log_probs: np.ndarray        # [7] float64, behaviour log-probs (float32 values)
+    adapter_version: int
+    instruction_crc32: int
+    batch_size: int
+
+
+def encode_action(header, action, action_tokens, log_probs, adapter_version, instruction,
+                  batch_size=1):
+    """
+    Return the sensor_msgs/JointState reply to the image whose ``header`` is given.
+
+    position = 7 continuous actions then the extra entries (ACTION_EXTRA_NAMES);
+    velocity = 7 behaviour log-probs then zeros; effort = 7 action token ids
+    then zeros.
+    """
+    from sensor_msgs.msg import JointState
+
+    action = _vector('action', action, np.float64)
+    tokens = _vector('action_tokens', action_tokens, np.int64)
+    logps = _vector('log_probs', log_probs, np.float64)
+    extras = [float(int(adapter_version)), float(instruction_crc32(instruction)),
+              float(int(batch_size))]
+    pad = [0.0] * len(ACTION_EXTRA_NAMES)
+    msg = JointState()
+    msg.header.stamp = header.stamp
+    msg.header.frame_id = header.frame_id
+    msg.name = list(ACTION_JOINT_NAMES)
+    msg.position = array.array('d', action.tolist() + extras)
+    msg.velocity = array.array('d', logps.tolist() + pad)
+    msg.effort = array.array('d', tokens.astype(np.float64).tolist() + pad)
+    return msg
+
+
+def decode_action(msg):
+    """Return the ActionReply in a sensor_msgs/JointState; ValueError if malformed."""
+    names = tuple(msg.name)
+    if names != ACTION_JOINT_NAMES:
+        raise ValueError(f'action reply has joint names {list(names)}; expected '
+                         f'{list(ACTION_JOINT_NAMES)}')
+    count = len(ACTION_JOINT_NAMES)
+    for field_name in ('position', 'velocity', 'effort'):
+        got = len(getattr(msg, field_name))
+        if got != count:
+            raise ValueError(f'action reply {field_name} has {got} entries; expected {count}')
+    position = np.asarray(msg.position, dtype=np.float64)
+    effort = np.asarray(msg.effort[:ACTION_DIM], dtype=np.float64)
+    tokens = effort.astype(np.int64)
+    if not np.array_equal(tokens.astype(np.float64), effort):
+        raise ValueError(f'action token ids must be integers, got {effort.tolist()}')
+    extras = dict(zip(ACTION_EXTRA_NAMES, position[ACTION_DIM:].tolist()))
+    return ActionReply(
+        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=msg.header.frame_id,
+        action=position[:ACTION_DIM].copy(), action_tokens=tokens,
+        log_probs=np.asarray(msg.velocity[:ACTION_DIM], dtype=np.float64),
+        adapter_version=int(extras['adapter_version']),
+        instruction_crc32=int(extras['instruction_crc32']),
+        batch_size=int(extras['batch_size']))
+
+
+def _vector(name, values, dtype):
+    out = np.asarray(values).reshape(-1).astype(dtype)
+    if out.shape != (ACTION_DIM,):
+        raise ValueError(f'{name} must have {ACTION_DIM} entries, got {out.shape[0]}')
+    return out
+
+
+# ---------------------------------------------------------------------------- assignments
+
+ASSIGNMENT_SCHEMA = 'tgrpo_assignment/1'
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """
+    What the learner asks one sim bridge to run next.
+
+    Every bridge of a group gets the same task, init state and group id; the
+    episode id names the bridge's own trajectory. An episode ends at the first
+    success (LIBERO's env is done then) or at the step limit.
+    """
+
+    group_id: int            # groups are numbered by the learner; a bridge runs each once
+    task_id: int             # task index in the suite
+    init_state_id: int       # index of the fixed initial state of the task
+    seed: int = 0            # seed of the env for this episode
+    max_steps: int = 0       # policy steps at most; 0: the bridge's own limit
+    suite: str = 'libero_object'
+    episode_id: str = ''     # '' -> the bridge uses '<namespace>/<group_id>'
+
+    def __post_init__(self):
+        """Check types and ranges, naming the bad value."""
+        for name in ('group_id', 'task_id', 'init_state_id', 'seed', 'max_steps'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f'assignment {name} must be an int, got {value!r}')
+            if value < 0:
+                raise ValueError(f'assignment {name} must be >= 0, got {value}')
+        for name in ('suite', 'episode_id'):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f'assignment {name} must be a str, got '
+                                 f'{getattr(self, name)!r}')
+
+
+def encode_assignment(assignment):
+    """Return a std_msgs/String holding the assignment as JSON (with a schema tag)."""
+    from std_msgs.msg import String
+
+    return String(data=json.dumps({'schema': ASSIGNMENT_SCHEMA, **asdict(assignment)},
+                                  sort_keys=True))
+
+
+def decode_assignment(msg):
+    """Return the Assignment in a std_msgs/String (or a JSON str); ValueError if malformed."""
+    text = msg if isinstance(msg, str) else msg.data
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f'assignment is not JSON ({error}): {text[:200]!r}') from None
+    if not isinstance(values, dict):
+        raise ValueError(f'assignment must be a JSON object, got {text[:200]!r}')
+    schema = values.pop('schema', None)
+    if schema != ASSIGNMENT_SCHEMA:
+        raise ValueError(f"assignment schema is {schema!r}; expected '{ASSIGNMENT_SCHEMA}'")
+    known = [f.name for f in fields(Assignment)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f'unknown assignment keys {unknown}; valid keys: {known}')
+    try:
+        return Assignment(**values)
+    except TypeError as error:  # a required key is missing
+        raise ValueError(f'incomplete assignment ({error}); keys: {known}') from None
+
+
+# ---------------------------------------------------------------------------- episodes
+
+EPISODE_SCHEMA = 'tgrpo_episode/npz/1'  # layout.dim[0].label of an encoded episode
+# Per-step arrays stored in the .npz, with the dtype each must have.
+EPISODE_ARRAYS = {
+    'images': np.uint8,
+    'action_tokens': np.int64,
+    'behaviour_logps': np.float32,
+    'actions': np.float32,
+    'rewards': np.float32,
+}
+_META_KEY = 'metadata_json'  # uint8 array holding UTF-8 JSON of the scalar fields
+_META_FIELDS = ('success', 'task_id', 'init_state_id', 'group_id', 'adapter_version',
+                'instruction', 'suite', 'bridge', 'episode_id', 'extras')
+
+
+def episode_to_bytes(episode):
+    """Return the episode as the bytes of an uncompressed .npz (no pickles)."""
+    arrays = {}
+    for name, dtype in EPISODE_ARRAYS.items():
+        value = getattr(episode, name)
+        if value.dtype != dtype:
+            raise ValueError(f'episode {name} must be {np.dtype(dtype).name} to encode '
+                             f'losslessly, got {value.dtype}')
+        arrays[name] = value
+    metadata = {'schema': EPISODE_SCHEMA}
+    for name in _META_FIELDS:
+        value = getattr(episode, name)
+        metadata[name] = bool(value) if name == 'success' else value
+    text = json.dumps(metadata, sort_keys=True)
+    arrays[_META_KEY] = np.frombuffer(text.encode('utf-8'), dtype=np.uint8)
+    stream = io.BytesIO()
+    np.savez(stream, **arrays)
+    return stream.getbuffer()
+
+
+def episode_from_bytes(data):
+    """Return the Episode stored by episode_to_bytes; ValueError if not a valid episode."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            contents = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f'episode payload of {len(data)} B is not a valid .npz: '
+                         f'{error}') from None
+    missing = sorted((set(EPISODE_ARRAYS) | {_META_KEY}) - set(contents))
+    if missing:
+        raise ValueError(f'episode payload lacks arrays {missing}; has {sorted(contents)}')
+    metadata = json.loads(contents.pop(_META_KEY).tobytes().decode('utf-8'))
+    schema = metadata.pop('schema', None)
+    if schema != EPISODE_SCHEMA:
+        raise ValueError(f"episode schema is {schema!r}; expected '{EPISODE_SCHEMA}'")
+    for name, dtype in EPISODE_ARRAYS.items():
+        if contents[name].dtype != dtype:
+            raise ValueError(f'episode {name} has dtype {contents[name].dtype}; expected '
+                             f'{np.dtype(dtype).name}')
+    unknown = sorted(set(metadata) - set(_META_FIELDS))
+    if unknown:
+        raise ValueError(f'unknown episode metadata keys {unknown}; valid: {list(_META_FIELDS)}')
+    return Episode(**{name: contents[name] for name in EPISODE_ARRAYS}, **metadata)
+
+
+def encode_episode(episode):
+    """
+    Return a std_msgs/UInt8MultiArray whose data is the episode's .npz bytes.
+
+    layout.dim[0] = (label EPISODE_SCHEMA, size = stride = payload bytes).
+    """
+    from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
+
+    payload = episode_to_bytes(episode)
+    msg = UInt8MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=EPISODE_SCHEMA, size=len(payload),
+                                          stride=len(payload))]
+    msg.layout.data_offset = 0
+    msg.data = _byte_array(payload)
+    return msg
+
+
+def decode_episode(msg):
+    """
+    Return the Episode in a std_msgs/UInt8MultiArray made by encode_episode.
+
+    Also accepts the message types that ``rosbags`` deserialises to (same fields).
+    Raises ValueError naming the problem for a foreign or damaged message.
+    """
+    dims = list(msg.layout.dim)
+    label = dims[0].label if dims else None
+    if label != EPISODE_SCHEMA:
+        raise ValueError(f'message is not an encoded episode: layout label {label!r}, '
+                         f"expected '{EPISODE_SCHEMA}'")
+    data = msg.data
+    if len(data) != dims[0].size:
+        raise ValueError(f'episode payload is {len(data)} B but its layout says '
+                         f'{dims[0].size} B (truncated message?)')
+    return episode_from_bytes(memoryview(data).cast('B'))
+
+
+def episodes_equal(first, second):
+    """Return True when two episodes hold bit-identical arrays and equal metadata."""
+    for name in EPISODE_ARRAYS:
+        a, b = getattr(first, name), getattr(second, name)
+        if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
+            return False
+    for name in _META_FIELDS:
+        a, b = getattr(first, name), getattr(second, name)
+        if not _json_equal(a, b):
+            return False
+    return True
+
+
+def _json_equal(a, b):
+    # NaN == NaN for the purpose of a lossless round trip.
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _byte_array(buffer):
+    """Return a bytes-like object as array.array('B') in one copy (the fast setter path)."""
+    out = array.array('B')
+    out.frombytes(memoryview(buffer).cast('B') if not isinstance(buffer, bytes) else buffer)
+    return out

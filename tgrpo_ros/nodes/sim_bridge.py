@@ -1,0 +1,406 @@
+"""
+sim_bridge: runs LIBERO episodes for the learner's assignments, acting through the server.
+
+Runs in its own namespace (e.g. ``/sim0``) and owns one ``tgrpo_ros.sim.LiberoEnv``,
+created lazily on the first assignment. Per episode:
+
+1. an assignment arrives on ``assignment`` (std_msgs/String JSON,
+   ``tgrpo_ros.messages.Assignment``); the env resets to its (task, init state);
+2. each step the bridge publishes ``instruction`` and ``camera/image`` (the policy's
+   view, 224x224 rgb8, stamp unique per step) and waits for the ``action`` reply with
+   that stamp; no reply within ``action_timeout`` s, a reply for another instruction
+   or a non-finite action is logged and the request is re-published (same stamp);
+3. the action is applied (``convention='policy'``), everything is recorded;
+4. at success or the step limit the Episode is published on ``/tgrpo/episodes``
+   (UInt8MultiArray, reliable + transient local, so a learner that starts later still
+   receives it) and optionally spooled to ``spool_dir`` as ``.npz``.
+
+Events are reported as JSON lines on ``bridge_status``. Assignments that arrive
+during an episode are queued and run in order.
+"""
+
+import collections
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String, UInt8MultiArray
+
+from tgrpo_ros import messages, topics
+from tgrpo_ros.episode import Episode
+from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+
+TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
+
+
+class EpisodeRecord:
+    """What the bridge records during one episode (lists of per-step values)."""
+
+    def __init__(self, assignment, instruction, limit, episode_id):
+        """Start an empty record for ``assignment``."""
+        self.assignment = assignment
+        self.instruction = instruction
+        self.limit = limit  # policy steps at most
+        self.episode_id = episode_id
+        self.images, self.tokens, self.logps, self.actions, self.rewards = [], [], [], [], []
+        self.stamps, self.versions, self.batch_sizes = [], [], []
+        self.success = False
+        self.retries = 0
+        self.started = time.monotonic()
+
+    @property
+    def steps(self):
+        """Policy steps recorded so far."""
+        return len(self.rewards)
+
+
+class SimBridge(Node):
+    """One LIBERO env driven by the policy server, one episode per assignment."""
+
+    _parameter_specs = (
+        ('suite', 'libero_object', 'LIBERO suite of the env (an assignment may switch it)'),
+        ('camera_size', 128, 'render size of agentview (px); the policy view is 224 px'),
+        ('max_steps', 0, 'policy steps per episode; 0: the suite limit (280 for Object); '
+         'an assignment with max_steps > 0 lowers it'),
+        ('multisample', True, '4x multisample anti-aliasing (False renders ~2x faster)'),
+        ('action_timeout', 10.0, 's to wait for an action before re-publishing the request'),
+        ('action_retries', 0, 're-publications per step before the episode is aborted '
+         '(0: retry forever); an aborted episode is still published, marked in extras'),
+        ('seed', 0, 'simulator seed at env creation'),
+        ('image_encoding', 'rgb8', "wire encoding of camera images: 'rgb8' or 'bgr8'"),
+        ('frame_id', topics.CAMERA_FRAME_ID, 'frame_id of the camera images'),
+        ('spool_dir', '', "also write each episode as <spool_dir>/<episode>.npz ('' = off); "
+         "a path on this bridge's host"),
+        ('episode_history', topics.BRIDGE_EPISODE_DEPTH, 'finished episodes kept for late '
+         'subscribers (transient local history depth)'),
+    )
+
+    def __init__(self):
+        """Declare and read the parameters and wire the topics; the env comes later."""
+        super().__init__('sim_bridge')
+        for name, default, description in self._parameter_specs:
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, read_only=True))
+        p = {spec[0]: self.get_parameter(spec[0]).value for spec in self._parameter_specs}
+        if p['image_encoding'] not in messages.IMAGE_ENCODINGS:
+            raise ValueError(f"image_encoding '{p['image_encoding']}' is not supported; "
+                             f'choose one of {messages.IMAGE_ENCODINGS}')
+        if not p['action_timeout'] > 0:
+            raise ValueError(f"action_timeout ({p['action_timeout']} s) must be > 0")
+        if p['max_steps'] < 0 or p['action_retries'] < 0 or p['episode_history'] < 1:
+            raise ValueError(f"max_steps ({p['max_steps']}) and action_retries "
+                             f"({p['action_retries']}) must be >= 0, episode_history "
+                             f"({p['episode_history']}) >= 1")
+        self.params = p
+        self.namespace = self.get_namespace()
+        self.env = None
+        self.queue = collections.deque()
+        self.record = None
+        self.obs = None
+        self.waiting = None  # the request in flight: dict(stamp, image, sent, attempts, ...)
+        self.last_stamp = 0  # ns
+        self.episodes_done = 0
+        if p['spool_dir']:
+            os.makedirs(p['spool_dir'], exist_ok=True)
+
+        self.image_publisher = self.create_publisher(
+            Image, topics.CAMERA_TOPIC, topics.IMAGE_QOS)
+        self.instruction_publisher = self.create_publisher(
+            String, topics.INSTRUCTION_TOPIC, topics.INSTRUCTION_QOS)
+        episode_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=int(p['episode_history']),
+            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.episode_publisher = self.create_publisher(
+            UInt8MultiArray, topics.EPISODE_TOPIC, episode_qos)
+        self.status_publisher = self.create_publisher(
+            String, topics.BRIDGE_STATUS_TOPIC, topics.DIAGNOSTICS_QOS)
+        self.action_subscription = self.create_subscription(
+            JointState, topics.ACTION_TOPIC, self.action_callback, topics.ACTION_QOS)
+        self.assignment_subscription = self.create_subscription(
+            String, topics.ASSIGNMENT_TOPIC, self.assignment_callback, topics.ASSIGNMENT_QOS)
+        self.timer = self.create_timer(TIMER_PERIOD, self.timer_callback)
+        self.get_logger().info(
+            f"bridge {self.namespace or '/'} ready: suite {p['suite']}, camera "
+            f"{p['camera_size']} px, action timeout {p['action_timeout']:.1f} s; waiting for "
+            f'an assignment on {self.assignment_subscription.topic_name}')
+
+    # ------------------------------------------------------------------ assignments
+    def assignment_callback(self, msg):
+        """Queue an assignment; start it at once when idle."""
+        try:
+            assignment = messages.decode_assignment(msg)
+        except ValueError as error:
+            self.get_logger().error(f'ignored a malformed assignment: {error}')
+            self.report('bad_assignment', reason=str(error))
+            return
+        self.queue.append(assignment)
+        self.get_logger().info(f'assignment for group {assignment.group_id}: task '
+                               f'{assignment.task_id}, init state {assignment.init_state_id} '
+                               f'({len(self.queue)} queued)')
+        if self.record is None:
+            self.start_next()
+
+    def start_next(self):
+        """Reset the env for the next queued assignment and send the first request."""
+        while self.queue and self.record is None:
+            assignment = self.queue.popleft()
+            try:
+                self.obs = self._reset_env(assignment)
+            except (ValueError, RuntimeError) as error:  # SimError is a RuntimeError
+                self.get_logger().error(f'cannot run group {assignment.group_id} (task '
+                                        f'{assignment.task_id}, init state '
+                                        f'{assignment.init_state_id}): {error}')
+                self.report('bad_assignment', group_id=assignment.group_id, reason=str(error))
+                continue
+            limit = self.env.max_steps
+            if assignment.max_steps > 0:
+                limit = min(limit, assignment.max_steps)
+            episode_id = assignment.episode_id or f'{self.namespace}/{assignment.group_id}'
+            self.record = EpisodeRecord(assignment, self.obs['instruction'], limit, episode_id)
+            self.report('episode_start', episode_id=episode_id, group_id=assignment.group_id,
+                        task_id=assignment.task_id, init_state_id=assignment.init_state_id,
+                        max_steps=limit)
+            self.request_action(new_stamp=True)
+
+    def _reset_env(self, assignment):
+        start = time.perf_counter()
+        p = self.params
+        if self.env is not None and self.env.config.suite != assignment.suite:
+            self.env.close()
+            self.env = None
+        if self.env is None:
+            from tgrpo_ros.sim import LiberoEnv  # heavy: mujoco, robosuite, libero
+            self.env = LiberoEnv(suite=assignment.suite, task_id=assignment.task_id,
+                                 camera_size=int(p['camera_size']),
+                                 max_steps=int(p['max_steps']) or None,
+                                 multisample=bool(p['multisample']), seed=int(p['seed']))
+            self.get_logger().info(f'created the {assignment.suite} env in '
+                                   f'{time.perf_counter() - start:.1f} s')
+        else:
+            self.env.set_task(assignment.task_id)
+        obs = self.env.reset(assignment.init_state_id)
+        seconds = time.perf_counter() - start
+        self.get_logger().info(f'reset to task {assignment.task_id} init state '
+                               f'{assignment.init_state_id} in {seconds:.2f} s')
+        return obs
+
+    # ------------------------------------------------------------------ requests
+    def _next_stamp(self):
+        now = self.get_clock().now().nanoseconds
+        self.last_stamp = max(now, self.last_stamp + 1)  # unique and increasing
+        return self.last_stamp
+
+    def request_action(self, new_stamp=False):
+        """Publish instruction + image for the current step (with a new stamp if asked)."""
+        attempts = 0 if self.waiting is None else self.waiting['attempts']
+        if new_stamp or self.waiting is None:
+            stamp = self._next_stamp()
+            image = messages.numpy_to_image(
+                self.obs['image'], self.params['image_encoding'], stamp=stamp,
+                frame_id=self.params['frame_id'])
+            self.waiting = {'stamp': stamp, 'image': image, 'attempts': attempts}
+        self.waiting['sent'] = time.monotonic()
+        self.waiting['attempts'] += 1
+        self.waiting['matched'] = self._server_matched()
+        self.instruction_publisher.publish(String(data=self.record.instruction))
+        self.image_publisher.publish(self.waiting['image'])
+
+    def _server_matched(self):
+        return (self.image_publisher.get_subscription_count() > 0
+                and self.instruction_publisher.get_subscription_count() > 0
+                and self.action_subscription.get_publisher_count() > 0)
+
+    def retry(self, reason, fresh=False):
+        """
+        Log ``reason`` and re-publish the current request, or abort past the budget.
+
+        ``fresh``: ask for a new sample (new stamp) rather than the same request again
+        (which the server answers with its cached reply, if it had answered it).
+        """
+        record = self.record
+        record.retries += 1
+        limit = int(self.params['action_retries'])
+        if limit and self.waiting['attempts'] > limit:
+            self.get_logger().error(f'{reason}; gave up after {self.waiting["attempts"]} '
+                                    f'attempts at step {record.steps}: publishing the '
+                                    f'{record.steps} steps recorded so far as aborted')
+            self.finish(aborted=reason)
+            return
+        self.get_logger().warning(f'{reason}; re-publishing step {record.steps} (attempt '
+                                  f'{self.waiting["attempts"] + 1})')
+        self.report('retry', episode_id=record.episode_id, step=record.steps, reason=reason)
+        self.request_action(new_stamp=fresh)
+
+    def timer_callback(self):
+        """Re-publish a request that timed out, or that went out before discovery."""
+        if self.record is None:
+            if self.queue:
+                self.start_next()
+            return
+        if self.waiting is None:
+            return
+        waited = time.monotonic() - self.waiting['sent']  # s
+        if not self.waiting['matched'] and self._server_matched():
+            self.get_logger().info('policy server discovered; sending the request again')
+            self.request_action()
+        elif waited > self.params['action_timeout']:
+            server = 'a policy server' if self._server_matched() else 'NO policy server'
+            self.retry(f'no action for stamp {self.waiting["stamp"]} ns after {waited:.1f} s '
+                       f'({server} is subscribed to {self.image_publisher.topic_name})')
+
+    def action_callback(self, msg):
+        """Check the reply against the request in flight, step the env, record the step."""
+        try:
+            reply = messages.decode_action(msg)
+        except ValueError as error:
+            self.get_logger().error(f'ignored a malformed action reply: {error}')
+            return
+        if self.waiting is None or reply.stamp_ns != self.waiting['stamp']:
+            expected = None if self.waiting is None else self.waiting['stamp']
+            self.get_logger().debug(f'ignored a reply for stamp {reply.stamp_ns} ns (waiting '
+                                    f'for {expected})')
+            return
+        record = self.record
+        if reply.instruction_crc32 != messages.instruction_crc32(record.instruction):
+            self.retry('the action answers another instruction (CRC-32 '
+                       f'{reply.instruction_crc32:08x}, ours '
+                       f'{messages.instruction_crc32(record.instruction):08x})', fresh=True)
+            return
+        if not np.all(np.isfinite(reply.action)) or not np.all(np.isfinite(reply.log_probs)):
+            self.retry(f'non-finite action {reply.action.tolist()} / log-probs '
+                       f'{reply.log_probs.tolist()}', fresh=True)
+            return
+        if np.any((reply.action_tokens < ACTION_TOKEN_MIN)
+                  | (reply.action_tokens > ACTION_TOKEN_MAX)):
+            self.retry(f'action tokens {reply.action_tokens.tolist()} outside '
+                       f'{ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX}', fresh=True)
+            return
+        action = reply.action.astype(np.float32)  # what the episode records is what is applied
+        try:
+            obs, reward, done, info = self.env.step(action, convention='policy')
+        except ValueError as error:
+            self.retry(f'the env rejected action {action.tolist()}: {error}', fresh=True)
+            return
+        record.images.append(self.obs['image'])
+        record.tokens.append(reply.action_tokens)
+        record.logps.append(reply.log_probs.astype(np.float32))
+        record.actions.append(action)
+        record.rewards.append(np.float32(reward))
+        record.stamps.append(self.waiting['stamp'])
+        record.versions.append(reply.adapter_version)
+        record.batch_sizes.append(reply.batch_size)
+        record.success = record.success or bool(info['success'])
+        self.obs = obs
+        self.waiting = None
+        if done or record.steps >= record.limit:
+            self.finish()
+        else:
+            self.request_action(new_stamp=True)
+
+    # ------------------------------------------------------------------ episodes
+    def finish(self, aborted=''):
+        """Publish (and spool) the recorded episode, then start the next assignment."""
+        record, self.record, self.waiting = self.record, None, None
+        assignment = record.assignment
+        seconds = time.monotonic() - record.started
+        extras = {'image_stamps_ns': record.stamps, 'step_adapter_versions': record.versions,
+                  'batch_sizes': record.batch_sizes, 'retries': record.retries,
+                  'seed': assignment.seed, 'wall_s': round(seconds, 3),
+                  'step_limit': record.limit}
+        if aborted:
+            extras['aborted'] = aborted
+        shape = self.obs['image'].shape if self.obs is not None else (224, 224, 3)
+        episode = Episode(
+            images=(np.stack(record.images) if record.images
+                    else np.zeros((0,) + shape, np.uint8)),
+            action_tokens=np.array(record.tokens, dtype=np.int64).reshape(-1, 7),
+            behaviour_logps=np.array(record.logps, dtype=np.float32).reshape(-1, 7),
+            actions=np.array(record.actions, dtype=np.float32).reshape(-1, 7),
+            rewards=np.array(record.rewards, dtype=np.float32),
+            success=record.success, task_id=assignment.task_id,
+            init_state_id=assignment.init_state_id, group_id=assignment.group_id,
+            # The oldest adapter that acted in the episode; per step in extras.
+            adapter_version=min(record.versions) if record.versions else -1,
+            instruction=record.instruction, suite=assignment.suite,
+            bridge=self.namespace, episode_id=record.episode_id, extras=extras)
+        start = time.perf_counter()
+        msg = messages.encode_episode(episode)
+        self.episode_publisher.publish(msg)
+        published = time.perf_counter() - start
+        if self.params['spool_dir']:
+            self.spool(episode)
+        self.episodes_done += 1
+        rate = record.steps / seconds if seconds > 0 else float('nan')
+        self.get_logger().info(
+            f'episode {record.episode_id}: {record.steps} steps, return '
+            f'{episode.episode_return:.3f}, success {episode.success}, {seconds:.1f} s '
+            f'({rate:.1f} steps/s), {len(msg.data) / 1e6:.2f} MB published in '
+            f'{published * 1000:.0f} ms' + (f', ABORTED: {aborted}' if aborted else ''))
+        self.report('episode_done', episode_id=record.episode_id, group_id=assignment.group_id,
+                    steps=record.steps, success=episode.success,
+                    episode_return=episode.episode_return, wall_s=round(seconds, 3),
+                    aborted=aborted)
+        self.start_next()
+
+    def spool(self, episode):
+        """Write the episode atomically to spool_dir (tmp file + rename)."""
+        name = re.sub(r'[^A-Za-z0-9_.-]+', '_', episode.episode_id.strip('/')) or 'episode'
+        path = os.path.join(self.params['spool_dir'], f'{name}.npz')
+        try:
+            with open(path + '.tmp', 'wb') as stream:
+                stream.write(messages.episode_to_bytes(episode))
+            os.replace(path + '.tmp', path)
+        except OSError as error:
+            self.get_logger().error(f'could not spool episode {episode.episode_id} to '
+                                    f'{path}: {error} (it was published)')
+
+    def report(self, event, **fields):
+        """Publish one JSON status line on bridge_status."""
+        fields = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                  for k, v in fields.items()}
+        self.status_publisher.publish(String(data=json.dumps(
+            {'event': event, 'bridge': self.namespace, **fields})))
+
+    def destroy_node(self):
+        """Close the env (and its GL context) with the node."""
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+        return super().destroy_node()
+
+
+def main(args=None):
+    """Run one sim bridge until interrupted."""
+    # DDS discovery stays on this machine unless the caller chose otherwise (multi-host
+    # deployments set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET explicitly).
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    rclpy.init(args=args)
+    node = None
+    status = 0
+    try:
+        node = SimBridge()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as error:  # a bad parameter: say which, without a traceback
+        rclpy.logging.get_logger('sim_bridge').fatal(str(error))
+        status = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""
+Topic names and QoS profiles shared by every tgrpo_ros node.
+
+Standard library plus ``rclpy.qos`` only (no torch), so that all nodes start
+fast. Per-client topics are *relative* names: a sim bridge started in
+namespace ``/sim0`` publishes ``/sim0/camera/image``; the policy server builds
+the absolute names from its ``clients`` parameter with ``client_topic``.
+
+QoS choices
+-----------
+* Images, instructions and actions: RELIABLE, VOLATILE, KEEP_LAST depth 2.
+  These topics carry a request/reply handshake, not a sensor stream: a bridge
+  publishes one image and then blocks until the matching action arrives, so
+  a BEST_EFFORT drop would stall it until its action timeout. At most one
+  request per client is outstanding, so depth 2 covers one re-publish after a
+  timeout without letting stale frames queue up. An old image that is
+  superseded is never answered: the server keeps only the newest per client.
+* Episodes: RELIABLE, TRANSIENT_LOCAL. Every finished episode must reach the
+  learner; TRANSIENT_LOCAL keeps each bridge's last episodes on its writer, so
+  a learner that starts (or restarts) late still gets them. Subscribers
+  (learner, recorders) use EPISODE_QOS, depth 64: one reader history is
+  shared by all bridges (the topic has no keys), so it must hold every
+  episode that can arrive while the learner is busy with an update. Bridges
+  publish with depth BRIDGE_EPISODE_DEPTH (8, a sim_bridge parameter): a
+  bridge runs one episode per assignment, so few are ever unread, and the
+  writer history keeps whole episodes in memory (a 280-step episode is 42 MB
+  of images). Subscribers must be TRANSIENT_LOCAL too: a VOLATILE reader
+  gets no history.
+* Assignments: RELIABLE, TRANSIENT_LOCAL, depth 1: a bridge that starts after
+  the learner published its assignment still receives the current one, and
+  only the newest assignment matters.
+* Diagnostics (server batch sizes, bridge status): RELIABLE, VOLATILE, depth 10.
+"""
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# Per-client topics (relative: resolved inside each bridge's namespace).
+CAMERA_TOPIC = 'camera/image'        # sensor_msgs/Image, rgb8 or bgr8, policy view
+INSTRUCTION_TOPIC = 'instruction'    # std_msgs/String, the task's language instruction
+ACTION_TOPIC = 'action'              # sensor_msgs/JointState, see messages.encode_action
+ASSIGNMENT_TOPIC = 'assignment'      # std_msgs/String JSON, see messages.encode_assignment
+BRIDGE_STATUS_TOPIC = 'bridge_status'  # std_msgs/String JSON, one line per bridge event
+
+# Global topics.
+EPISODE_TOPIC = '/tgrpo/episodes'    # std_msgs/UInt8MultiArray, see messages.encode_episode
+SERVER_STATS_TOPIC = '/tgrpo/policy_server/stats'  # std_msgs/String JSON per batch
+
+# Default image frame (LIBERO's front camera).
+CAMERA_FRAME_ID = 'agentview'
+
+# Depths (messages). See the module docstring for the reasons.
+IMAGE_DEPTH = 2
+ACTION_DEPTH = 2
+EPISODE_DEPTH = 64         # subscriber side (learner, recorders)
+BRIDGE_EPISODE_DEPTH = 8   # publisher side (each sim bridge)
+ASSIGNMENT_DEPTH = 1
+DIAGNOSTICS_DEPTH = 10
+
+IMAGE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=IMAGE_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+INSTRUCTION_QOS = IMAGE_QOS
+ACTION_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=ACTION_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+EPISODE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=EPISODE_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+ASSIGNMENT_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=ASSIGNMENT_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DIAGNOSTICS_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=DIAGNOSTICS_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def normalize_namespace(namespace):
+    """Return ``namespace`` as '/a/b' (leading slash, no trailing slash); '' stays ''."""
+    parts = [part for part in str(namespace).split('/') if part]
+    return '/' + '/'.join(parts) if parts else ''
+
+
+def client_topic(namespace, topic):
+    """
+    Return the absolute name of per-client ``topic`` for the client in ``namespace``.
+
+    >>> client_topic('sim0', CAMERA_TOPIC)
+    '/sim0/camera/image'
+    """
+    if topic.startswith('/'):
+        raise ValueError(f"client topic '{topic}' must be relative (no leading '/')")
+    return normalize_namespace(namespace) + '/' + topic
