@@ -1,0 +1,1 @@
+"""TGRPO training core: group rollouts, the update step, checkpoints and metrics (no ROS)."""

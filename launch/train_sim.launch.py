@@ -1,0 +1,61 @@
+"""
+Launch the TGRPO training graph with launch_ros (real ROS 2 installs).
+
+    ros2 launch tgrpo_ros train_sim.launch.py [config:=/path/to/train_sim.yaml]
+                                              [model_path:=/path/to/checkpoint]
+
+The nodes, namespaces and parameters come from ``tgrpo_ros.graph`` (the same
+module the pip-side launcher ``tgrpo_launch`` reads), built from the package's
+installed ``config/train_sim.yaml`` unless ``config`` names another file.
+The launch ends when the learner exits (all updates done) or any node dies.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction
+from launch.actions import RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from tgrpo_ros import graph
+
+PACKAGE = 'tgrpo_ros'
+CONFIG_FILE = 'train_sim.yaml'
+
+
+def default_config():
+    """Return the installed configuration file of this package."""
+    return os.path.join(get_package_share_directory(PACKAGE), 'config', CONFIG_FILE)
+
+
+def node_actions(context):
+    """Build one launch_ros Node per node of the shared graph definition."""
+    config_path = LaunchConfiguration('config').perform(context)
+    model_path = LaunchConfiguration('model_path').perform(context) or None
+    nodes = graph.build_graph(graph.load_config(config_path), model_path=model_path)
+    actions = []
+    for spec in nodes:
+        node = Node(package=spec.package, executable=spec.executable, name=spec.name,
+                    namespace=spec.namespace or '', parameters=[spec.parameters],
+                    remappings=list(spec.remaps.items()), output='screen')
+        actions.append(node)
+        # The run ends with the learner (exit 0 after K updates) or any node's death.
+        actions.append(RegisterEventHandler(OnProcessExit(
+            target_action=node,
+            on_exit=[EmitEvent(event=Shutdown(reason=f'{spec.full_name} exited'))])))
+    return actions
+
+
+def generate_launch_description():
+    """Declare the arguments and the graph."""
+    return LaunchDescription([
+        DeclareLaunchArgument('config', default_value=default_config(),
+                              description='graph configuration (YAML)'),
+        DeclareLaunchArgument('model_path', default_value='',
+                              description="replaces every node's model_path ('' keeps it)"),
+        OpaqueFunction(function=node_actions),
+    ])

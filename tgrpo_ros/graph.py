@@ -1,0 +1,170 @@
+"""
+The node graph of a training run, built from one YAML configuration.
+
+Both launchers read this module: ``launch/train_sim.launch.py`` (launch_ros, for
+real ROS installs) and ``tgrpo_ros.launcher`` (plain processes, for pip installs).
+Standard library plus PyYAML only, so it imports without ROS or torch.
+
+Configuration layout (see ``config/train_sim.yaml``)::
+
+    graph:
+      package: tgrpo_ros
+      num_bridges: 2              # sim bridges, in namespaces <prefix>0 .. <prefix>M-1
+      bridge_namespace_prefix: sim
+      policy_parameters: {...}    # given to both the policy server and the learner
+    policy_server: {name: policy_server, namespace: '', parameters: {...}, remaps: {}}
+    sim_bridge:    {name: sim_bridge, parameters: {...}, remaps: {}}
+    learner:       {name: learner, namespace: '', parameters: {...}, remaps: {}}
+
+The graph fills in what ties the nodes together, so it is written in one place:
+the policy server's ``clients`` and the learner's ``bridges`` (the bridge
+namespaces), the policy parameters that must agree between the policy
+server and the learner (``graph.policy_parameters``: model path, trainable set, LoRA
+settings, adapter root) and, when given, a ``model_path`` override.
+"""
+
+from dataclasses import dataclass, field
+import os
+from typing import Dict, List, Mapping, Optional
+
+import yaml
+
+PACKAGE = 'tgrpo_ros'
+NODE_KINDS = ('policy_server', 'sim_bridge', 'learner')
+EXECUTABLES = {kind: kind for kind in NODE_KINDS}  # console scripts of setup.py
+TOP_LEVEL_KEYS = ('graph', 'policy_server', 'sim_bridge', 'learner', 'main')
+NODE_KEYS = ('name', 'namespace', 'parameters', 'remaps', 'executable')
+DEFAULT_CONFIG = 'train_sim.yaml'
+
+
+@dataclass
+class NodeSpec:
+    """One node of the graph: what to start and with which ROS arguments."""
+
+    package: str
+    executable: str
+    name: str
+    namespace: str = ''
+    parameters: Dict[str, object] = field(default_factory=dict)
+    remaps: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        """Fully qualified node name, e.g. '/sim0/sim_bridge'."""
+        return (self.namespace.rstrip('/') + '/' + self.name) if self.namespace \
+            else '/' + self.name
+
+    def params_yaml(self) -> dict:
+        """Return the ``--params-file`` content for this node (keyed by its full name)."""
+        return {self.full_name: {'ros__parameters': dict(self.parameters)}}
+
+
+def _namespace(text: str) -> str:
+    parts = [p for p in str(text or '').split('/') if p]
+    return '/' + '/'.join(parts) if parts else ''
+
+
+def load_config(path) -> dict:
+    """Read a graph configuration file; raise ValueError naming a bad key."""
+    path = os.fspath(path)
+    with open(path) as stream:
+        config = yaml.safe_load(stream)
+    if not isinstance(config, dict):
+        raise ValueError(f'{path}: the configuration must be a YAML mapping, got '
+                         f'{type(config).__name__}')
+    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ValueError(f'{path}: unknown top-level keys {unknown}; valid keys: '
+                         f'{list(TOP_LEVEL_KEYS)}')
+    return config
+
+
+def _section(config: Mapping, kind: str) -> dict:
+    section = dict(config.get(kind) or {})
+    unknown = sorted(set(section) - set(NODE_KEYS))
+    if unknown:
+        raise ValueError(f'section {kind!r}: unknown keys {unknown}; valid keys: '
+                         f'{list(NODE_KEYS)}')
+    for key in ('parameters', 'remaps'):
+        if not isinstance(section.get(key) or {}, dict):
+            raise ValueError(f'section {kind!r}: {key} must be a mapping, got '
+                             f'{section[key]!r}')
+    return section
+
+
+def bridge_namespaces(config: Mapping) -> List[str]:
+    """Return the namespaces of the sim bridges, e.g. ['/sim0', '/sim1']."""
+    graph = dict(config.get('graph') or {})
+    count = graph.get('num_bridges', 2)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f'graph.num_bridges must be an int >= 1, got {count!r}')
+    prefix = str(graph.get('bridge_namespace_prefix', 'sim')).strip('/')
+    if not prefix:
+        raise ValueError('graph.bridge_namespace_prefix must not be empty')
+    return [f'/{prefix}{i}' for i in range(count)]
+
+
+def build_graph(config: Mapping, *, model_path: Optional[str] = None,
+                overrides: Optional[Mapping[str, Mapping[str, object]]] = None
+                ) -> List[NodeSpec]:
+    """
+    Return the nodes of ``config``: the policy server, M sim bridges, the learner.
+
+    ``model_path`` (when given) replaces every node's ``model_path`` parameter.
+    ``overrides`` maps a node kind ('policy_server', 'sim_bridge', 'learner') to
+    parameters that replace the configured ones (e.g. the run directory).
+    """
+    graph = dict(config.get('graph') or {})
+    package = str(graph.get('package', PACKAGE))
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(NODE_KINDS))
+    if unknown:
+        raise ValueError(f'overrides for unknown node kinds {unknown}; valid: '
+                         f'{list(NODE_KINDS)}')
+    bridges = bridge_namespaces(config)
+    shared = dict(graph.get('policy_parameters') or {})
+
+    def spec(kind: str, namespace: Optional[str], extra: Mapping[str, object]) -> NodeSpec:
+        section = _section(config, kind)
+        parameters = dict(shared) if kind != 'sim_bridge' else {}
+        parameters.update(section.get('parameters') or {})
+        parameters.update(extra)
+        if model_path is not None and kind != 'sim_bridge':
+            parameters['model_path'] = str(model_path)
+        parameters.update(overrides.get(kind) or {})
+        ns = namespace if namespace is not None else _namespace(section.get('namespace', ''))
+        return NodeSpec(package=package,
+                        executable=str(section.get('executable', EXECUTABLES[kind])),
+                        name=str(section.get('name', kind)), namespace=ns,
+                        parameters=parameters,
+                        remaps={str(k): str(v) for k, v in (section.get('remaps') or {}).items()})
+
+    nodes = [spec('policy_server', None, {'clients': list(bridges)})]
+    nodes += [spec('sim_bridge', ns, {}) for ns in bridges]
+    nodes.append(spec('learner', None, {'bridges': list(bridges)}))
+    names = [n.full_name for n in nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f'node names must be unique; duplicated: {duplicates}')
+    return nodes
+
+
+def find_node(nodes: List[NodeSpec], kind: str) -> NodeSpec:
+    """Return the first node started from executable ``kind``."""
+    for node in nodes:
+        if node.executable == EXECUTABLES.get(kind, kind):
+            return node
+    raise KeyError(f'no node of kind {kind!r}; have {[n.executable for n in nodes]}')
+
+
+def write_params_files(nodes: List[NodeSpec], directory) -> Dict[str, str]:
+    """Write one ``--params-file`` per node into ``directory``; return {full name: path}."""
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    paths = {}
+    for node in nodes:
+        path = os.path.join(os.fspath(directory),
+                            node.full_name.strip('/').replace('/', '__') + '.params.yaml')
+        with open(path, 'w') as stream:
+            yaml.safe_dump(node.params_yaml(), stream, sort_keys=True)
+        paths[node.full_name] = path
+    return paths
