@@ -47,7 +47,8 @@ def ros_path(args, model_path, log_dir):
     from std_msgs.msg import String, UInt8MultiArray
 
     from tgrpo_ros import messages, topics
-    from tgrpo_ros.testing.ros_processes import NodeGroup, RosClient
+    from tgrpo_ros.node_process import NodeGroup
+    from tgrpo_ros.testing.ros_processes import RosClient
 
     bridges = ['/sim0', '/sim1']
     nodes = NodeGroup(log_dir)

@@ -57,7 +57,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def ros_nodes(tmp_path, request):
     """Start installed node executables as processes; all are stopped after the test."""
-    from tgrpo_ros.testing.ros_processes import NodeGroup
+    from tgrpo_ros.node_process import NodeGroup
     group = NodeGroup(log_dir=tmp_path / 'node_logs')
     try:
         yield group

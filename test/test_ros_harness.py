@@ -58,3 +58,33 @@ def test_inline_parameters_override_file(ros_nodes, ros_client, tmp_path):
 def test_missing_executable_is_named(ros_nodes):
     with pytest.raises(FileNotFoundError, match='no_such_node_exe'):
         ros_nodes.start('no_such_node_exe')
+
+
+@pytest.mark.ros
+def test_nodes_die_with_the_process_that_started_them(tmp_path):
+    """A crashed launcher or test session leaves no node running (PR_SET_PDEATHSIG)."""
+    import subprocess
+    import time
+
+    starter = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys, time\n'
+         'from tgrpo_ros.node_process import NodeProcess\n'
+         f'node = NodeProcess({ECHO!r}, {str(tmp_path)!r}, name="orphan")\n'
+         'print(node.process.pid, flush=True)\n'
+         'time.sleep(60)\n'],
+        stdout=subprocess.PIPE, text=True)
+    node_pid = int(starter.stdout.readline())
+    os.kill(node_pid, 0)  # running
+    starter.kill()
+    starter.wait()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            os.kill(node_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(node_pid, 9)
+        pytest.fail(f'node process {node_pid} outlived the process that started it')

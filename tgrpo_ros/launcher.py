@@ -3,7 +3,7 @@ tgrpo_launch: start the training graph as plain processes (pip installs, no laun
 
 Starts the nodes that ``tgrpo_ros.graph`` builds from a configuration (same node
 names, namespaces and parameters as ``launch/train_sim.launch.py``), one
-``--params-file`` per node, through ``tgrpo_ros.testing.ros_processes.NodeProcess``.
+``--params-file`` per node, through ``tgrpo_ros.node_process.NodeProcess``.
 Echoes the learner's log (and warnings/errors of the other nodes) with a node prefix.
 
 Ends when:
@@ -39,7 +39,7 @@ class GraphRun:
         ``finisher`` is the full name of the node whose exit with code 0 ends the run
         successfully (default: the node started from the ``learner`` executable).
         """
-        from tgrpo_ros.testing.ros_processes import NodeProcess
+        from tgrpo_ros.node_process import NodeProcess
         self.log_dir = os.fspath(log_dir)
         self.stream = stream or sys.stdout
         self.verbose = verbose

@@ -239,11 +239,6 @@ class Learner(Node):
             return
         results = self.push_future.result().results
         rejected = [r.reason for r in results if not r.successful]
-        if rejected and self.update_index == self.push_version and self.version is None \
-                and any('without a new adapter_version' in r for r in rejected):
-            # Resuming against a server that still serves this very version.
-            self.get_logger().info(f'policy server already serves version {self.push_version}')
-            rejected = []
         if rejected:
             return self._fail(f'policy server rejected adapter version {self.push_version}: '
                               f'{"; ".join(rejected)}')

@@ -160,6 +160,11 @@ class PolicyServer(Node):
                                f"{p['device']} ({p['dtype']})")
         return policy, generator
 
+    def _serving(self, path):
+        """Return True when ``path`` names the adapter directory being served."""
+        current = self.policy.adapter_path
+        return current is not None and os.path.realpath(path) == os.path.realpath(current)
+
     def parameters_callback(self, params):
         """Validate and apply an adapter push; reject anything else that is not allowed."""
         by_name = {param.name: param for param in params}
@@ -183,6 +188,8 @@ class PolicyServer(Node):
                 f'{path.value!r}')
         new_version = int(version.value) if version is not None else self.staged_version
         if new_version == self.policy.adapter_version:
+            if self._serving(path.value):  # a repeated push (e.g. a resumed learner): no-op
+                return SetParametersResult(successful=True)
             return SetParametersResult(
                 successful=False, reason=f'adapter_path {path.value!r} came without a new '
                 f'adapter_version (still {new_version}); set adapter_version before '
