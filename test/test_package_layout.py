@@ -7,8 +7,6 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLES = ['policy_server', 'sim_bridge', 'learner', 'tgrpo_launch',
                'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay']
@@ -87,18 +85,32 @@ def test_colcon_style_install_lands_files_where_ros_expects(tmp_path):
         assert (prefix / 'lib/tgrpo_ros' / name).is_file(), name
 
 
-@pytest.mark.slow
-def test_pip_install_lands_data_files_in_the_prefix(tmp_path):
+def test_pip_wheel_carries_the_data_files_and_console_scripts(tmp_path):
+    """
+    What `pip install .` installs: the wheel's data files go to <prefix>/share.
+
+    The wheel is inspected rather than installed: installing it, even with
+    --prefix, would first uninstall this environment's editable install.
+    """
+    import zipfile
     src = _copy_source(tmp_path)
-    prefix = tmp_path / 'prefix'
     subprocess.run(
-        [sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
-         '--disable-pip-version-check', '--prefix', str(prefix), str(src)],
+        [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
+         '--disable-pip-version-check', '-w', str(tmp_path / 'dist'), str(src)],
         check=True, capture_output=True)
-    assert (prefix / 'share/ament_index/resource_index/packages/tgrpo_ros').is_file()
-    assert (prefix / 'share/tgrpo_ros/package.xml').is_file()
+    (wheel,) = (tmp_path / 'dist').glob('tgrpo_ros-*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = 'tgrpo_ros-0.1.0.data/data/'
+    assert data + 'share/ament_index/resource_index/packages/tgrpo_ros' in names
+    assert data + 'share/tgrpo_ros/package.xml' in names
+    for source in ROOT.glob('launch/*.launch.py'):
+        assert data + 'share/tgrpo_ros/launch/' + source.name in names
+    for source in ROOT.glob('config/*.yaml'):
+        assert data + 'share/tgrpo_ros/config/' + source.name in names
+    entry_points = zipfile.ZipFile(wheel).read(
+        'tgrpo_ros-0.1.0.dist-info/entry_points.txt').decode()
     for name in EXECUTABLES:
-        assert (prefix / 'bin' / name).is_file(), name
+        assert f'{name} = ' in entry_points, name
 
 
 def test_this_environment_resolves_the_package_share_directory():
