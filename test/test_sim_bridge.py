@@ -21,15 +21,20 @@ class Observer:
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String, UInt8MultiArray
 
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        # Deeper than the nodes' own depth-2 queues: the test process may lag behind
+        # the bridge for a few steps under load, and must not miss what it checks.
+        record_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         node = ros_client.node
         self.ros = ros_client
         self.images, self.actions, self.episodes, self.raw_episodes = {}, {}, [], []
         self.status = []
         self.subs = [
             node.create_subscription(Image, topics.client_topic(ns, topics.CAMERA_TOPIC),
-                                     self.image_callback, topics.IMAGE_QOS),
+                                     self.image_callback, record_qos),
             node.create_subscription(JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
-                                     self.action_callback, topics.ACTION_QOS),
+                                     self.action_callback, record_qos),
             node.create_subscription(UInt8MultiArray, topics.EPISODE_TOPIC,
                                      self.episode_callback, topics.EPISODE_QOS),
             node.create_subscription(

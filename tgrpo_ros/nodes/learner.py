@@ -37,12 +37,12 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
 from tgrpo_ros import messages, topics
 from tgrpo_ros.config import TGRPOConfig
+from tgrpo_ros.nodes.node_main import run_node
 
 STALE_POLICIES = ('drop',)
 WAITING, UPDATING, PUSHING, DONE, FAILED = 'waiting', 'updating', 'pushing', 'done', 'failed'
@@ -392,24 +392,16 @@ class Learner(Node):
         self.exit_code = 1
 
 
+def spin_until_done(node):
+    """Spin until the learner finished its K updates (0) or failed (1)."""
+    while rclpy.ok() and node.exit_code is None:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    return node.exit_code if node.exit_code is not None else 1
+
+
 def main(args=None):
     """Run the learner until its K updates are done (exit 0) or it fails (exit 1)."""
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    rclpy.init(args=args)
-    node = None
-    code = 1
-    try:
-        node = Learner()
-        while rclpy.ok() and node.exit_code is None:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        code = node.exit_code if node.exit_code is not None else 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 130
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(Learner, 'learner', args, spin=spin_until_done, interrupted_status=130)
 
 
 if __name__ == '__main__':

@@ -29,13 +29,12 @@ import sys
 import time
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from tgrpo_ros import messages, topics
+from tgrpo_ros.nodes.node_main import run_node
 
 NUM_THREADS_DEFAULT = 1  # torch CPU threads; the dev machine has 2 cores for everything
 
@@ -304,25 +303,7 @@ class PolicyServer(Node):
 
 def main(args=None):
     """Run the policy server until interrupted."""
-    # DDS discovery stays on this machine unless the caller chose otherwise (multi-host
-    # deployments set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET explicitly).
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = PolicyServer()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:  # a bad parameter: say which, without a traceback
-        rclpy.logging.get_logger('policy_server').fatal(str(error))
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(PolicyServer, 'policy_server', args)
 
 
 if __name__ == '__main__':

@@ -29,8 +29,6 @@ import time
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -38,6 +36,7 @@ from std_msgs.msg import String, UInt8MultiArray
 
 from tgrpo_ros import messages, topics
 from tgrpo_ros.episode import Episode
+from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 
 TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
@@ -381,25 +380,7 @@ class SimBridge(Node):
 
 def main(args=None):
     """Run one sim bridge until interrupted."""
-    # DDS discovery stays on this machine unless the caller chose otherwise (multi-host
-    # deployments set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET explicitly).
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = SimBridge()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:  # a bad parameter: say which, without a traceback
-        rclpy.logging.get_logger('sim_bridge').fatal(str(error))
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(SimBridge, 'sim_bridge', args)
 
 
 if __name__ == '__main__':
