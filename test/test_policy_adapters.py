@@ -3,11 +3,11 @@
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
 from tgrpo_ros.policy import AdapterError, cached_standin, load_policy, LoraSettings
+from tgrpo_ros.testing.policy_helpers import perturb_trainable, random_images
 
 torch.set_num_threads(1)
 
@@ -22,14 +22,7 @@ def standin_path():
 
 @pytest.fixture(scope='module')
 def images():
-    return np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
-
-
-def _perturb(policy, seed=1, scale=0.05):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in policy.trainable_parameters():
-            param.add_(torch.randn(param.shape, generator=gen) * scale)
+    return random_images(4)
 
 
 def _logps(policy, images, tokens):
@@ -64,7 +57,7 @@ def test_trainable_modes(standin_path, images, tmp_path):
     # projector fc1 (64 -> 96): 8 * (64 + 96) and fc2 (96 -> 96): 8 * (96 + 96).
     per_layer = 4 * 8 * 192 + 3 * 8 * (96 + 256)
     assert wide.num_trainable_parameters() == 4 * per_layer + 8 * 160 + 8 * 192
-    _perturb(wide)
+    perturb_trainable(wide)
     wide.save_adapter(tmp_path / 'wide')
     wide.set_reference_adapter(str(tmp_path / 'wide'))  # same layout: reference = current
     assert wide.num_trainable_parameters() == 4 * per_layer + 8 * 160 + 8 * 192
@@ -80,7 +73,7 @@ def test_trainable_modes(standin_path, images, tmp_path):
 
 def test_save_files_and_hot_swap(standin_path, images, tmp_path):
     trainer = load_policy(standin_path, trainable='lora+action_head')
-    _perturb(trainer)
+    perturb_trainable(trainer)
     trainer.save_adapter(tmp_path / 'v1')
     files = sorted(os.listdir(tmp_path / 'v1'))
     assert files == ['adapter_config.json', 'adapter_model.safetensors']
@@ -110,7 +103,7 @@ def _expect_rejection(server, images, path, match, before):
 def test_rejections_keep_the_serving_adapter(standin_path, images, tmp_path):
     root = tmp_path / 'root'
     trainer = load_policy(standin_path, trainable='lora')
-    _perturb(trainer)
+    perturb_trainable(trainer)
     trainer.save_adapter(root / 'good')
     server = load_policy(standin_path, trainable='lora', adapter_root=str(root))
     server.load_adapter(str(root / 'good'), version=1)
@@ -158,7 +151,7 @@ def test_reference_is_the_base_and_needs_no_copy(standin_path, images, tmp_path)
     base = load_policy(standin_path, trainable='lora+action_head')
     base_logps = _logps(base, images, TOKENS)
     policy = load_policy(standin_path, trainable='lora+action_head')
-    _perturb(policy)
+    perturb_trainable(policy)
     tuned = _logps(policy, images, TOKENS)
     assert float((tuned - base_logps).abs().max()) > 1e-3
     n_params = sum(p.numel() for p in policy.model.parameters())
@@ -173,7 +166,7 @@ def test_reference_is_the_base_and_needs_no_copy(standin_path, images, tmp_path)
 
     # A named frozen adapter as the reference.
     policy.save_adapter(tmp_path / 'sft')
-    _perturb(policy, seed=3)
+    perturb_trainable(policy, seed=3)
     moved = _logps(policy, images, TOKENS)
     policy.set_reference_adapter(str(tmp_path / 'sft'))
     assert policy.num_trainable_parameters() == LORA_QV + 256 * 96
@@ -185,7 +178,7 @@ def test_reference_is_the_base_and_needs_no_copy(standin_path, images, tmp_path)
 def test_reference_log_probs_after_a_graph_is_built(standin_path, images):
     """The learner's order: new log-probs with grad, reference under no_grad, backward."""
     policy = load_policy(standin_path, trainable='lora+action_head')
-    _perturb(policy)
+    perturb_trainable(policy)
     logps, _ = policy.log_probs(images[:2], [INSTRUCTION] * 2, TOKENS[:2])
     with policy.reference():
         ref, _ = policy.log_probs(images[:2], [INSTRUCTION] * 2, TOKENS[:2])
@@ -197,7 +190,7 @@ def test_reference_log_probs_after_a_graph_is_built(standin_path, images):
 def test_full_mode_round_trip_and_reference(standin_path, images, tmp_path):
     trainer = load_policy(standin_path, trainable='full')
     base = _logps(trainer, images, TOKENS)
-    _perturb(trainer, scale=0.01)
+    perturb_trainable(trainer, scale=0.01)
     trainer.save_adapter(tmp_path / 'full')
     server = load_policy(standin_path, trainable='full')
     server.load_adapter(str(tmp_path / 'full'), version=3)

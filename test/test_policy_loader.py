@@ -12,6 +12,7 @@ import torch
 
 from tgrpo_ros.policy import cached_standin, contract, load_policy
 from tgrpo_ros.policy.loader import resolve_norm_stats
+from tgrpo_ros.testing.policy_helpers import perturb_trainable
 
 torch.set_num_threads(1)
 
@@ -69,10 +70,7 @@ def test_initial_adapter_and_plain_peft(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     tokens = torch.tensor([[31760, 31810, 31860, 31880, 31910, 31960, 31980]] * 2)
     trainer = load_policy(path, trainable='lora')
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in trainer.trainable_parameters():
-            param.add_(torch.randn(param.shape, generator=gen) * 0.05)
+    perturb_trainable(trainer, seed=0)
     trainer.save_adapter(tmp_path / 'v5')
     served = load_policy(path, adapter_root=str(tmp_path), adapter_path=str(tmp_path / 'v5'),
                          adapter_version=5)

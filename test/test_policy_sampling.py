@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tgrpo_ros.policy import cached_standin, contract, load_policy
+from tgrpo_ros.testing.policy_helpers import perturb_trainable, random_images
 
 torch.set_num_threads(1)
 
@@ -25,19 +26,11 @@ def policy():
 
 @pytest.fixture(scope='module')
 def images():
-    return np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
-
-
-def _perturb_adapter(policy, seed=1, scale=0.05):
-    """Give the adapter non-zero weights so the tests exercise the LoRA path too."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in policy.trainable_parameters():
-            param.add_(torch.randn(param.shape, generator=gen) * scale)
+    return random_images(4)
 
 
 def test_sample_outputs_and_agreement_with_log_probs(policy, images):
-    _perturb_adapter(policy)
+    perturb_trainable(policy)
     out = policy.sample(images, INSTRUCTIONS, temperature=1.0,
                         generator=torch.Generator().manual_seed(0))
     assert out.action_tokens.shape == (4, 7) and out.action_tokens.dtype == torch.int64
@@ -72,7 +65,7 @@ def test_mixed_lengths_match_single_rows(policy, images):
 def test_log_probs_match_openvla_forward(images):
     """The batched layout gives what OpenVLA's own forward gives for one unpadded row."""
     policy = load_policy(cached_standin(seed=0), trainable='lora')
-    _perturb_adapter(policy, seed=2)  # the forward below runs through the LoRA layers too
+    perturb_trainable(policy, seed=2)  # the forward below runs through the LoRA layers too
     tokens = torch.tensor([[31744, 31800, 31872, 31900, 31950, 31990, 31999]])
     prompt = contract.prompt_token_ids(policy.tokenizer, INSTRUCTIONS[2])
     input_ids = torch.tensor([prompt + tokens[0].tolist()])

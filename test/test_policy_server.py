@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tgrpo_ros import messages, topics
+from tgrpo_ros.testing.policy_helpers import perturb_trainable
 
 INSTRUCTION = 'pick up the alphabet soup and place it in the basket'
 START_TIMEOUT = 90.0  # s: the server imports torch and loads the stand-in first
@@ -30,10 +31,7 @@ def checkpoint_and_adapter(tmp_path_factory):
     policy = load_policy(model_path, trainable='lora+action_head', adapter_root=str(root))
     image = np.random.default_rng(7).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     base = policy.sample([image], [INSTRUCTION], greedy=True)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in policy.trainable_parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    perturb_trainable(policy, seed=3, scale=0.5)
     policy.save_adapter(str(root / 'v1'))
     tuned = policy.sample([image], [INSTRUCTION], greedy=True)
     assert not torch.equal(base.action_tokens, tuned.action_tokens)
