@@ -187,6 +187,10 @@ class TGRPOTrainer:
         metrics['rollout/groups'] = float(len({e.group_id for e in episodes}))
         metrics['rollout/counted_steps'] = float(n_steps)
 
+        # Per-step weights that make the minibatch losses add up to the loss_type
+        # reduction of the whole group ('grpo': step t of trajectory i weighs 1 / L_i),
+        # whichever steps a minibatch happens to draw.
+        step_weights = tgrpo.group_step_weights(adv_mask, cfg.loss_type)  # [N, T]
         sums: Dict[str, float] = {}
         grad_norms, ratio_max, n_minibatches = [], 0.0, 0
         for _ in range(cfg.epochs):
@@ -196,8 +200,7 @@ class TGRPOTrainer:
                 logps, entropy = self.policy.log_probs(
                     images[idx.numpy()], [instructions[j] for j in idx.tolist()],
                     tokens[idx], with_entropy=True)  # [B, 7] each
-                # Scatter into the group layout [N, T, 7] so that loss_type 'grpo' can
-                # average per trajectory; unused positions are masked out.
+                # Scatter into the group layout [N, T, 7]; unused positions are masked out.
                 shape = (n, t_max, ACTION_DIM)
                 mb_rows, mb_cols = row[idx], col[idx]
                 mb_mask = torch.zeros(n, t_max, dtype=torch.bool)
@@ -211,7 +214,8 @@ class TGRPOTrainer:
                     scatter(logps), scatter(old_logps[idx]), advantages, mb_mask,
                     ref_logps=None if ref_logps is None else scatter(ref_logps[idx]),
                     beta=cfg.beta, clip_low=cfg.clip_eps_low, clip_high=cfg.clip_eps_high,
-                    loss_type=cfg.loss_type, entropy=scatter(entropy.detach()))
+                    loss_type=cfg.loss_type, entropy=scatter(entropy.detach()),
+                    step_weights=step_weights)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f'TGRPO loss is {float(loss)} at update '
                                              f'{self.updates_done + 1}; weights not changed')
