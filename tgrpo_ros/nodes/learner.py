@@ -24,7 +24,8 @@ current weights are exactly those of the behaviour policy, and no importance
 ratio across versions is needed. Episodes whose ``episode_id`` was already
 received are dropped too: the episode topic is transient-local, so a restarted
 learner receives the bridges' history again. Episodes of groups that are not
-the current ones are ignored.
+the current ones are ignored. Group ids are fresh in every learner process (a
+resumed one too), so episodes from before a restart never count as current.
 
 When K updates are done it writes ``<run_dir>/summary.json`` and exits with 0.
 """
@@ -190,14 +191,20 @@ class Learner(Node):
         self.policy = load_policy(p['model_path'], device=p['device'], dtype=p['dtype'],
                                   lora=lora, trainable=p['trainable'])
         self.trainer = TGRPOTrainer(self.policy, self.config, seed=int(p['seed']))
-        self.group_id_base = int(time.time()) * 1000  # fresh ids: bridges run each once
+        # Fresh group ids for every learner process, resumed or not (never the
+        # checkpoint's): a bridge names its episode '<ns>/<group_id>', so a resumed
+        # learner that re-assigned the crashed one's ids would get the bridges' replayed
+        # pre-crash episodes of those groups, and would drop the new runs of the same ids
+        # as duplicates (and wait for them forever if it had seen the replay first).
+        # Microseconds since the epoch: a later process starts 1e6 ids per second of
+        # wall time higher, beyond any earlier run's updates x groups.
+        self.group_id_base = time.time_ns() // 1000
         latest = checkpoint.latest_checkpoint(self.checkpoint_root) if p['resume'] else None
         if p['resume'] and latest is None:
             self.get_logger().warning(f'resume: no checkpoint in {self.checkpoint_root}; '
                                       'starting from update 0')
         if latest is not None:
             state = checkpoint.load_checkpoint(latest, self.policy, self.trainer)
-            self.group_id_base = int(state['extra'].get('group_id_base', self.group_id_base))
             self.get_logger().info(f'resumed from {latest} (update {state["update"]})')
         self.metrics = MetricsLogger(self.run_dir, plot_every=int(p['plot_every']),
                                      resume=bool(p['resume']))
@@ -344,7 +351,6 @@ class Learner(Node):
         self.update_seconds.append(metrics['perf/seconds_per_update'])
         if k % int(self.p['checkpoint_every']) == 0 or k == self.updates:
             checkpoint.save_checkpoint(self.checkpoint_root, k, self.policy, self.trainer,
-                                       extra={'group_id_base': self.group_id_base},
                                        keep=int(self.p['keep_checkpoints']))
         self.get_logger().info(
             f"update {k}/{self.updates}  success {metrics['rollout/success_rate']:.2f}  "
