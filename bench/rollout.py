@@ -26,7 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tgrpo_ros.testing import netns  # noqa: E402
+from tgrpo_ros import netns  # noqa: E402
 
 
 def parse_args(argv=None):

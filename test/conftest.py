@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tgrpo_ros.testing import netns
+from tgrpo_ros import netns
 
 # Defaults for processes the tests start, in case the suite runs without scripts/env.sh.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'

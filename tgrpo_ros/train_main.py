@@ -5,7 +5,7 @@ The main job (``make train``): a short TGRPO run of the whole node graph.
                                    [--model-path DIR] [--no-netns]
 
 1. Re-executes itself in a private network namespace (loopback only) when the
-   machine allows it (``tgrpo_ros.testing.netns``); otherwise DDS discovery is
+   machine allows it (``tgrpo_ros.netns``); otherwise DDS discovery is
    at least kept on this host with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
 2. Builds the stand-in checkpoint when the configured model path is missing and
    is the stand-in's (``.cache/standin_seed<seed>``).
@@ -30,7 +30,7 @@ STANDIN_PREFIX = 'standin_seed'
 
 def _ensure_private_network(argv, allow_netns):
     """Re-exec inside a private network namespace if possible; else force LOCALHOST."""
-    from tgrpo_ros.testing import netns
+    from tgrpo_ros import netns
     if netns.in_private_netns():
         return 'private network namespace'
     if allow_netns:

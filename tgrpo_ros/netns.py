@@ -1,11 +1,12 @@
 """
-Run a test session inside a private network namespace for DDS.
+Run a process tree inside a private network namespace for DDS.
 
 Fast DDS sends discovery traffic out of every interface unless told otherwise.
-Tests must never send anything off this machine, so the whole pytest session
-re-executes itself under ``unshare -n`` with only a loopback interface (up,
-multicast on, 224.0.0.0/4 routed to it), with
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a ROS_DOMAIN_ID of its own.
+The test session (``test/conftest.py``), ``make train`` (``tgrpo_ros.train_main``)
+and ``bench/rollout.py`` re-execute themselves under ``unshare -n`` with only a
+loopback interface (up, multicast on, 224.0.0.0/4 routed to it), with
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a ROS_DOMAIN_ID of their own, so
+nothing they start can send traffic off this machine.
 """
 
 import os
