@@ -21,12 +21,9 @@ BRIDGES = ['/sim0', '/sim1']
 @pytest.mark.ros
 @pytest.mark.slow
 def test_learner_runs_one_update_and_the_server_serves_it(ros_nodes, ros_client, tmp_path):
-    import numpy as np
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import String
-
-    from tgrpo_ros import messages, topics
     from tgrpo_ros.policy import cached_standin
+    from tgrpo_ros.testing.policy_helpers import random_images
+    from tgrpo_ros.testing.ros_processes import request_action
 
     model = cached_standin(0)
     run_dir = tmp_path / 'run'
@@ -66,22 +63,6 @@ def test_learner_runs_one_update_and_the_server_serves_it(ros_nodes, ros_client,
     assert row['loss/grad_norm'] > 0 and (run_dir / 'curves.png').is_file()
 
     # The server now answers with adapter version 1.
-    replies = []
-    ros_client.node.create_subscription(
-        JointState, topics.client_topic('/sim0', topics.ACTION_TOPIC),
-        lambda msg: replies.append(messages.decode_action(msg)), topics.ACTION_QOS)
-    image_pub = ros_client.node.create_publisher(
-        Image, topics.client_topic('/sim0', topics.CAMERA_TOPIC),
-        topics.IMAGE_QOS)
-    text_pub = ros_client.node.create_publisher(
-        String, topics.client_topic('/sim0', topics.INSTRUCTION_TOPIC), topics.INSTRUCTION_QOS)
-    ros_client.wait_for_subscribers(image_pub)
-    ros_client.wait_for_subscribers(text_pub)
-    stamp = 123_000_000_007
-    text_pub.publish(String(data='pick up the alphabet soup and place it in the basket'))
-    image = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
-    image_pub.publish(messages.numpy_to_image(image, stamp=stamp))
-    ros_client.spin_until(lambda: any(r.stamp_ns == stamp for r in replies), 60.0,
-                          'the action reply')
-    reply = next(r for r in replies if r.stamp_ns == stamp)
+    reply = request_action(ros_client, '/sim0', random_images(1)[0],
+                           'pick up the alphabet soup and place it in the basket', 123_000_000_007)
     assert reply.adapter_version == 1

@@ -55,12 +55,9 @@ def _logged_returns(log):
 @pytest.mark.ros
 @pytest.mark.slow
 def test_learner_resumes_after_sigkill(ros_nodes, ros_client, tmp_path):
-    import numpy as np
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import String
-
-    from tgrpo_ros import messages, topics
     from tgrpo_ros.policy import cached_standin
+    from tgrpo_ros.testing.policy_helpers import random_images
+    from tgrpo_ros.testing.ros_processes import request_action
     from tgrpo_ros.training import checkpoint
 
     started = time.monotonic()
@@ -157,23 +154,9 @@ def test_learner_resumes_after_sigkill(ros_nodes, ros_client, tmp_path):
     # The server served every version once, in order, and now answers with version 3.
     swaps = re.findall(r'hot-swapped adapter version (-?\d+) -> (\d+)', server.log_text())
     assert [int(v) for _, v in swaps] == [0, 1, 2, 3], swaps
-    replies = []
-    ros_client.node.create_subscription(
-        JointState, topics.client_topic('/sim0', topics.ACTION_TOPIC),
-        lambda msg: replies.append(messages.decode_action(msg)), topics.ACTION_QOS)
-    image_pub = ros_client.node.create_publisher(
-        Image, topics.client_topic('/sim0', topics.CAMERA_TOPIC), topics.IMAGE_QOS)
-    text_pub = ros_client.node.create_publisher(
-        String, topics.client_topic('/sim0', topics.INSTRUCTION_TOPIC), topics.INSTRUCTION_QOS)
-    ros_client.wait_for_subscribers(image_pub)
-    ros_client.wait_for_subscribers(text_pub)
-    stamp = 321_000_000_003
-    text_pub.publish(String(data='pick up the alphabet soup and place it in the basket'))
-    image = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
-    image_pub.publish(messages.numpy_to_image(image, stamp=stamp))
-    ros_client.spin_until(lambda: any(r.stamp_ns == stamp for r in replies), 60.0,
-                          'the action reply')
-    assert next(r for r in replies if r.stamp_ns == stamp).adapter_version == UPDATES
+    reply = request_action(ros_client, '/sim0', random_images(1)[0],
+                           'pick up the alphabet soup and place it in the basket', 321_000_000_003)
+    assert reply.adapter_version == UPDATES
     print(f'\nresume test: {killed_at - started:.1f} s to the kill, '
           f'{time.monotonic() - killed_at:.1f} s from the kill to the end; resumed '
           f"learner's drops {summary['dropped']}")

@@ -64,3 +64,40 @@ class RosClient:
         self.node.destroy_node()
         if self.context.ok():
             self._rclpy.shutdown(context=self.context)
+
+
+def request_action(client, namespace, image, instruction, stamp_ns, timeout=60.0):
+    """
+    Ask the policy server serving ``namespace`` for one action, as a bridge would.
+
+    Publishes ``instruction`` and ``image`` (uint8 [H, W, 3], rgb8) stamped with
+    ``stamp_ns`` and returns the decoded ``ActionReply`` answering that stamp.
+    """
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+
+    from tgrpo_ros import messages, topics
+
+    replies = []
+    node = client.node
+    subscription = node.create_subscription(
+        JointState, topics.client_topic(namespace, topics.ACTION_TOPIC),
+        lambda msg: replies.append(messages.decode_action(msg)), topics.ACTION_QOS)
+    image_pub = node.create_publisher(
+        Image, topics.client_topic(namespace, topics.CAMERA_TOPIC), topics.IMAGE_QOS)
+    text_pub = node.create_publisher(
+        String, topics.client_topic(namespace, topics.INSTRUCTION_TOPIC),
+        topics.INSTRUCTION_QOS)
+    try:
+        client.wait_for_subscribers(image_pub)
+        client.wait_for_subscribers(text_pub)
+        client.wait_for_publishers(subscription)
+        text_pub.publish(String(data=instruction))
+        image_pub.publish(messages.numpy_to_image(image, stamp=stamp_ns))
+        client.spin_until(lambda: any(r.stamp_ns == stamp_ns for r in replies), timeout,
+                          f'the action reply to stamp {stamp_ns}')
+        return next(r for r in replies if r.stamp_ns == stamp_ns)
+    finally:
+        node.destroy_subscription(subscription)
+        node.destroy_publisher(image_pub)
+        node.destroy_publisher(text_pub)
