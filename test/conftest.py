@@ -6,21 +6,12 @@ import sys
 import pytest
 
 from tgrpo_ros import netns
+from tgrpo_ros.node_process import NodeGroup, prepare_environment
 
-# Defaults for processes the tests start, in case the suite runs without scripts/env.sh.
+# The nodes the tests start find their executables and share/ files, and default
+# to headless, offline settings, whether or not scripts/env.sh was sourced.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('MUJOCO_GL', 'egl')
-os.environ.setdefault('PYOPENGL_PLATFORM', os.environ['MUJOCO_GL'])
-os.environ.setdefault('LP_NUM_THREADS', '1')
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-if sys.prefix not in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-    os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
-        p for p in (sys.prefix, os.environ.get('AMENT_PREFIX_PATH')) if p)
-# Console scripts of the venv (node executables) must be found by the harness.
-_venv_bin = os.path.dirname(sys.executable)
-if _venv_bin not in os.environ.get('PATH', '').split(os.pathsep):
-    os.environ['PATH'] = _venv_bin + os.pathsep + os.environ.get('PATH', '')
+prepare_environment()
 
 _NETNS_UNAVAILABLE = None
 
@@ -57,7 +48,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def ros_nodes(tmp_path, request):
     """Start installed node executables as processes; all are stopped after the test."""
-    from tgrpo_ros.node_process import NodeGroup
     group = NodeGroup(log_dir=tmp_path / 'node_logs')
     try:
         yield group

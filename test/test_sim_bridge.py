@@ -21,11 +21,9 @@ class Observer:
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String, UInt8MultiArray
 
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-
         # Deeper than the nodes' own depth-2 queues: the test process may lag behind
         # the bridge for a few steps under load, and must not miss what it checks.
-        record_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        record_qos = topics.reliable_qos(100)
         node = ros_client.node
         self.ros = ros_client
         self.images, self.actions, self.episodes, self.raw_episodes = {}, {}, [], []

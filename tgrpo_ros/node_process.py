@@ -20,6 +20,38 @@ import yaml
 _PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
 
 
+# Defaults every node process of this package needs (what scripts/env.sh sets).
+_PROCESS_DEFAULTS = (
+    ('MUJOCO_GL', 'egl'),            # headless rendering
+    ('LP_NUM_THREADS', '1'),         # one llvmpipe thread per env process
+    ('HF_HUB_OFFLINE', '1'),         # no model hub: checkpoints load from local paths
+    ('TRANSFORMERS_OFFLINE', '1'),
+    ('PYTHONUNBUFFERED', '1'),       # node logs appear as they are written
+)
+
+
+def _prepend(variable, entry):
+    entries = os.environ.get(variable, '').split(os.pathsep)
+    if entry not in entries:
+        os.environ[variable] = os.pathsep.join(p for p in [entry] + entries if p)
+
+
+def prepare_environment():
+    """
+    Make this Python environment's nodes startable from this process and its children.
+
+    Puts the interpreter's ``bin/`` (console scripts) on PATH and its prefix on
+    AMENT_PREFIX_PATH (the package's share/ files), and sets the defaults above
+    where the caller has not chosen otherwise. Used by ``make train`` and the tests,
+    so neither depends on ``scripts/env.sh`` having been sourced.
+    """
+    _prepend('PATH', os.path.dirname(sys.executable))
+    _prepend('AMENT_PREFIX_PATH', sys.prefix)
+    for key, value in _PROCESS_DEFAULTS:
+        os.environ.setdefault(key, value)
+    os.environ.setdefault('PYOPENGL_PLATFORM', os.environ['MUJOCO_GL'])
+
+
 def _terminate_with_parent():
     """Ask the kernel to send SIGTERM to this child when its parent dies (Linux only)."""
     if sys.platform.startswith('linux'):

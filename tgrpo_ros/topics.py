@@ -56,22 +56,21 @@ BRIDGE_EPISODE_DEPTH = 8   # publisher side (each sim bridge)
 ASSIGNMENT_DEPTH = 1
 DIAGNOSTICS_DEPTH = 10
 
-IMAGE_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=IMAGE_DEPTH,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+def reliable_qos(depth, transient_local=False):
+    """Return a reliable keep-last profile of ``depth`` (transient-local for late joiners)."""
+    durability = (DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                  else DurabilityPolicy.VOLATILE)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+
+
+IMAGE_QOS = reliable_qos(IMAGE_DEPTH)
 INSTRUCTION_QOS = IMAGE_QOS
-ACTION_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=ACTION_DEPTH,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-EPISODE_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=EPISODE_DEPTH,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-ASSIGNMENT_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=ASSIGNMENT_DEPTH,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-DIAGNOSTICS_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=DIAGNOSTICS_DEPTH,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+ACTION_QOS = reliable_qos(ACTION_DEPTH)
+EPISODE_QOS = reliable_qos(EPISODE_DEPTH, transient_local=True)
+ASSIGNMENT_QOS = reliable_qos(ASSIGNMENT_DEPTH, transient_local=True)
+DIAGNOSTICS_QOS = reliable_qos(DIAGNOSTICS_DEPTH)
 
 
 def normalize_namespace(namespace):

@@ -24,6 +24,7 @@ import sys
 import time
 
 from tgrpo_ros import graph
+from tgrpo_ros.node_process import prepare_environment
 
 STANDIN_PREFIX = 'standin_seed'
 
@@ -43,22 +44,6 @@ def _ensure_private_network(argv, allow_netns):
               'on this host with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST', file=sys.stderr)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     return 'ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST'
-
-
-def _prepare_environment():
-    """Make the venv's console scripts and share/ files findable by the node processes."""
-    bin_dir = os.path.dirname(sys.executable)
-    if bin_dir not in os.environ.get('PATH', '').split(os.pathsep):
-        os.environ['PATH'] = bin_dir + os.pathsep + os.environ.get('PATH', '')
-    prefix = sys.prefix
-    if prefix not in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
-            p for p in (prefix, os.environ.get('AMENT_PREFIX_PATH')) if p)
-    for key, value in (('MUJOCO_GL', 'egl'), ('LP_NUM_THREADS', '1'),
-                       ('HF_HUB_OFFLINE', '1'), ('TRANSFORMERS_OFFLINE', '1'),
-                       ('PYTHONUNBUFFERED', '1')):
-        os.environ.setdefault(key, value)
-    os.environ.setdefault('PYOPENGL_PLATFORM', os.environ['MUJOCO_GL'])
 
 
 def resolve_model(model_path, standin_seed):
@@ -99,7 +84,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     network = _ensure_private_network(argv, allow_netns=not args.no_netns)
-    _prepare_environment()
+    prepare_environment()
     started = time.monotonic()
     config = graph.load_config(args.config)
     main_cfg = dict(config.get('main') or {})

@@ -30,7 +30,6 @@ import time
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
@@ -116,11 +115,9 @@ class SimBridge(Node):
             Image, topics.CAMERA_TOPIC, topics.IMAGE_QOS)
         self.instruction_publisher = self.create_publisher(
             String, topics.INSTRUCTION_TOPIC, topics.INSTRUCTION_QOS)
-        episode_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=int(p['episode_history']),
-            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.episode_publisher = self.create_publisher(
-            UInt8MultiArray, topics.EPISODE_TOPIC, episode_qos)
+            UInt8MultiArray, topics.EPISODE_TOPIC,
+            topics.reliable_qos(p['episode_history'], transient_local=True))
         self.status_publisher = self.create_publisher(
             String, topics.BRIDGE_STATUS_TOPIC, topics.DIAGNOSTICS_QOS)
         self.action_subscription = self.create_subscription(
