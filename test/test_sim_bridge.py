@@ -6,6 +6,8 @@ the bridge's time-out and re-publication are exercised) and decodes the publishe
 episode losslessly. The second plays the server itself to send bad replies.
 """
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -91,8 +93,16 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
     ros_client.spin_until(lambda: 'NO policy server' in bridge.log_text(), START_TIMEOUT,
                           'the time-out log of the bridge')
     assert 'no action for stamp' in bridge.log_text()
-    ros_nodes.start('policy_server', name='policy_server', parameters={
-        'model_path': model_path, 'clients': ['/sim0'], 'seed': 5})
+    # Hold the bridge while the server starts, until the test's own action subscription
+    # has discovered the server: otherwise the first reply can go out before the test
+    # hears it, and the wire check below would have nothing to compare that step with.
+    bridge.signal(signal.SIGSTOP)
+    try:
+        ros_nodes.start('policy_server', name='policy_server', parameters={
+            'model_path': model_path, 'clients': ['/sim0'], 'seed': 5})
+        ros_client.wait_for_publishers(observer.subs[1], timeout=START_TIMEOUT)
+    finally:
+        bridge.signal(signal.SIGCONT)
     ros_client.spin_until(lambda: observer.episodes, START_TIMEOUT, 'the episode')
 
     episode = observer.episodes[0]
