@@ -72,6 +72,38 @@ class ServerClient:
         for sub in self.subs:
             ros_client.wait_for_publishers(sub, timeout=START_TIMEOUT)
         self.stamp = 1_000_000_000  # ns, unique per request
+        self.handshake(namespaces)
+
+    def handshake(self, namespaces):
+        """
+        One round trip per client before the test proper, repeated until answered.
+
+        Matching is seen on this side first; a request sent before the server has
+        matched it back can be dropped. After one answered request both ends have
+        matched. The handshake's replies and batch statistics are then dropped.
+        """
+        from std_msgs.msg import String
+
+        image = np.zeros((128, 160, 3), dtype=np.uint8)
+        stamps = {ns: self.stamp + i + 1 for i, ns in enumerate(namespaces)}
+        requests = {ns: messages.numpy_to_image(image, stamp=stamps[ns]) for ns in namespaces}
+
+        def publish():
+            for ns in namespaces:
+                if not any(r.stamp_ns == stamps[ns] for r in self.replies[ns]):
+                    self.instructions[ns].publish(String(data=INSTRUCTION))
+                    self.images[ns].publish(requests[ns])
+
+        def answered():
+            return all(any(r.stamp_ns == stamps[ns] for r in self.replies[ns])
+                       for ns in namespaces)
+        self.ros.publish_until(publish, answered, START_TIMEOUT, 'the handshake replies',
+                               period=5.0)
+        self.ros.spin_for(0.5)  # the batch statistics follow the replies
+        self.stamp += len(namespaces)
+        for replies in self.replies.values():
+            replies.clear()
+        self.stats.clear()
 
     def send(self, ns, image, instruction=INSTRUCTION, encoding='rgb8'):
         """Publish one request; return its stamp (ns)."""

@@ -37,6 +37,30 @@ class RosClient:
                 raise TimeoutError(f'timed out after {timeout:.1f} s waiting for {what}')
             self.executor.spin_once(timeout_sec=0.05)
 
+    def publish_until(self, publish, predicate, timeout, what, period=2.0):  # seconds
+        """
+        Call ``publish()`` now and every ``period`` seconds until ``predicate()`` is true.
+
+        Discovery is not symmetric: this side can see a match before the remote
+        node has matched it back, and a volatile message sent in that window is
+        dropped by the remote reader. A request that must get through is
+        therefore repeated until its answer arrives; repeats carry the same
+        content, so the answer is the same.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            publish()
+            resend = min(deadline, time.monotonic() + period)
+            while not predicate():
+                now = time.monotonic()
+                if now > deadline:
+                    raise TimeoutError(f'timed out after {timeout:.1f} s waiting for {what}')
+                if now > resend:
+                    break
+                self.executor.spin_once(timeout_sec=0.05)
+            else:
+                return
+
     def wait_for_subscribers(self, publisher, count=1, timeout=20.0):
         """Wait until ``publisher`` is matched by ``count`` subscriptions (discovery done)."""
         self.spin_until(lambda: publisher.get_subscription_count() >= count, timeout,
@@ -92,10 +116,13 @@ def request_action(client, namespace, image, instruction, stamp_ns, timeout=60.0
         client.wait_for_subscribers(image_pub)
         client.wait_for_subscribers(text_pub)
         client.wait_for_publishers(subscription)
-        text_pub.publish(String(data=instruction))
-        image_pub.publish(messages.numpy_to_image(image, stamp=stamp_ns))
-        client.spin_until(lambda: any(r.stamp_ns == stamp_ns for r in replies), timeout,
-                          f'the action reply to stamp {stamp_ns}')
+        request = messages.numpy_to_image(image, stamp=stamp_ns)
+
+        def publish():
+            text_pub.publish(String(data=instruction))
+            image_pub.publish(request)
+        client.publish_until(publish, lambda: any(r.stamp_ns == stamp_ns for r in replies),
+                             timeout, f'the action reply to stamp {stamp_ns}')
         return next(r for r in replies if r.stamp_ns == stamp_ns)
     finally:
         node.destroy_subscription(subscription)
