@@ -3,7 +3,8 @@ sim_bridge as a real process over DDS with a real LiberoEnv.
 
 The first test runs a short episode against the real policy_server (started late, so
 the bridge's time-out and re-publication are exercised) and decodes the published
-episode losslessly. The second plays the server itself to send bad replies.
+episode losslessly. The others play the server themselves: bad replies, and a
+request lost while discovery settles.
 """
 
 import signal
@@ -187,4 +188,52 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     pictures = [messages.image_to_numpy(observer.images[s][0]) for s in sorted(observer.images)]
     assert all(np.array_equal(pictures[0], p) for p in pictures[1:3])
     np.testing.assert_array_equal(episode.images[0], pictures[0])
+    assert bridge.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_request_sent_as_the_server_appears_is_sent_again_within_a_second(
+        ros_nodes, ros_client):
+    """
+    Discovery is not symmetric: a request can reach a server that has not matched back.
+
+    The test plays the server and completes the match (its instruction subscription)
+    while a request waits; the bridge sends that request again at once. The test
+    drops that copy, as a server that had not yet discovered the bridge would: the
+    bridge sends it a third time after DISCOVERY_SETTLE (1 s), not after the 60 s
+    action_timeout.
+    """
+    from std_msgs.msg import String
+
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'action_timeout': 60.0})
+    observer = Observer(ros_client)  # image subscription and action publisher only
+    ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
+    observer.assign.publish(messages.encode_assignment(
+        messages.Assignment(group_id=2, task_id=0, init_state_id=0, max_steps=1)))
+    ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first request')
+    (stamp,) = observer.images
+    instruction = ros_client.node.create_subscription(
+        String, topics.client_topic('/sim0', topics.INSTRUCTION_TOPIC), lambda msg: None,
+        topics.INSTRUCTION_QOS)
+    ros_client.wait_for_publishers(instruction)
+    ros_client.spin_until(lambda: len(observer.images[stamp]) >= 2, 15.0,
+                          'the request sent again on discovery')
+    assert 'policy server discovered; sending the request again' in bridge.log_text()
+    ros_client.spin_until(lambda: len(observer.images[stamp]) >= 3, 15.0,
+                          'the request sent again after the discovery settled')
+    assert 'sent right after discovering the policy server' in bridge.log_text()
+    assert 'no action for stamp' not in bridge.log_text()  # not the 60 s time-out
+    assert list(observer.images) == [stamp]  # the same request each time
+    from std_msgs.msg import Header
+    from tgrpo_ros.sim.libero_env import task_instructions
+    good = np.array([0.1, 0.0, -0.05, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+    observer.action_pub.publish(messages.encode_action(
+        Header(stamp=messages.ns_to_stamp(stamp), frame_id='agentview'), good,
+        np.full(7, 31870), np.full(7, -5.5, dtype=np.float32), 0,
+        task_instructions('libero_object')[0]))
+    ros_client.spin_until(lambda: observer.episodes, 30.0, 'the one-step episode')
+    episode = observer.episodes[0]
+    assert episode.length == 1 and episode.extras['image_stamps_ns'] == [stamp]
     assert bridge.alive

@@ -39,6 +39,11 @@ from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 
 TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
+# s: discovery is not symmetric. A request sent this soon after the bridge saw the
+# server can reach a server that has not matched the bridge yet, and be dropped; it
+# is sent again (same stamp: the server answers a repeat from its cache) once this
+# long has passed without a reply, rather than after the full action_timeout.
+DISCOVERY_SETTLE = 1.0
 
 
 class EpisodeRecord:
@@ -107,6 +112,7 @@ class SimBridge(Node):
         self.obs = None
         self.waiting = None  # the request in flight: dict(stamp, image, sent, attempts, ...)
         self.last_stamp = 0  # ns
+        self.matched_since = None  # monotonic s at which the server was last discovered
         self.episodes_done = 0
         if p['spool_dir']:
             os.makedirs(p['spool_dir'], exist_ok=True)
@@ -205,16 +211,24 @@ class SimBridge(Node):
                 self.obs['image'], self.params['image_encoding'], stamp=stamp,
                 frame_id=self.params['frame_id'])
             self.waiting = {'stamp': stamp, 'image': image, 'attempts': attempts}
-        self.waiting['sent'] = time.monotonic()
+        now = time.monotonic()
+        self.waiting['sent'] = now
         self.waiting['attempts'] += 1
         self.waiting['matched'] = self._server_matched()
+        self.waiting['early'] = (self.waiting['matched']
+                                 and now - self.matched_since < DISCOVERY_SETTLE)
         self.instruction_publisher.publish(String(data=self.record.instruction))
         self.image_publisher.publish(self.waiting['image'])
 
     def _server_matched(self):
-        return (self.image_publisher.get_subscription_count() > 0
-                and self.instruction_publisher.get_subscription_count() > 0
-                and self.action_subscription.get_publisher_count() > 0)
+        matched = (self.image_publisher.get_subscription_count() > 0
+                   and self.instruction_publisher.get_subscription_count() > 0
+                   and self.action_subscription.get_publisher_count() > 0)
+        if not matched:
+            self.matched_since = None
+        elif self.matched_since is None:
+            self.matched_since = time.monotonic()
+        return matched
 
     def retry(self, reason, fresh=False):
         """
@@ -238,7 +252,8 @@ class SimBridge(Node):
         self.request_action(new_stamp=fresh)
 
     def timer_callback(self):
-        """Re-publish a request that timed out, or that went out before discovery."""
+        """Re-publish a request that timed out, or that went out before discovery settled."""
+        matched = self._server_matched()  # also keeps matched_since current
         if self.record is None:
             if self.queue:
                 self.start_next()
@@ -246,11 +261,16 @@ class SimBridge(Node):
         if self.waiting is None:
             return
         waited = time.monotonic() - self.waiting['sent']  # s
-        if not self.waiting['matched'] and self._server_matched():
+        if not self.waiting['matched'] and matched:
             self.get_logger().info('policy server discovered; sending the request again')
             self.request_action()
+        elif self.waiting['early'] and waited > DISCOVERY_SETTLE:
+            self.get_logger().info(
+                f'no reply {waited:.1f} s after a request sent right after discovering the '
+                'policy server (it may not have discovered this bridge yet); sending it again')
+            self.request_action()
         elif waited > self.params['action_timeout']:
-            server = 'a policy server' if self._server_matched() else 'NO policy server'
+            server = 'a policy server' if matched else 'NO policy server'
             self.retry(f'no action for stamp {self.waiting["stamp"]} ns after {waited:.1f} s '
                        f'({server} is subscribed to {self.image_publisher.topic_name})')
 
