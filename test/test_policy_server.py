@@ -88,17 +88,16 @@ class ServerClient:
         stamps = {ns: self.stamp + i + 1 for i, ns in enumerate(namespaces)}
         requests = {ns: messages.numpy_to_image(image, stamp=stamps[ns]) for ns in namespaces}
 
+        def answered(ns):
+            return any(r.stamp_ns == stamps[ns] for r in self.replies[ns])
+
         def publish():
             for ns in namespaces:
-                if not any(r.stamp_ns == stamps[ns] for r in self.replies[ns]):
+                if not answered(ns):
                     self.instructions[ns].publish(String(data=INSTRUCTION))
                     self.images[ns].publish(requests[ns])
-
-        def answered():
-            return all(any(r.stamp_ns == stamps[ns] for r in self.replies[ns])
-                       for ns in namespaces)
-        self.ros.publish_until(publish, answered, START_TIMEOUT, 'the handshake replies',
-                               period=5.0)
+        self.ros.publish_until(publish, lambda: all(answered(ns) for ns in namespaces),
+                               START_TIMEOUT, 'the handshake replies', period=5.0)
         self.ros.spin_for(0.5)  # the batch statistics follow the replies
         self.stamp += len(namespaces)
         for replies in self.replies.values():

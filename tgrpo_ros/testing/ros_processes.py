@@ -47,19 +47,17 @@ class RosClient:
         therefore repeated until its answer arrives; repeats carry the same
         content, so the answer is the same.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            publish()
-            resend = min(deadline, time.monotonic() + period)
-            while not predicate():
-                now = time.monotonic()
-                if now > deadline:
-                    raise TimeoutError(f'timed out after {timeout:.1f} s waiting for {what}')
-                if now > resend:
-                    break
-                self.executor.spin_once(timeout_sec=0.05)
-            else:
-                return
+        publish()
+        last_sent = [time.monotonic()]
+
+        def answered_or_send_again():
+            if predicate():
+                return True
+            if time.monotonic() - last_sent[0] >= period:
+                publish()
+                last_sent[0] = time.monotonic()
+            return False
+        self.spin_until(answered_or_send_again, timeout, what)
 
     def wait_for_subscribers(self, publisher, count=1, timeout=20.0):
         """Wait until ``publisher`` is matched by ``count`` subscriptions (discovery done)."""
