@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 train: setup
-	@$(ENV) python -m tgrpo_ros.train_main --config config/train_sim.yaml $(TRAIN_ARGS)
+	@$(ENV) python -m tgrpo_ros.orchestration.train_main --config config/train_sim.yaml $(TRAIN_ARGS)
 
 test: setup
 	@$(ENV) python -m pytest $(PYTEST_ARGS)

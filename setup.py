@@ -31,11 +31,11 @@ setup(
             'sim_bridge = tgrpo_ros.nodes.sim_bridge:main',
             'learner = tgrpo_ros.nodes.learner:main',
             # Commands
-            'tgrpo_launch = tgrpo_ros.launcher:main',
+            'tgrpo_launch = tgrpo_ros.orchestration.launcher:main',
             'tgrpo_build_standin = tgrpo_ros.policy.standin:main',
             'tgrpo_eval = tgrpo_ros.sim.evaluate:main',
             'tgrpo_demos = tgrpo_ros.sim.demos:main',
-            'tgrpo_replay = tgrpo_ros.replay:main',
+            'tgrpo_replay = tgrpo_ros.nodes.replay:main',
         ],
     },
 )

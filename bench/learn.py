@@ -48,10 +48,10 @@ def run_arm(args):
     """Run one arm in this process; write one JSON line per update to ``args.arm_out``."""
     import torch
     torch.set_num_threads(args.threads)
-    from tgrpo_ros.config import TGRPOConfig
+    from tgrpo_ros.training.config import TGRPOConfig
     from tgrpo_ros.policy import cached_standin, LoraSettings, load_policy
     from tgrpo_ros.sim.reward import RewardConfig
-    from tgrpo_ros.training.rollout import GroupRollout
+    from tgrpo_ros.sim.rollout import GroupRollout
     from tgrpo_ros.training.trainer import rollout_metrics, TGRPOTrainer
 
     torch.manual_seed(args.seed)

@@ -4,7 +4,7 @@ Rollout throughput: the ROS graph against the same envs and model without ROS.
 ROS path: a policy_server and 2 sim_bridges run as processes over DDS (inside a
 private network namespace); this script plays the learner, assigning each group
 to both bridges and waiting for both episodes. Plain path:
-``tgrpo_ros.training.rollout.GroupRollout`` steps the same 2 LIBERO envs with the
+``tgrpo_ros.sim.rollout.GroupRollout`` steps the same 2 LIBERO envs with the
 same stand-in policy, one batched ``policy.sample`` per step, in one Python loop.
 
 Both paths run the same groups (task, init state, camera size, step limit) after
@@ -26,7 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tgrpo_ros import netns  # noqa: E402
+from tgrpo_ros.orchestration import netns  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,8 +48,8 @@ def ros_path(args, model_path, log_dir):
     """Return (env steps, seconds) of the measured groups over the ROS graph."""
     from std_msgs.msg import String, UInt8MultiArray
 
-    from tgrpo_ros import messages, topics
-    from tgrpo_ros.node_process import NodeGroup
+    from tgrpo_ros.nodes import messages, topics
+    from tgrpo_ros.orchestration.processes import NodeGroup
     from tgrpo_ros.testing.ros_processes import RosClient
 
     bridges = ['/sim0', '/sim1']
@@ -104,7 +104,7 @@ def plain_path(args, model_path, parallel):
     import torch
 
     from tgrpo_ros.policy import load_policy
-    from tgrpo_ros.training.rollout import GroupRollout
+    from tgrpo_ros.sim.rollout import GroupRollout
 
     torch.set_num_threads(1)
     policy = load_policy(model_path)

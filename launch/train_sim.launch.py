@@ -4,7 +4,7 @@ Launch the TGRPO training graph with launch_ros (real ROS 2 installs).
     ros2 launch tgrpo_ros train_sim.launch.py [config:=/path/to/train_sim.yaml]
                                               [model_path:=/path/to/checkpoint]
 
-The nodes, namespaces and parameters come from ``tgrpo_ros.graph`` (the same
+The nodes, namespaces and parameters come from ``tgrpo_ros.orchestration.graph`` (the same
 module the pip-side launcher ``tgrpo_launch`` reads), built from the package's
 installed ``config/train_sim.yaml`` unless ``config`` names another file.
 The launch ends when the learner exits (all updates done) or any node dies.
@@ -21,7 +21,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from tgrpo_ros import graph
+from tgrpo_ros.orchestration import graph
 
 PACKAGE = 'tgrpo_ros'
 CONFIG_FILE = 'train_sim.yaml'

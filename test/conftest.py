@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from tgrpo_ros import netns
-from tgrpo_ros.node_process import NodeGroup, prepare_environment
+from tgrpo_ros.orchestration import netns
+from tgrpo_ros.orchestration.processes import NodeGroup, prepare_environment
 
 # The nodes the tests start find their executables and share/ files, and default
 # to headless, offline settings, whether or not scripts/env.sh was sourced.

@@ -10,7 +10,7 @@ import types
 import pytest
 import yaml
 
-from tgrpo_ros import graph
+from tgrpo_ros.orchestration import graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'config', 'train_sim.yaml')
@@ -67,7 +67,7 @@ def test_launch_file_imports_the_shared_graph_and_names_installed_files():
     tree = ast.parse(open(LAUNCH_FILE).read())
     imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 for a in n.names}
-    assert ('tgrpo_ros', 'graph') in imported
+    assert ('tgrpo_ros.orchestration', 'graph') in imported
     assert ('launch_ros.actions', 'Node') in imported
     text = open(LAUNCH_FILE).read()
     assert "'train_sim.yaml'" in text and 'get_package_share_directory' in text
@@ -131,7 +131,7 @@ def test_launch_file_builds_one_node_action_per_graph_node(monkeypatch):
 
 
 def test_launcher_parses_overrides():
-    from tgrpo_ros.launcher import parse_overrides
+    from tgrpo_ros.orchestration.launcher import parse_overrides
     assert parse_overrides(['learner.updates=3', 'sim_bridge.camera_size=224',
                             'learner.tasks=[0, 1]']) == {
         'learner': {'updates': 3, 'tasks': [0, 1]}, 'sim_bridge': {'camera_size': 224}}
@@ -141,7 +141,7 @@ def test_launcher_parses_overrides():
 
 @pytest.mark.ros
 def test_launcher_tears_the_graph_down_when_a_node_dies(tmp_path):
-    from tgrpo_ros.launcher import GraphRun
+    from tgrpo_ros.orchestration.launcher import GraphRun
     nodes = [
         graph.NodeSpec('tgrpo_ros', ECHO, 'echo_a', '/ns1', {'prefix': 'a:'}),
         graph.NodeSpec('tgrpo_ros', ECHO, 'echo_b', '', {'prefix': 'b:'}),
@@ -169,7 +169,7 @@ def test_launcher_tears_the_graph_down_when_a_node_dies(tmp_path):
 
 @pytest.mark.ros
 def test_launcher_ends_with_zero_when_the_finisher_exits_cleanly(tmp_path):
-    from tgrpo_ros.launcher import run_graph
+    from tgrpo_ros.orchestration.launcher import run_graph
     nodes = [graph.NodeSpec('tgrpo_ros', ECHO, 'echo_a', '', {}),
              graph.NodeSpec('tgrpo_ros', [sys.executable, '-c', 'print("all updates done")'],
                             'learner', '', {})]

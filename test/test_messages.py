@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from tgrpo_ros import messages
+from tgrpo_ros.nodes import messages
 from tgrpo_ros.episode import Episode
 
 

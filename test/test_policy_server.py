@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tgrpo_ros import messages, topics
+from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.testing.policy_helpers import perturb_trainable
 
 INSTRUCTION = 'pick up the alphabet soup and place it in the basket'

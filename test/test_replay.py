@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from test_messages import make_episode
 
-from tgrpo_ros import messages, replay, topics
+from tgrpo_ros.nodes import messages, replay, topics
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])

@@ -69,7 +69,7 @@ def test_nodes_die_with_the_process_that_started_them(tmp_path):
     starter = subprocess.Popen(
         [sys.executable, '-c',
          'import sys, time\n'
-         'from tgrpo_ros.node_process import NodeProcess\n'
+         'from tgrpo_ros.orchestration.processes import NodeProcess\n'
          f'node = NodeProcess({ECHO!r}, {str(tmp_path)!r}, name="orphan")\n'
          'print(node.process.pid, flush=True)\n'
          'time.sleep(60)\n'],

@@ -12,7 +12,7 @@ import signal
 import numpy as np
 import pytest
 
-from tgrpo_ros import messages, topics
+from tgrpo_ros.nodes import messages, topics
 
 START_TIMEOUT = 120.0  # s: bridge and server import heavy libraries; the env takes ~8 s
 

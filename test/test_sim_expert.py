@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tgrpo_ros.sim import LiberoEnv
-from tgrpo_ros.sim.episode import run_scripted_episode
+from tgrpo_ros.sim.controllers import run_scripted_episode
 from tgrpo_ros.sim.expert import box_gap, choose_grasp_xy, DOWN, env_to_policy_action
 from tgrpo_ros.sim.expert import quat_to_matrix, rotation_error, ScriptedExpert
 

@@ -1,5 +1,5 @@
 """
-Tests of the TGRPO maths (tgrpo_ros.tgrpo) and its config (tgrpo_ros.config).
+Tests of the TGRPO maths (tgrpo_ros.training.tgrpo) and its config (tgrpo_ros.training.config).
 
 Expected numbers are written out by hand; the comments show how each was
 computed (sample standard deviation, ddof=1), independently of the code.
@@ -12,8 +12,8 @@ import pathlib
 import pytest
 import torch
 
-from tgrpo_ros.config import TGRPOConfig
-from tgrpo_ros.tgrpo import group_advantages, group_step_weights, tgrpo_loss
+from tgrpo_ros.training.config import TGRPOConfig
+from tgrpo_ros.training.tgrpo import group_advantages, group_step_weights, tgrpo_loss
 
 torch.set_num_threads(1)
 
@@ -433,11 +433,11 @@ def imported_modules(module_file):
 
 
 def test_maths_imports_no_ros_and_config_imports_no_torch():
-    import tgrpo_ros.config
-    import tgrpo_ros.tgrpo
-    assert imported_modules(tgrpo_ros.tgrpo.__file__) == {
+    import tgrpo_ros.training.config
+    import tgrpo_ros.training.tgrpo
+    assert imported_modules(tgrpo_ros.training.tgrpo.__file__) == {
         'dataclasses', 'math', 'typing', 'torch', '.config'}
-    assert imported_modules(tgrpo_ros.config.__file__) == {'dataclasses', 'math', 'typing'}
+    assert imported_modules(tgrpo_ros.training.config.__file__) == {'dataclasses', 'math', 'typing'}
 
 
 def test_config_defaults_and_help():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tgrpo_ros.config import TGRPOConfig
+from tgrpo_ros.training.config import TGRPOConfig
 from tgrpo_ros.episode import Episode
 
 MAX_STEPS = 5  # policy steps per episode: enough for a group, cheap on 2 cores
@@ -23,7 +23,7 @@ def _policy(trainable='lora+action_head'):
 def group():
     """Roll out a real group: 2 LIBERO envs from task 0 / init 0, sampled by the stand-in."""
     torch.set_num_threads(1)
-    from tgrpo_ros.training.rollout import GroupRollout
+    from tgrpo_ros.sim.rollout import GroupRollout
     policy = _policy()
     with GroupRollout(2, task_id=0, camera_size=128, max_steps=MAX_STEPS, parallel=False,
                       multisample=False, name='test') as rollout:

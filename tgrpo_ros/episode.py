@@ -2,7 +2,7 @@
 One finished rollout: what a sim bridge publishes and the learner trains on.
 
 Pure numpy, no ROS and no torch, so that every layer can share it. The ROS
-encoding lives in ``tgrpo_ros.messages``.
+encoding lives in ``tgrpo_ros.nodes.messages``.
 """
 
 from dataclasses import dataclass, field

@@ -5,7 +5,7 @@ Loop, one iteration per update k = 1..K:
 
 1. every group of N bridges (``bridges`` split in order into groups of
    ``group_size``) is assigned one (task, init state), published on each bridge's
-   ``assignment`` topic (std_msgs/String JSON, ``tgrpo_ros.messages``);
+   ``assignment`` topic (std_msgs/String JSON, ``tgrpo_ros.nodes.messages``);
 2. the N episodes of each group are collected from ``/tgrpo/episodes``;
 3. one TGRPO update runs on all groups (``tgrpo_ros.training.TGRPOTrainer``);
 4. adapter version k is saved as ``<adapter_root>/v<k>`` and pushed to the policy
@@ -41,8 +41,8 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
-from tgrpo_ros import messages, topics
-from tgrpo_ros.config import TGRPOConfig
+from tgrpo_ros.nodes import messages, topics
+from tgrpo_ros.training.config import TGRPOConfig
 from tgrpo_ros.nodes.node_main import run_node
 
 STALE_POLICIES = ('drop',)

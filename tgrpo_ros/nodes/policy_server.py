@@ -4,7 +4,7 @@ policy_server: answers the camera images of M sim bridges with batched policy ac
 For each client namespace ``ns`` in the ``clients`` parameter it subscribes to
 ``ns/camera/image`` (sensor_msgs/Image, rgb8 or bgr8, any size) and
 ``ns/instruction`` (std_msgs/String) and publishes ``ns/action``
-(sensor_msgs/JointState, see ``tgrpo_ros.messages.encode_action``), stamped with
+(sensor_msgs/JointState, see ``tgrpo_ros.nodes.messages.encode_action``), stamped with
 the header of the image it answers.
 
 Batching: the newest unanswered image of each client is pending. A batch runs as
@@ -33,7 +33,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from tgrpo_ros import messages, topics
+from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.nodes.node_main import run_node
 
 NUM_THREADS_DEFAULT = 1  # torch CPU threads; the dev machine has 2 cores for everything

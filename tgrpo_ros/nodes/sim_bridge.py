@@ -5,7 +5,7 @@ Runs in its own namespace (e.g. ``/sim0``) and owns one ``tgrpo_ros.sim.LiberoEn
 created lazily on the first assignment. Per episode:
 
 1. an assignment arrives on ``assignment`` (std_msgs/String JSON,
-   ``tgrpo_ros.messages.Assignment``); the env resets to its (task, init state);
+   ``tgrpo_ros.nodes.messages.Assignment``); the env resets to its (task, init state);
 2. each step the bridge publishes ``instruction`` and ``camera/image`` (the policy's
    view, 224x224 rgb8, stamp unique per step) and waits for the ``action`` reply with
    that stamp; no reply within ``action_timeout`` s, a reply for another instruction
@@ -33,7 +33,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
-from tgrpo_ros import messages, topics
+from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.episode import Episode
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN

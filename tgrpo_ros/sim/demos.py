@@ -6,7 +6,7 @@ Format: one compressed NumPy archive per episode, ``task{TT}_init{II}.npz``, plu
 (no h5py or ROS needed by a training script), each episode is one self-contained file
 written atomically as soon as it finishes (an interrupted run keeps every finished
 episode), and random access per episode is one ``np.load``. Episodes for ROS tooling
-go through tgrpo_ros.messages / rosbag2 instead.
+go through tgrpo_ros.nodes.messages / rosbag2 instead.
 
 Arrays in each file (T policy steps):
 

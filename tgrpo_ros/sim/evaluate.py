@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tgrpo_ros.sim.episode import CONTROLLERS
+from tgrpo_ros.sim.controllers import CONTROLLERS
 from tgrpo_ros.sim.libero_env import CAMERA_SIZES, SUITES
 
 DEFAULT_NUM_INIT_STATES = 50  # LIBERO's fixed initial states per task

@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from tgrpo_ros.sim.episode import run_scripted_episode
+from tgrpo_ros.sim.controllers import run_scripted_episode
 
 
 def _worker(conn, env_kwargs):

@@ -3,7 +3,7 @@ Talk to ROS 2 nodes from a test: a private rclpy context with waiting helpers.
 
 Used by the integration tests (the ``ros_client`` fixture in
 ``test/conftest.py``) and by ``bench/rollout.py``. Nodes themselves run as
-real processes through ``tgrpo_ros.node_process``.
+real processes through ``tgrpo_ros.orchestration.processes``.
 """
 
 import time
@@ -98,7 +98,7 @@ def request_action(client, namespace, image, instruction, stamp_ns, timeout=60.0
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
-    from tgrpo_ros import messages, topics
+    from tgrpo_ros.nodes import messages, topics
 
     replies = []
     node = client.node

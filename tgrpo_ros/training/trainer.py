@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from tgrpo_ros import tgrpo
-from tgrpo_ros.config import TGRPOConfig
+from tgrpo_ros.training import tgrpo
+from tgrpo_ros.training.config import TGRPOConfig
 from tgrpo_ros.episode import ACTION_DIM, Episode
 
 

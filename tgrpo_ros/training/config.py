@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 import math
 from typing import Any, Dict, Mapping
 
-# Choices shared with tgrpo_ros.tgrpo, kept here so this module needs no torch.
+# Choices shared with tgrpo_ros.training.tgrpo, kept here so this module needs no torch.
 ADVANTAGE_MODES = ('masked', 'paper')
 LOSS_TYPES = ('grpo', 'token_mean')
 
@@ -23,7 +23,7 @@ def _help(default: Any, text: str) -> Any:
 @dataclass
 class TGRPOConfig:
     """
-    Hyper-parameters of TGRPO (arXiv 2506.08440) as implemented in tgrpo_ros.tgrpo.
+    Hyper-parameters of TGRPO (arXiv 2506.08440) as implemented in tgrpo_ros.training.tgrpo.
 
     Ablations from the paper are plain configurations: trajectory-level only
     (a1=0, a2=1, which is GRPO) and step-level only (a1=1, a2=0).

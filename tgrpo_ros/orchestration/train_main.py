@@ -1,11 +1,11 @@
 """
 The main job (``make train``): a short TGRPO run of the whole node graph.
 
-    python -m tgrpo_ros.train_main --config config/train_sim.yaml [--updates K]
+    python -m tgrpo_ros.orchestration.train_main --config config/train_sim.yaml [--updates K]
                                    [--model-path DIR] [--no-netns]
 
 1. Re-executes itself in a private network namespace (loopback only) when the
-   machine allows it (``tgrpo_ros.netns``); otherwise DDS discovery is
+   machine allows it (``tgrpo_ros.orchestration.netns``); otherwise DDS discovery is
    at least kept on this host with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
 2. Builds the stand-in checkpoint when the configured model path is missing and
    is the stand-in's (``.cache/standin_seed<seed>``).
@@ -23,15 +23,15 @@ import shutil
 import sys
 import time
 
-from tgrpo_ros import graph
-from tgrpo_ros.node_process import prepare_environment
+from tgrpo_ros.orchestration import graph
+from tgrpo_ros.orchestration.processes import prepare_environment
 
 STANDIN_PREFIX = 'standin_seed'
 
 
 def _ensure_private_network(argv, allow_netns):
     """Re-exec inside a private network namespace if possible; else force LOCALHOST."""
-    from tgrpo_ros import netns
+    from tgrpo_ros.orchestration import netns
     if netns.in_private_netns():
         return 'private network namespace'
     if allow_netns:
@@ -39,7 +39,7 @@ def _ensure_private_network(argv, allow_netns):
         if ok:
             sys.stdout.flush()
             netns.reexec_in_private_netns(
-                [sys.executable, '-m', 'tgrpo_ros.train_main', *argv], os.getcwd())
+                [sys.executable, '-m', 'tgrpo_ros.orchestration.train_main', *argv], os.getcwd())
         print(f'train_main: no private network namespace ({reason}); DDS discovery is kept '
               'on this host with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST', file=sys.stderr)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
@@ -71,7 +71,7 @@ def make_run_dir(runs_root, task_name, seed):
 def main(argv=None):
     """Run the main job; return the launcher's exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog='python -m tgrpo_ros.train_main',
+    parser = argparse.ArgumentParser(prog='python -m tgrpo_ros.orchestration.train_main',
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--config', default=os.path.join('config', graph.DEFAULT_CONFIG),
                         help='graph configuration (YAML)')
@@ -107,7 +107,7 @@ def main(argv=None):
           f"updates: {learner.parameters.get('updates')}, group size "
           f"{learner.parameters.get('group_size')}", flush=True)
 
-    from tgrpo_ros.launcher import run_graph
+    from tgrpo_ros.orchestration.launcher import run_graph
     code = run_graph(nodes, os.path.join(run_dir, 'logs'),
                      timeout=main_cfg.get('timeout'), verbose=args.verbose)
     elapsed = time.monotonic() - started

@@ -2,7 +2,7 @@
 The node graph of a training run, built from one YAML configuration.
 
 Both launchers read this module: ``launch/train_sim.launch.py`` (launch_ros, for
-real ROS installs) and ``tgrpo_ros.launcher`` (plain processes, for pip installs).
+real ROS installs) and ``tgrpo_ros.orchestration.launcher`` (plain processes, for pip installs).
 Standard library plus PyYAML only, so it imports without ROS or torch.
 
 Configuration layout (see ``config/train_sim.yaml``)::

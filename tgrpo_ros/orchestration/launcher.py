@@ -1,9 +1,9 @@
 """
 tgrpo_launch: start the training graph as plain processes (pip installs, no launch_ros).
 
-Starts the nodes that ``tgrpo_ros.graph`` builds from a configuration (same node
+Starts the nodes that ``tgrpo_ros.orchestration.graph`` builds from a configuration (same node
 names, namespaces and parameters as ``launch/train_sim.launch.py``), one
-``--params-file`` per node, through ``tgrpo_ros.node_process.NodeProcess``.
+``--params-file`` per node, through ``tgrpo_ros.orchestration.processes.NodeProcess``.
 Echoes the learner's log (and warnings/errors of the other nodes) with a node prefix.
 
 Ends when:
@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 
-from tgrpo_ros import graph
+from tgrpo_ros.orchestration import graph
 
 LEARNER = 'learner'
 ALERT_WORDS = ('[WARN]', '[ERROR]', '[FATAL]', 'Traceback', 'Error:')  # ROS log levels
@@ -39,7 +39,7 @@ class GraphRun:
         ``finisher`` is the full name of the node whose exit with code 0 ends the run
         successfully (default: the node started from the ``learner`` executable).
         """
-        from tgrpo_ros.node_process import NodeProcess
+        from tgrpo_ros.orchestration.processes import NodeProcess
         self.log_dir = os.fspath(log_dir)
         self.stream = stream or sys.stdout
         self.verbose = verbose

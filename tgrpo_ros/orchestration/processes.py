@@ -1,7 +1,7 @@
 """
 Run ROS 2 node executables as child processes with ``--ros-args``.
 
-The pip-side launcher (``tgrpo_ros.launcher``), the integration tests and
+The pip-side launcher (``tgrpo_ros.orchestration.launcher``), the integration tests and
 ``bench/rollout.py`` start nodes through this module. Each node runs in its own
 process group (so a signal reaches everything it started) and, on Linux, is
 sent SIGTERM if the process that started it dies, so no node outlives a

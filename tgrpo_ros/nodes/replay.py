@@ -3,7 +3,7 @@ Read (and write) rosbag2 recordings of tgrpo_ros topics, without a ROS install.
 
 ``ros2 bag record /tgrpo/episodes`` stores each episode as the CDR bytes of a
 std_msgs/UInt8MultiArray; this module reads such bags (MCAP or SQLite3) with the
-pure-Python ``rosbags`` package and decodes them with ``tgrpo_ros.messages``.
+pure-Python ``rosbags`` package and decodes them with ``tgrpo_ros.nodes.messages``.
 
 Command line (console script ``tgrpo_replay``)::
 
@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from tgrpo_ros import messages, topics
+from tgrpo_ros.nodes import messages, topics
 
 EPISODE_TYPE = 'std_msgs/msg/UInt8MultiArray'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -150,7 +150,7 @@ def main(argv=None):
     parser.add_argument('--topic', default=topics.EPISODE_TOPIC,
                         help=f'episode topic (default {topics.EPISODE_TOPIC})')
     parser.add_argument('--export', metavar='DIR', help='write each episode as DIR/<id>.npz '
-                        '(load with tgrpo_ros.messages.episode_from_bytes)')
+                        '(load with tgrpo_ros.nodes.messages.episode_from_bytes)')
     parser.add_argument('--images', metavar='TOPIC', help='list the sensor_msgs/Image '
                         'messages of TOPIC instead of episodes')
     args = parser.parse_args(argv)

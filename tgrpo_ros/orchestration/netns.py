@@ -2,7 +2,7 @@
 Run a process tree inside a private network namespace for DDS.
 
 Fast DDS sends discovery traffic out of every interface unless told otherwise.
-The test session (``test/conftest.py``), ``make train`` (``tgrpo_ros.train_main``)
+The test session (``test/conftest.py``), ``make train`` (``tgrpo_ros.orchestration.train_main``)
 and ``bench/rollout.py`` re-execute themselves under ``unshare -n`` with only a
 loopback interface (up, multicast on, 224.0.0.0/4 routed to it), with
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a ROS_DOMAIN_ID of their own, so

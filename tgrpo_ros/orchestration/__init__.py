@@ -1,0 +1,1 @@
+"""Process orchestration: the node graph, the launcher, private network namespaces."""
