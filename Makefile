@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 train: setup
-	@$(ENV) python -m tgrpo_ros.orchestration.train_main --config config/train_sim.yaml $(TRAIN_ARGS)
+	@$(ENV) tgrpo_launch --config config/train_sim.yaml --runs-root runs $(TRAIN_ARGS)
 
 test: setup
 	@$(ENV) python -m pytest $(PYTEST_ARGS)

@@ -1,12 +1,12 @@
 """
 Learning check: TGRPO vs a learning-rate-0 control from the random-init stand-in.
 
-Issue section 6. Both arms start from the same stand-in and use the same seeds
-(sampling generator, minibatch shuffling), on LIBERO-Object task 0, init state 0,
-dense reward, N envs per group, 10 wait steps then ``--max-steps`` policy steps.
-The control arm is the same loop with learning rate 0: its weights never change,
-so with ``--control-skip-update`` (default) it skips the loss passes (they would
-only produce diagnostics) and costs rollouts only.
+Target and last measured figures: docs/testing.md. Both arms start from the same
+stand-in and use the same seeds (sampling generator, minibatch shuffling), on
+LIBERO-Object task 0, init state 0, dense reward, N envs per group, 10 wait steps
+then ``--max-steps`` policy steps. The control arm is the same loop with learning
+rate 0: its weights never change, so with ``--control-skip-update`` (default) it
+skips the loss passes (they would only produce diagnostics) and costs rollouts only.
 
 For each run, gain = mean return over updates 41-60 minus mean return over updates
 1-10 (windows scale with ``--updates``: the last third and the first sixth). The last

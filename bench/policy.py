@@ -1,6 +1,8 @@
 """
 Benchmark the policy layer on CPU: batched sampling, learner passes, adapter swaps.
 
+Targets and last measured figures: docs/testing.md.
+
 Usage: python bench/policy.py [--threads 1] [--repeats 5] [--model-path DIR]
 
 Prints actions/s at batch 1, 4, 16 and 32 (one action = the 7 tokens of one

@@ -1,6 +1,8 @@
 """
 Rollout throughput: the ROS graph against the same envs and model without ROS.
 
+Targets and last measured figures: docs/testing.md.
+
 ROS path: a policy_server and 2 sim_bridges run as processes over DDS (inside a
 private network namespace); this script plays the learner, assigning each group
 to both bridges and waiting for both episodes. Plain path:
@@ -10,7 +12,7 @@ same stand-in policy, one batched ``policy.sample`` per step, in one Python loop
 Both paths run the same groups (task, init state, camera size, step limit) after
 one warm-up group, and count aggregate env steps per second of wall time
 (resets and episode hand-over included). The plain loop runs with its envs
-in-process, one after the other (``--baseline sequential``, the issue's "one plain
+in-process, one after the other (``--baseline sequential``, "one plain
 Python loop", the default) or in worker processes (``--baseline parallel``, the
 stricter comparison: it isolates the cost of ROS). The ROS bridges always step
 their envs in parallel processes. Both ratios are printed when ``--baseline both``.
@@ -26,6 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from tgrpo_ros.episode import Assignment  # noqa: E402
 from tgrpo_ros.orchestration import netns  # noqa: E402
 
 
@@ -50,7 +53,7 @@ def ros_path(args, model_path, log_dir):
 
     from tgrpo_ros.nodes import messages, topics
     from tgrpo_ros.orchestration.processes import NodeGroup
-    from tgrpo_ros.testing.ros_processes import RosClient
+    from tgrpo_ros.testing.ros_client import RosClient
 
     bridges = ['/sim0', '/sim1']
     nodes = NodeGroup(log_dir)
@@ -77,7 +80,7 @@ def ros_path(args, model_path, log_dir):
         def run_group(group_id):
             before = len(episodes)
             for ns in bridges:
-                assign[ns].publish(messages.encode_assignment(messages.Assignment(
+                assign[ns].publish(messages.encode_assignment(Assignment(
                     group_id=group_id, task_id=args.task, init_state_id=group_id % 50,
                     max_steps=args.max_steps)))
             client.spin_until(lambda: len(episodes) >= before + len(bridges), 600.0,

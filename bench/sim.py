@@ -1,6 +1,8 @@
 """
 Benchmark LIBERO env throughput: 1 vs 2 processes, 128 vs 224 px, reset time, RSS.
 
+Targets and last measured figures: docs/testing.md.
+
 Run: MUJOCO_GL=egl .venv/bin/python bench/sim.py [--steps 60]
 Prints one line per figure; the last line is ``two_proc_speedup: X`` (aggregate
 steps/s of 2 processes over 1, at 128 px with multisampling, the training setup).

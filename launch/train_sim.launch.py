@@ -2,11 +2,14 @@
 Launch the TGRPO training graph with launch_ros (real ROS 2 installs).
 
     ros2 launch tgrpo_ros train_sim.launch.py [config:=/path/to/train_sim.yaml]
-                                              [model_path:=/path/to/checkpoint]
+        [model_path:=/path/to/checkpoint] [runs_root:=DIR] [run_dir:=DIR]
 
-The nodes, namespaces and parameters come from ``tgrpo_ros.orchestration.graph`` (the same
-module the pip-side launcher ``tgrpo_launch`` reads), built from the package's
-installed ``config/train_sim.yaml`` unless ``config`` names another file.
+With no arguments it runs the package's installed ``config/train_sim.yaml``. The
+run is planned by ``tgrpo_ros.orchestration.graph.plan_run``, the same function
+the pip-side launcher ``tgrpo_launch`` calls: the model resolves the same way (the
+default stand-in is built in the user cache on first use) and the run directory
+goes under ``$ROS_HOME/tgrpo_ros/runs`` unless ``runs_root`` or ``run_dir`` says
+otherwise.
 The launch ends when the learner exits (all updates done) or any node dies.
 """
 
@@ -34,11 +37,15 @@ def default_config():
 
 def node_actions(context):
     """Build one launch_ros Node per node of the shared graph definition."""
-    config_path = LaunchConfiguration('config').perform(context)
-    model_path = LaunchConfiguration('model_path').perform(context) or None
-    nodes = graph.build_graph(graph.load_config(config_path), model_path=model_path)
+    def argument(name):
+        return LaunchConfiguration(name).perform(context) or None
+
+    config_path = argument('config')
+    run = graph.plan_run(graph.load_config(config_path), config_path=config_path,
+                         model_path=argument('model_path'), runs_root=argument('runs_root'),
+                         run_dir=argument('run_dir'))
     actions = []
-    for spec in nodes:
+    for spec in run.nodes:
         node = Node(package=spec.package, executable=spec.executable, name=spec.name,
                     namespace=spec.namespace or '', parameters=[spec.parameters],
                     remappings=list(spec.remaps.items()), output='screen')
@@ -57,5 +64,11 @@ def generate_launch_description():
                               description='graph configuration (YAML)'),
         DeclareLaunchArgument('model_path', default_value='',
                               description="replaces every node's model_path ('' keeps it)"),
+        DeclareLaunchArgument('runs_root', default_value='',
+                              description="parent of the run directory ('': the config's, "
+                              'or $ROS_HOME/tgrpo_ros/runs)'),
+        DeclareLaunchArgument('run_dir', default_value='',
+                              description="this run's directory ('': a new one under "
+                              'runs_root); an existing one is reused, e.g. to resume'),
         OpaqueFunction(function=node_actions),
     ])

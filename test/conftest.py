@@ -58,7 +58,7 @@ def ros_nodes(tmp_path, request):
 @pytest.fixture
 def ros_client():
     """Give the test its own rclpy context and a node to publish, subscribe and call from."""
-    from tgrpo_ros.testing.ros_processes import RosClient
+    from tgrpo_ros.testing.ros_client import RosClient
     client = RosClient('test_client')
     try:
         yield client

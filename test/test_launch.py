@@ -109,7 +109,7 @@ def _fake_launch_modules(monkeypatch):
     return Recorder, LaunchConfiguration
 
 
-def test_launch_file_builds_one_node_action_per_graph_node(monkeypatch):
+def _node_specs_of_launch_file(monkeypatch, values):
     import importlib.util
     Recorder, LaunchConfiguration = _fake_launch_modules(monkeypatch)
     spec = importlib.util.spec_from_file_location('train_sim_launch', LAUNCH_FILE)
@@ -117,17 +117,55 @@ def test_launch_file_builds_one_node_action_per_graph_node(monkeypatch):
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     declared = [a.args[0] for a in description.args[0] if a.args and isinstance(a.args[0], str)]
-    assert declared == ['config', 'model_path']
+    assert declared == ['config', 'model_path', 'runs_root', 'run_dir']
     assert description.args[0][0].kwargs['default_value'] == \
         '/opt/share/tgrpo_ros/config/train_sim.yaml'
-    LaunchConfiguration.values = {'config': CONFIG, 'model_path': '/models/m'}
+    LaunchConfiguration.values = dict(dict.fromkeys(declared, ''), **values)
     actions = module.node_actions(context=None)
-    nodes = [a for a in actions if 'executable' in a.kwargs]
-    expected = graph.build_graph(graph.load_config(CONFIG), model_path='/models/m')
-    assert [(a.kwargs['executable'], a.kwargs['namespace'], a.kwargs['name']) for a in nodes] \
-        == [(n.executable, n.namespace, n.name) for n in expected]
-    assert [a.kwargs['parameters'] for a in nodes] == [[n.parameters] for n in expected]
-    assert all(a.kwargs['package'] == 'tgrpo_ros' for a in nodes)
+    nodes = [a.kwargs for a in actions if 'executable' in a.kwargs]
+    assert all(a['package'] == 'tgrpo_ros' for a in nodes)
+    return [(a['executable'], a['namespace'], a['name'], a['parameters'],
+             dict(a['remappings'])) for a in nodes]
+
+
+def test_both_launchers_start_identical_nodes_from_one_configuration(monkeypatch, tmp_path):
+    from tgrpo_ros.orchestration import launcher
+    from tgrpo_ros.policy import cached_standin
+
+    model = cached_standin(0)
+    run_dir = tmp_path / 'run'
+    from_launch_file = _node_specs_of_launch_file(
+        monkeypatch, {'config': CONFIG, 'model_path': model, 'run_dir': str(run_dir)})
+    args = launcher._parser().parse_args(['--config', CONFIG, '--model-path', model,
+                                          '--run-dir', str(run_dir)])
+    run = launcher.plan(args)
+    from_tgrpo_launch = [(n.executable, n.namespace or '', n.name, [n.parameters], n.remaps)
+                         for n in run.nodes]
+    assert from_launch_file == from_tgrpo_launch
+    learner = graph.find_node(run.nodes, 'learner')
+    server = graph.find_node(run.nodes, 'policy_server')
+    assert learner.parameters['run_dir'] == str(run_dir) == run.run_dir
+    assert server.parameters['adapter_root'] == str(run_dir / 'adapters')
+    assert server.parameters['model_path'] == learner.parameters['model_path'] == model
+    assert (run_dir / 'config.yaml').read_text() == open(CONFIG).read()
+
+
+def test_default_model_and_run_directory_need_no_arguments(monkeypatch, tmp_path):
+    """No model path: the stand-in is built in the user cache; runs go under ROS_HOME."""
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    monkeypatch.setenv('ROS_HOME', str(tmp_path / 'ros'))
+    config = graph.load_config(CONFIG)
+    config['main']['runs_root'] = ''
+    config['graph']['policy_parameters']['model_path'] = ''
+    run = graph.plan_run(config)
+    model = tmp_path / 'cache' / 'tgrpo_ros' / 'standin_seed0'
+    assert run.model_path == str(model) and (model / 'config.json').is_file()
+    assert os.path.dirname(run.run_dir) == str(tmp_path / 'ros' / 'tgrpo_ros' / 'runs')
+    assert os.path.basename(run.run_dir).startswith('libero_object_task0__tgrpo__0__')
+    again = graph.plan_run(config)  # built once; a second run gets its own directory
+    assert again.model_path == run.model_path and again.run_dir != run.run_dir
+    with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
+        graph.resolve_model(str(tmp_path / 'nothing_here'))
 
 
 def test_launcher_parses_overrides():
@@ -141,7 +179,7 @@ def test_launcher_parses_overrides():
 
 @pytest.mark.ros
 def test_launcher_tears_the_graph_down_when_a_node_dies(tmp_path):
-    from tgrpo_ros.orchestration.launcher import GraphRun
+    from tgrpo_ros.orchestration.processes import NodeGroup
     nodes = [
         graph.NodeSpec('tgrpo_ros', ECHO, 'echo_a', '/ns1', {'prefix': 'a:'}),
         graph.NodeSpec('tgrpo_ros', ECHO, 'echo_b', '', {'prefix': 'b:'}),
@@ -150,19 +188,20 @@ def test_launcher_tears_the_graph_down_when_a_node_dies(tmp_path):
                        'dies', '', {}),
     ]
     out = io.StringIO()
-    run = GraphRun(nodes, tmp_path, stream=out, finisher='/learner')
+    run = NodeGroup(tmp_path, stream=out, finisher='/learner')
     try:
+        run.start_graph(nodes, graph.write_params_files(nodes, tmp_path / 'params'))
         start = time.monotonic()
         code = run.wait(timeout=60)
         assert code == 1
         assert time.monotonic() - start < 30
         assert 'node dies exited with code 3' in out.getvalue()
-        assert [p.alive for p in run.processes] == [True, True, False]
+        assert [p.alive for p in run.nodes] == [True, True, False]
     finally:
-        run.stop()
-    assert [p.alive for p in run.processes] == [False, False, False]
+        run.stop_all()
+    assert [p.alive for p in run.nodes] == [False, False, False]
     # The echo nodes ended through SIGINT like Ctrl-C (rclpy exits cleanly).
-    assert [p.returncode for p in run.processes[:2]] in ([0, 0], [-2, -2], [0, -2], [-2, 0])
+    assert [p.returncode for p in run.nodes[:2]] in ([0, 0], [-2, -2], [0, -2], [-2, 0])
     with open(os.path.join(tmp_path, 'params', 'ns1__echo_a.params.yaml')) as stream:
         assert yaml.safe_load(stream) == {'/ns1/echo_a': {'ros__parameters': {'prefix': 'a:'}}}
 

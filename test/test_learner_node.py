@@ -23,13 +23,15 @@ BRIDGES = ['/sim0', '/sim1']
 def test_learner_runs_one_update_and_the_server_serves_it(ros_nodes, ros_client, tmp_path):
     from tgrpo_ros.policy import cached_standin
     from tgrpo_ros.testing.policy_helpers import random_images
-    from tgrpo_ros.testing.ros_processes import request_action
+    from tgrpo_ros.testing.ros_client import request_action
 
     model = cached_standin(0)
     run_dir = tmp_path / 'run'
     adapter_root = run_dir / 'adapters'
+    # One temperature, other than 1, for the server's sampling and the learner's
+    # log-probs: training stays on-policy (the learner once recomputed them at 1).
     policy = {'model_path': model, 'trainable': 'lora+action_head', 'lora_rank': 8,
-              'lora_alpha': 16.0, 'adapter_root': str(adapter_root)}
+              'lora_alpha': 16.0, 'adapter_root': str(adapter_root), 'temperature': 2.0}
     ros_nodes.start('policy_server', name='policy_server', parameters=dict(
         policy, clients=BRIDGES, max_batch_size=2, max_wait_ms=50.0, seed=0))
     for ns in BRIDGES:
@@ -50,6 +52,7 @@ def test_learner_runs_one_update_and_the_server_serves_it(ros_nodes, ros_client,
 
     summary = json.loads((run_dir / 'summary.json').read_text())
     assert summary['updates'] == 1 and summary['adapter_version'] == 1
+    assert summary['temperature'] == 2.0
     assert summary['dropped']['stale_dropped'] == 0
     assert os.path.isfile(adapter_root / 'v00001' / 'adapter_model.safetensors')
     assert os.path.isfile(run_dir / 'checkpoints' / 'update_00001' / 'trainer_state.pt')
@@ -59,7 +62,7 @@ def test_learner_runs_one_update_and_the_server_serves_it(ros_nodes, ros_client,
     row = {k: float(v) for k, v in rows[0].items() if v}
     assert row['rollout/episodes'] == 2 and row['rollout/length_mean'] <= MAX_STEPS
     assert row['rollout/adapter_version'] == 0  # trained on version 0 episodes
-    assert row['loss/logp_mismatch_max'] < 1e-3  # same weights as the server's
+    assert row['loss/logp_mismatch_max'] < 1e-4  # same weights and temperature as the server's
     assert row['loss/grad_norm'] > 0 and (run_dir / 'curves.png').is_file()
 
     # The server now answers with adapter version 1.

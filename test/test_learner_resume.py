@@ -57,7 +57,7 @@ def _logged_returns(log):
 def test_learner_resumes_after_sigkill(ros_nodes, ros_client, tmp_path):
     from tgrpo_ros.policy import cached_standin
     from tgrpo_ros.testing.policy_helpers import random_images
-    from tgrpo_ros.testing.ros_processes import request_action
+    from tgrpo_ros.testing.ros_client import request_action
     from tgrpo_ros.training import checkpoint
 
     started = time.monotonic()

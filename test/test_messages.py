@@ -5,8 +5,9 @@ import time
 import numpy as np
 import pytest
 
+from tgrpo_ros.episode import (Assignment, Episode, EPISODE_ARRAYS, episode_from_bytes,
+                               episodes_equal)
 from tgrpo_ros.nodes import messages
-from tgrpo_ros.episode import Episode
 
 
 def make_episode(length=6, size=224, seed=0, **overrides):
@@ -26,14 +27,14 @@ def make_episode(length=6, size=224, seed=0, **overrides):
 
 
 def assert_episodes_identical(first, second):
-    for name in messages.EPISODE_ARRAYS:
+    for name in EPISODE_ARRAYS:
         a, b = getattr(first, name), getattr(second, name)
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert a.tobytes() == b.tobytes(), name
     for name in ('success', 'task_id', 'init_state_id', 'group_id', 'adapter_version',
                  'instruction', 'suite', 'bridge', 'episode_id', 'extras'):
         assert getattr(first, name) == getattr(second, name), name
-    assert messages.episodes_equal(first, second)
+    assert episodes_equal(first, second)
 
 
 # ---------------------------------------------------------------------------- images
@@ -123,14 +124,14 @@ def test_action_reply_with_wrong_layout_is_rejected():
 # ---------------------------------------------------------------------------- assignments
 
 def test_assignment_round_trip_and_errors():
-    assignment = messages.Assignment(group_id=9, task_id=2, init_state_id=31, seed=4,
-                                     max_steps=50, episode_id='/sim0/9')
+    assignment = Assignment(group_id=9, task_id=2, init_state_id=31, seed=4,
+                            max_steps=50, episode_id='/sim0/9')
     msg = messages.encode_assignment(assignment)
     assert '"schema": "tgrpo_assignment/1"' in msg.data
     assert messages.decode_assignment(msg) == assignment
     assert messages.decode_assignment(msg.data) == assignment
     with pytest.raises(ValueError, match='assignment task_id must be >= 0, got -1'):
-        messages.Assignment(group_id=0, task_id=-1, init_state_id=0)
+        Assignment(group_id=0, task_id=-1, init_state_id=0)
     with pytest.raises(ValueError, match=r"unknown assignment keys \['colour'\]"):
         messages.decode_assignment('{"schema": "tgrpo_assignment/1", "group_id": 1, '
                                    '"task_id": 0, "init_state_id": 0, "colour": 1}')
@@ -156,9 +157,9 @@ def test_episode_round_trip_is_bit_identical_through_cdr():
     assert msg.layout.dim[0].size == len(msg.data)
     wire = deserialize_message(serialize_message(msg), UInt8MultiArray)
     decoded = messages.decode_episode(wire)
-    for name in messages.EPISODE_ARRAYS:
+    for name in EPISODE_ARRAYS:
         assert getattr(decoded, name).tobytes() == getattr(episode, name).tobytes()
-    assert messages.episodes_equal(decoded, episode)
+    assert episodes_equal(decoded, episode)
     assert decoded.length == 6 and decoded.success is True and decoded.group_id == 42
 
 
@@ -170,7 +171,7 @@ def test_episode_encoding_is_cheap_for_a_full_length_episode():
     decoded = messages.decode_episode(msg)
     done = time.perf_counter()
     assert_episodes_identical(episode, decoded)
-    overhead = len(msg.data) - sum(getattr(episode, n).nbytes for n in messages.EPISODE_ARRAYS)
+    overhead = len(msg.data) - sum(getattr(episode, n).nbytes for n in EPISODE_ARRAYS)
     assert 0 < overhead < 4096  # B: zip and .npy headers plus the metadata JSON
     # Measured ~0.12 s each on the 2-core dev machine; an episode takes ~25 s to run.
     assert encoded - start < 2.0 and done - encoded < 2.0
@@ -193,4 +194,4 @@ def test_episode_with_wrong_dtype_or_foreign_message_is_rejected():
     with pytest.raises(ValueError, match='truncated message'):
         messages.decode_episode(truncated)
     with pytest.raises(ValueError, match='is not a valid .npz'):
-        messages.episode_from_bytes(bytes(msg.data[:-10]))
+        episode_from_bytes(bytes(msg.data[:-10]))

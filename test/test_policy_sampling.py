@@ -105,7 +105,7 @@ def test_bad_inputs_are_rejected(policy, images):
         policy.sample(images, INSTRUCTIONS[:3])
     with pytest.raises(TypeError, match='got a str'):
         policy.sample(images[:1], INSTRUCTIONS[0])
-    with pytest.raises(ValueError, match='temperature must be > 0, got 0'):
+    with pytest.raises(ValueError, match='temperature must be > 0 and finite, got 0'):
         policy.sample(images, INSTRUCTIONS, temperature=0)
     with pytest.raises(ValueError, match=r'31743'):
         policy.log_probs(images[:1], INSTRUCTIONS[:1], torch.tensor([[31743] * 7]))

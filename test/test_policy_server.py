@@ -43,7 +43,7 @@ class ServerClient:
     """Talks to one policy_server as the sim bridges of ``namespaces`` would."""
 
     def __init__(self, ros_client, namespaces):
-        from rcl_interfaces.srv import SetParameters
+        from rcl_interfaces.srv import SetParameters, SetParametersAtomically
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
 
@@ -66,6 +66,8 @@ class ServerClient:
             String, topics.SERVER_STATS_TOPIC, lambda msg: self.stats.append(json.loads(msg.data)),
             topics.DIAGNOSTICS_QOS))
         self.set_params = node.create_client(SetParameters, '/policy_server/set_parameters')
+        self.set_params_atomically = node.create_client(
+            SetParametersAtomically, '/policy_server/set_parameters_atomically')
         for ns in namespaces:
             ros_client.wait_for_subscribers(self.images[ns], timeout=START_TIMEOUT)
             ros_client.wait_for_subscribers(self.instructions[ns], timeout=START_TIMEOUT)
@@ -125,14 +127,23 @@ class ServerClient:
         return self.reply(ns, self.send(ns, image, **kwargs))
 
     def push(self, **values):
-        """Set parameters through the standard SetParameters service; return the results."""
-        from rclpy.parameter import Parameter
+        """Push parameters in one SetParametersAtomically request; return its one result."""
+        from rcl_interfaces.srv import SetParametersAtomically
+
+        request = SetParametersAtomically.Request(parameters=_parameter_msgs(values))
+        return self.ros.call(self.set_params_atomically, request, timeout=30.0).result
+
+    def set_one_by_one(self, **values):
+        """Set parameters with plain SetParameters (applied one at a time); return results."""
         from rcl_interfaces.srv import SetParameters
 
-        request = SetParameters.Request()
-        request.parameters = [Parameter(name, value=value).to_parameter_msg()
-                              for name, value in values.items()]
+        request = SetParameters.Request(parameters=_parameter_msgs(values))
         return self.ros.call(self.set_params, request, timeout=30.0).results
+
+
+def _parameter_msgs(values):
+    from rclpy.parameter import Parameter
+    return [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
 
 
 def start_server(ros_nodes, setup, clients, **parameters):
@@ -166,8 +177,8 @@ def test_adapter_push_changes_served_version_and_actions(
     bgr = client.request('/c0', image, encoding='bgr8')
     np.testing.assert_array_equal(bgr.action_tokens, before.action_tokens)
 
-    results = client.push(adapter_version=1, adapter_path=str(setup['root'] / 'v1'))
-    assert [r.successful for r in results] == [True, True], [r.reason for r in results]
+    result = client.push(adapter_version=1, adapter_path=str(setup['root'] / 'v1'))
+    assert result.successful, result.reason
     after = client.request('/c0', image)
     assert after.adapter_version == 1
     assert_reply_matches(after, setup['tuned'])
@@ -203,20 +214,27 @@ def test_rejected_pushes_keep_the_old_adapter_serving(
         (str(corrupt), 'corrupt adapter weights'),
     ]
     for version, (path, reason) in enumerate(cases, start=2):
-        results = client.push(adapter_version=version, adapter_path=path)
-        assert results[0].successful, 'the version alone is only staged'
-        assert not results[1].successful, path
-        assert reason in results[1].reason, results[1].reason
+        result = client.push(adapter_version=version, adapter_path=path)
+        assert not result.successful, path
+        assert reason in result.reason, result.reason
         served = client.request('/c0', image)
         assert served.adapter_version == 1
         np.testing.assert_array_equal(served.action_tokens, first.action_tokens)
-    # Re-pushing the adapter being served is a no-op success (a resumed learner does it).
-    results = client.push(adapter_version=1, adapter_path=str(root / 'v1'))
+    # Re-pushing the adapter being served is a no-op success (a resumed learner does it),
+    # atomically or one parameter at a time.
+    assert client.push(adapter_version=1, adapter_path=str(root / 'v1')).successful
+    results = client.set_one_by_one(adapter_version=1, adapter_path=str(root / 'v1'))
     assert all(result.successful for result in results)
-    # Another path without a new version, or in the wrong order, is refused with the rule.
-    results = client.push(adapter_path=str(outside))
-    assert not results[0].successful
-    assert 'set adapter_version before adapter_path' in results[0].reason
+    # A new adapter through plain SetParameters (one parameter at a time), in either
+    # order, is refused with the rule; so is a new path with the served version.
+    for values in ({'adapter_version': 5, 'adapter_path': str(root / 'v1')},
+                   {'adapter_path': str(outside), 'adapter_version': 5}):
+        results = client.set_one_by_one(**values)
+        assert not results[0].successful
+        assert 'in one ~/set_parameters_atomically request' in results[0].reason
+    result = client.push(adapter_version=1, adapter_path=str(outside))
+    assert not result.successful and 'a new adapter needs a new version' in result.reason
+    assert client.request('/c0', image).adapter_version == 1
     # A malformed image is dropped with a clear log line; the server keeps serving.
     from sensor_msgs.msg import Image
     bad = Image(height=224, width=224, encoding='rgb8', step=672, data=bytes(1000))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from test_messages import make_episode
 
+from tgrpo_ros.episode import episode_from_bytes, episodes_equal
 from tgrpo_ros.nodes import messages, replay, topics
 
 
@@ -21,7 +22,7 @@ def test_episode_bag_round_trip_is_lossless(tmp_path, storage):
     read = list(replay.read_episodes(bag))
     assert [t for t, _ in read] == [1000, 1001, 1002]
     for original, (_, decoded) in zip(episodes, read):
-        assert messages.episodes_equal(original, decoded)
+        assert episodes_equal(original, decoded)
 
 
 def test_replay_cli_summarises_and_exports(tmp_path, capsys):
@@ -32,8 +33,8 @@ def test_replay_cli_summarises_and_exports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert '/sim1/42: group 42 task 3 init 17 steps 4' in out
     assert out.strip().endswith('1 episode(s) on /tgrpo/episodes')
-    exported = messages.episode_from_bytes((tmp_path / 'out' / 'sim1_42.npz').read_bytes())
-    assert messages.episodes_equal(exported, episode)
+    exported = episode_from_bytes((tmp_path / 'out' / 'sim1_42.npz').read_bytes())
+    assert episodes_equal(exported, episode)
     assert replay.main([str(bag), '--topic', '/nope']) == 1
     assert "topic '/nope' is not in bag" in capsys.readouterr().err
     assert replay.main([str(tmp_path / 'missing')]) == 1
@@ -86,5 +87,5 @@ def test_recorded_dds_episodes_decode_losslessly(ros_client, tmp_path):
     decoded = [e for _, e in replay.read_episodes(bag)]
     assert len(decoded) == 2
     for original, got in zip(episodes, decoded):
-        assert messages.episodes_equal(original, got)
+        assert episodes_equal(original, got)
         assert got.images.tobytes() == original.images.tobytes()

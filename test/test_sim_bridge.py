@@ -12,6 +12,7 @@ import signal
 import numpy as np
 import pytest
 
+from tgrpo_ros.episode import Assignment, episode_from_bytes, episodes_equal
 from tgrpo_ros.nodes import messages, topics
 
 START_TIMEOUT = 120.0  # s: bridge and server import heavy libraries; the env takes ~8 s
@@ -87,8 +88,8 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
         'image_encoding': 'bgr8'})
     observer = Observer(ros_client)
     ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
-    assignment = messages.Assignment(group_id=7, task_id=1, init_state_id=3, seed=11,
-                                     max_steps=5)
+    assignment = Assignment(group_id=7, task_id=1, init_state_id=3, seed=11,
+                            max_steps=5)
     observer.assign.publish(messages.encode_assignment(assignment))
     # No server yet: the bridge times out, says so and re-publishes.
     ros_client.spin_until(lambda: 'NO policy server' in bridge.log_text(), START_TIMEOUT,
@@ -119,8 +120,8 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
     assert len(set(episode.images.reshape(5, -1).sum(axis=1).tolist())) > 1, 'images move'
     check_episode_against_wire(episode, observer)
     # Lossless: the episode spooled by the bridge is bit-identical to the one received.
-    spooled = messages.episode_from_bytes((spool / 'sim0_7.npz').read_bytes())
-    assert messages.episodes_equal(spooled, episode)
+    spooled = episode_from_bytes((spool / 'sim0_7.npz').read_bytes())
+    assert episodes_equal(spooled, episode)
     # A subscriber that starts after the episode was published still receives it.
     late = []
     from std_msgs.msg import UInt8MultiArray
@@ -128,7 +129,7 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
         UInt8MultiArray, topics.EPISODE_TOPIC,
         lambda msg: late.append(messages.decode_episode(msg)), topics.EPISODE_QOS)
     ros_client.spin_until(lambda: late, 20.0, 'the episode from transient-local history')
-    assert messages.episodes_equal(late[0], episode)
+    assert episodes_equal(late[0], episode)
     assert 'episode /sim0/7: 5 steps' in bridge.log_text()
     assert bridge.alive
 
@@ -142,7 +143,7 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
     ros_client.wait_for_subscribers(observer.action_pub, timeout=START_TIMEOUT)
     observer.assign.publish(messages.encode_assignment(
-        messages.Assignment(group_id=1, task_id=0, init_state_id=0, max_steps=2)))
+        Assignment(group_id=1, task_id=0, init_state_id=0, max_steps=2)))
     ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first image')
     from tgrpo_ros.sim.libero_env import task_instructions
     instruction = task_instructions('libero_object')[0]
@@ -211,7 +212,7 @@ def test_request_sent_as_the_server_appears_is_sent_again_within_a_second(
     observer = Observer(ros_client)  # image subscription and action publisher only
     ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
     observer.assign.publish(messages.encode_assignment(
-        messages.Assignment(group_id=2, task_id=0, init_state_id=0, max_steps=1)))
+        Assignment(group_id=2, task_id=0, init_state_id=0, max_steps=1)))
     ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first request')
     (stamp,) = observer.images
     instruction = ros_client.node.create_subscription(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tgrpo_ros.training.config import TGRPOConfig
 from tgrpo_ros.episode import Episode
+from tgrpo_ros.training.config import TGRPOConfig
 
 MAX_STEPS = 5  # policy steps per episode: enough for a group, cheap on 2 cores
 

@@ -1,7 +1,12 @@
 """
 learner: assigns groups to the sim bridges, trains TGRPO on their episodes, pushes adapters.
 
-Loop, one iteration per update k = 1..K:
+A straight loop (``Learner.run``), one iteration per update k = 1..K, with
+blocking helpers that spin the node until their condition or time-out:
+
+    push(version k - 1); for k in 1..K: assign(k); collect(); update(); checkpoint(); push(k)
+
+In detail:
 
 1. every group of N bridges (``bridges`` split in order into groups of
    ``group_size``) is assigned one (task, init state), published on each bridge's
@@ -9,9 +14,9 @@ Loop, one iteration per update k = 1..K:
 2. the N episodes of each group are collected from ``/tgrpo/episodes``;
 3. one TGRPO update runs on all groups (``tgrpo_ros.training.TGRPOTrainer``);
 4. adapter version k is saved as ``<adapter_root>/v<k>`` and pushed to the policy
-   server through its standard SetParameters service (``adapter_version`` then
-   ``adapter_path`` in one request); the next groups are assigned once the push
-   succeeded.
+   server through its standard ``~/set_parameters_atomically`` service
+   (``adapter_version`` and ``adapter_path`` together); the next groups are
+   assigned once the push succeeded.
 
 At start the learner saves and pushes its initial weights as version 0 (or, when
 resuming from a checkpoint of k updates, version k), so every episode it accepts
@@ -27,170 +32,158 @@ learner receives the bridges' history again. Episodes of groups that are not
 the current ones are ignored. Group ids are fresh in every learner process (a
 resumed one too), so episodes from before a restart never count as current.
 
-When K updates are done it writes ``<run_dir>/summary.json`` and exits with 0.
+A group not complete after ``group_timeout`` s has its assignments re-sent. When K
+updates are done the learner writes ``<run_dir>/summary.json`` and exits with 0; a
+failure (push refused or unanswered, a failing update) exits with 1.
 """
 
+from dataclasses import dataclass
 import json
 import os
 import time
+from typing import List
 
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParametersAtomically
 import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
+from tgrpo_ros.episode import Assignment
+from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
-from tgrpo_ros.training.config import TGRPOConfig
 from tgrpo_ros.nodes.node_main import run_node
+from tgrpo_ros.nodes.params import declare_config
+from tgrpo_ros.options import check_choice, option
+from tgrpo_ros.policy.config import PolicyLoadConfig
+from tgrpo_ros.training.config import TGRPOConfig
 
 STALE_POLICIES = ('drop',)
-WAITING, UPDATING, PUSHING, DONE, FAILED = 'waiting', 'updating', 'pushing', 'done', 'failed'
+SPIN_PERIOD = 0.1  # s, longest a blocking helper waits in one spin
+WAIT_LOG_PERIOD = 30.0  # s between 'waiting for episodes' lines
 
 
-def _tgrpo_parameter_specs():
-    """(name, default, description) of every TGRPOConfig field, as learner parameters."""
-    defaults = TGRPOConfig().to_dict()
-    return [(name, defaults[name], text) for name, text in TGRPOConfig.field_help().items()]
+@dataclass
+class LearnerConfig:
+    """Parameters of the learner (the policy: ``PolicyLoadConfig``; TGRPO: ``TGRPOConfig``)."""
+
+    bridges: List[str] = option(
+        ['/sim0', '/sim1'], 'Namespaces of the sim bridges, split in order into groups of '
+        'group_size.')
+    tasks: List[int] = option([0], 'Task ids to train on, cycled through.')
+    init_states: List[int] = option([0], 'Init state ids, cycled through for each task.')
+    init_state_range: List[int] = option(
+        [0, 0], '[start, stop): when stop > start, replaces init_states by range(start, stop).')
+    suite: str = option('libero_object', 'LIBERO suite of the tasks.')
+    max_steps: int = option(0, "Policy steps per episode (0: the bridge's own limit).")
+    updates: int = option(10, 'K: number of TGRPO updates, then the learner exits 0.')
+    run_dir: str = option('runs/learner', 'metrics.csv, curves.png, checkpoints/, summary.json.')
+    adapter_root: str = option(
+        '', "Adapters are written to <adapter_root>/v<k> ('' = <run_dir>/adapters); must be "
+        "inside the policy server's adapter_root.")
+    policy_server: str = option('/policy_server', 'Full name of the policy server node.')
+    stale_policy: str = option(
+        'drop', "Episodes from an older adapter version: 'drop' (the only choice).")
+    seed: int = option(0, 'Seed of torch, minibatch shuffling and the env seeds of assignments.')
+    resume: bool = option(False, 'Continue from the newest checkpoint in <run_dir>/checkpoints.')
+    checkpoint_every: int = option(1, 'Updates between checkpoints (the last is always saved).')
+    keep_checkpoints: int = option(2, 'Newest checkpoints kept (0: all).')
+    plot_every: int = option(5, 'Updates between PNG plots (0: only at the end).')
+    push_timeout: float = option(
+        60.0, 'How long to wait for the policy server to accept an adapter.', unit='s')
+    group_timeout: float = option(
+        600.0, 'How long to wait for a group before re-sending its assignments.', unit='s')
+
+    def __post_init__(self):
+        """Normalise the bridge namespaces; reject impossible values, quoting them."""
+        self.bridges = [normalize_namespace(ns) for ns in self.bridges]
+        check_choice('stale_policy', self.stale_policy, STALE_POLICIES)
+        if self.updates < 1:
+            raise ValueError(f'updates ({self.updates}) must be >= 1')
+        if len(set(self.bridges)) != len(self.bridges) or not all(self.bridges):
+            raise ValueError(f'bridges must be distinct namespaces, got {self.bridges}')
+        if not self.tasks or any(t < 0 for t in self.tasks):
+            raise ValueError(f'tasks must list task ids >= 0, got {self.tasks}')
+        if not self.pairs_init_states() or any(s < 0 for s in self.pairs_init_states()):
+            raise ValueError(f'init states must be ids >= 0, got {self.pairs_init_states()} '
+                             f'(init_states {self.init_states}, init_state_range '
+                             f'{self.init_state_range})')
+        if self.max_steps < 0:
+            raise ValueError(f'max_steps ({self.max_steps}) must be >= 0')
+        if self.checkpoint_every < 1:
+            raise ValueError(f'checkpoint_every ({self.checkpoint_every}) must be >= 1')
+        if not (self.push_timeout > 0 and self.group_timeout > 0):
+            raise ValueError(f'push_timeout ({self.push_timeout} s) and group_timeout '
+                             f'({self.group_timeout} s) must be > 0')
+
+    def pairs_init_states(self) -> List[int]:
+        """Return the init state ids to cycle through."""
+        start, stop = (list(self.init_state_range) + [0, 0])[:2]
+        return list(range(start, stop)) if stop > start else list(self.init_states)
+
+
+class LearnerError(RuntimeError):
+    """The run cannot go on: a push refused or unanswered, an update that failed."""
 
 
 class Learner(Node):
     """Collect groups of episodes, run TGRPO updates and push adapter versions."""
 
-    _parameter_specs = (
-        # name, default, description
-        ('model_path', '', 'checkpoint directory (OpenVLA or stand-in), same as the server'),
-        ('device', 'cpu', "torch device, e.g. 'cpu' or 'cuda:0'"),
-        ('dtype', 'float32', "'float32', 'bfloat16' or 'float16'"),
-        ('trainable', 'lora', "what is trained: 'lora', 'lora+action_head' or 'full'"),
-        ('lora_rank', 32, 'LoRA rank (must match the policy server)'),
-        ('lora_alpha', 16.0, 'LoRA alpha (must match the policy server)'),
-        ('lora_target_modules', ['q_proj', 'v_proj'], 'LoRA target modules'),
-        ('bridges', ['/sim0', '/sim1'], 'namespaces of the sim bridges, split in order '
-         'into groups of group_size'),
-        ('tasks', [0], 'task ids to train on, cycled through'),
-        ('init_states', [0], 'init state ids, cycled through for each task'),
-        ('init_state_range', [0, 0], '[start, stop): when stop > start, replaces init_states '
-         'by range(start, stop)'),
-        ('suite', 'libero_object', 'LIBERO suite of the tasks'),
-        ('max_steps', 0, "policy steps per episode (0: the bridge's own limit)"),
-        ('updates', 10, 'K: number of TGRPO updates, then the learner exits 0'),
-        ('run_dir', 'runs/learner', 'metrics.csv, curves.png, checkpoints/, summary.json'),
-        ('adapter_root', '', "adapters are written to <adapter_root>/v<k> ('' = "
-         "<run_dir>/adapters); must be inside the policy server's adapter_root"),
-        ('policy_server', '/policy_server', 'full name of the policy server node'),
-        ('stale_policy', 'drop', "episodes from an older adapter version: 'drop' (only choice)"),
-        ('seed', 0, 'seed of torch, minibatch shuffling and the env seeds of assignments'),
-        ('resume', False, 'continue from the newest checkpoint in <run_dir>/checkpoints'),
-        ('checkpoint_every', 1, 'updates between checkpoints (the last is always saved)'),
-        ('keep_checkpoints', 2, 'newest checkpoints kept (0: all)'),
-        ('plot_every', 5, 'updates between PNG plots (0: only at the end)'),
-        ('num_threads', 1, 'torch CPU threads'),
-        ('push_timeout', 60.0, 's to wait for the policy server to accept an adapter'),
-        ('group_timeout', 600.0, 's to wait for a group before re-sending its assignment'),
-    )
-
     def __init__(self):
         """Declare and read the parameters, load the policy, restore a checkpoint if asked."""
         super().__init__('learner')
-        specs = list(self._parameter_specs) + _tgrpo_parameter_specs()
-        for name, default, description in specs:
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=True))
-        p = {name: self.get_parameter(name).value for name, _, _ in specs}
-        self.p = p
-        self.config = TGRPOConfig.from_dict({k: p[k] for k in TGRPOConfig().to_dict()})
-        self._validate(p)
-        self.run_dir = os.path.abspath(p['run_dir'])
-        self.adapter_root = os.path.abspath(p['adapter_root'] or
+        self.policy_config = declare_config(self, PolicyLoadConfig)
+        self.tgrpo = declare_config(self, TGRPOConfig)
+        self.config = c = declare_config(self, LearnerConfig)
+        size = self.tgrpo.group_size
+        if len(c.bridges) < size or len(c.bridges) % size:
+            raise ValueError(f'bridges ({len(c.bridges)}: {c.bridges}) must be a positive '
+                             f'multiple of group_size ({size})')
+        self.run_dir = os.path.abspath(c.run_dir)
+        self.adapter_root = os.path.abspath(c.adapter_root or
                                             os.path.join(self.run_dir, 'adapters'))
         self.checkpoint_root = os.path.join(self.run_dir, 'checkpoints')
         os.makedirs(self.adapter_root, exist_ok=True)
-        self.updates = int(p['updates'])
-        self.bridges = [topics.normalize_namespace(ns) for ns in p['bridges']]
-        size = self.config.group_size
-        self.groups = [self.bridges[i:i + size] for i in range(0, len(self.bridges), size)]
-        self.pairs = [(t, s) for t in self.tasks for s in self.init_states]
-
-        self._setup_training(p)
-        self.update_index = self.trainer.updates_done  # k: updates done
-        self.version = None  # adapter version the episodes must carry, once pushed
+        self.groups = [c.bridges[i:i + size] for i in range(0, len(c.bridges), size)]
+        self.pairs = [(t, s) for t in c.tasks for s in c.pairs_init_states()]
+        self._setup_training()
 
         self.assignment_publishers = {
             ns: self.create_publisher(String, topics.client_topic(ns, topics.ASSIGNMENT_TOPIC),
-                                      topics.ASSIGNMENT_QOS) for ns in self.bridges}
+                                      topics.ASSIGNMENT_QOS) for ns in c.bridges}
         self.episode_subscription = self.create_subscription(
             UInt8MultiArray, topics.EPISODE_TOPIC, self.episode_callback, topics.EPISODE_QOS)
-        server = '/' + p['policy_server'].strip('/')
-        self.set_parameters_client = self.create_client(SetParameters,
-                                                        server + '/set_parameters')
+        server = '/' + c.policy_server.strip('/')
+        self.push_client = self.create_client(SetParametersAtomically,
+                                              server + '/set_parameters_atomically')
+        self.version = None  # adapter version the server serves and episodes must carry
         self.seen_episode_ids = set()
-        self.collected = {}  # group id -> {episode_id: Episode}
-        self.current_groups = {}  # group id -> (bridge namespaces, Assignment)
+        self.collected = {}  # group id of the current update -> {episode_id: Episode}
         self.counts = {'stale_dropped': 0, 'duplicates_dropped': 0, 'foreign_dropped': 0,
                        'bad_dropped': 0}
-        self.state = PUSHING
-        self.exit_code = None
-        self.push_started = None
-        self.push_future = None
-        self.group_started = None
-        self.last_wait_log = time.monotonic()
-        self.run_started = time.monotonic()
         self.update_seconds = []
         self.last_metrics = {}
-        self.timer = self.create_timer(0.1, self.tick)
+        self.last_push_seconds = 0.0
         self.get_logger().info(
             f'learner: {len(self.groups)} group(s) of {size} bridges {self.groups}, '
-            f'tasks {self.tasks}, init states {self.init_states}, {self.updates} updates, '
-            f'trainable {p["trainable"]} ({self.policy.num_trainable_parameters()} '
-            f'parameters), run dir {self.run_dir}; starting at adapter version '
-            f'{self.update_index}')
-        self._start_push(self.update_index)
+            f'tasks {c.tasks}, init states {c.pairs_init_states()}, {c.updates} updates, '
+            f'trainable {self.policy_config.trainable} '
+            f'({self.policy.num_trainable_parameters()} parameters), temperature '
+            f'{self.policy.temperature}, run dir {self.run_dir}; starting at adapter version '
+            f'{self.trainer.updates_done}')
 
-    # ------------------------------------------------------------------ set-up
-    def _validate(self, p):
-        if not p['model_path']:
-            raise ValueError("parameter 'model_path' is empty; give a checkpoint directory")
-        if p['stale_policy'] not in STALE_POLICIES:
-            raise ValueError(f"unknown stale_policy {p['stale_policy']!r}; choose one of "
-                             f'{list(STALE_POLICIES)}')
-        if p['updates'] < 1:
-            raise ValueError(f"updates ({p['updates']}) must be >= 1")
-        bridges = list(p['bridges'])
-        size = self.config.group_size
-        if len(bridges) < size or len(bridges) % size:
-            raise ValueError(f'bridges ({len(bridges)}: {bridges}) must be a positive multiple '
-                             f'of group_size ({size})')
-        if len(set(bridges)) != len(bridges):
-            raise ValueError(f'bridges has duplicates: {bridges}')
-        start, stop = (list(p['init_state_range']) + [0, 0])[:2]
-        self.init_states = list(range(start, stop)) if stop > start else list(p['init_states'])
-        self.tasks = list(p['tasks'])
-        if not self.tasks or any(t < 0 for t in self.tasks):
-            raise ValueError(f'tasks must list task ids >= 0, got {self.tasks}')
-        if not self.init_states or any(s < 0 for s in self.init_states):
-            raise ValueError(f'init states must be ids >= 0, got {self.init_states} '
-                             f"(init_states {list(p['init_states'])}, init_state_range "
-                             f"{list(p['init_state_range'])})")
-        if p['checkpoint_every'] < 1:
-            raise ValueError(f"checkpoint_every ({p['checkpoint_every']}) must be >= 1")
-
-    def _setup_training(self, p):
+    def _setup_training(self):
         import torch  # heavy imports only once the node really starts
 
-        from tgrpo_ros.policy import LoraSettings, load_policy
         from tgrpo_ros.training import checkpoint
         from tgrpo_ros.training.metrics import MetricsLogger
         from tgrpo_ros.training.trainer import TGRPOTrainer
 
-        torch.set_num_threads(int(p['num_threads']))
-        torch.manual_seed(int(p['seed']))
-        lora = LoraSettings(r=int(p['lora_rank']), alpha=float(p['lora_alpha']),
-                            target_modules=tuple(p['lora_target_modules']))
-        self.policy = load_policy(p['model_path'], device=p['device'], dtype=p['dtype'],
-                                  lora=lora, trainable=p['trainable'])
-        self.trainer = TGRPOTrainer(self.policy, self.config, seed=int(p['seed']))
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.policy = self.policy_config.load()
+        self.trainer = TGRPOTrainer(self.policy, self.tgrpo, seed=c.seed)
         # Fresh group ids for every learner process, resumed or not (never the
         # checkpoint's): a bridge names its episode '<ns>/<group_id>', so a resumed
         # learner that re-assigned the crashed one's ids would get the bridges' replayed
@@ -199,87 +192,120 @@ class Learner(Node):
         # Microseconds since the epoch: a later process starts 1e6 ids per second of
         # wall time higher, beyond any earlier run's updates x groups.
         self.group_id_base = time.time_ns() // 1000
-        latest = checkpoint.latest_checkpoint(self.checkpoint_root) if p['resume'] else None
-        if p['resume'] and latest is None:
+        latest = checkpoint.latest_checkpoint(self.checkpoint_root) if c.resume else None
+        if c.resume and latest is None:
             self.get_logger().warning(f'resume: no checkpoint in {self.checkpoint_root}; '
                                       'starting from update 0')
         if latest is not None:
             state = checkpoint.load_checkpoint(latest, self.policy, self.trainer)
             self.get_logger().info(f'resumed from {latest} (update {state["update"]})')
-        self.metrics = MetricsLogger(self.run_dir, plot_every=int(p['plot_every']),
-                                     resume=bool(p['resume']))
+        self.metrics = MetricsLogger(self.run_dir, plot_every=c.plot_every, resume=c.resume)
 
-    # ------------------------------------------------------------------ adapters
-    def _adapter_path(self, version):
-        return os.path.join(self.adapter_root, f'v{int(version):05d}')
+    # ------------------------------------------------------------------ the loop
+    def run(self):
+        """Push the starting adapter, then run the remaining updates; return the exit code."""
+        started = time.monotonic()
+        try:
+            self.push(self.trainer.updates_done)
+            for k in range(self.trainer.updates_done + 1, self.config.updates + 1):
+                self.assign(k)
+                episodes, rollout_seconds = self.collect(k)
+                self.update(k, episodes, rollout_seconds)
+                self.checkpoint(k)
+                self.push(k)
+        except LearnerError as error:
+            self.get_logger().error(str(error))
+            return 1
+        self.finish(time.monotonic() - started)
+        return 0
 
-    def _start_push(self, version):
-        """Save adapter ``version`` and ask the policy server to serve it."""
+    # ------------------------------------------------------------------ blocking helpers
+    def spin_until(self, done, timeout, on_wait=None):
+        """Spin until ``done()`` is true; return False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not rclpy.ok():
+                return False
+            rclpy.spin_once(self, timeout_sec=min(SPIN_PERIOD, remaining))
+            if on_wait is not None:
+                on_wait()
+        return True
+
+    def push(self, version):
+        """Save adapter ``version`` and have the policy server serve it (atomic request)."""
+        started = time.monotonic()
+        timeout = self.config.push_timeout
         path = self._adapter_path(version)
         self.policy.save_adapter(path)
         self.policy.adapter_version = int(version)
-        request = SetParameters.Request()
-        request.parameters = [
+        if not self.push_client.wait_for_service(timeout_sec=timeout):
+            raise LearnerError(f'policy server service {self.push_client.srv_name} not '
+                               f'available after {timeout:.0f} s')
+        request = SetParametersAtomically.Request(parameters=[
             ParameterMsg(name='adapter_version', value=ParameterValue(
                 type=ParameterType.PARAMETER_INTEGER, integer_value=int(version))),
             ParameterMsg(name='adapter_path', value=ParameterValue(
-                type=ParameterType.PARAMETER_STRING, string_value=path)),
-        ]
-        self.push_request = request
-        self.push_version = int(version)
-        self.push_started = time.monotonic()
-        self.push_future = None
-        self.state = PUSHING
-
-    def _poll_push(self):
-        elapsed = time.monotonic() - self.push_started
-        if self.push_future is None:
-            if self.set_parameters_client.service_is_ready():
-                self.push_future = self.set_parameters_client.call_async(self.push_request)
-            elif elapsed > self.p['push_timeout']:
-                return self._fail(f'policy server service {self.set_parameters_client.srv_name}'
-                                  f' not available after {elapsed:.0f} s')
-            return
-        if not self.push_future.done():
-            if elapsed > self.p['push_timeout']:
-                return self._fail(f'no answer to the adapter push after {elapsed:.0f} s')
-            return
-        results = self.push_future.result().results
-        rejected = [r.reason for r in results if not r.successful]
-        if rejected:
-            return self._fail(f'policy server rejected adapter version {self.push_version}: '
-                              f'{"; ".join(rejected)}')
-        self.version = self.push_version
-        self.last_push_seconds = elapsed
+                type=ParameterType.PARAMETER_STRING, string_value=path))])
+        future = self.push_client.call_async(request)
+        if not self.spin_until(future.done, timeout - (time.monotonic() - started)):
+            raise LearnerError(f'no answer to the push of adapter version {version} after '
+                               f'{time.monotonic() - started:.0f} s')
+        result = future.result().result
+        if not result.successful:
+            raise LearnerError(f'policy server rejected adapter version {version}: '
+                               f'{result.reason}')
+        self.version = int(version)
+        self.last_push_seconds = time.monotonic() - started
         self.get_logger().info(f'policy server serves adapter version {self.version} '
-                               f'({elapsed:.2f} s)')
-        if self.update_index >= self.updates:
-            return self._finish()
-        self._assign_groups()
+                               f'({self.last_push_seconds:.2f} s)')
 
-    # ------------------------------------------------------------------ groups
-    def _assign_groups(self):
-        """Publish the assignments of update k + 1 (one (task, init) per group)."""
-        self.current_groups = {}
+    def assign(self, k):
+        """Publish the assignments of update ``k``: one (task, init state) per group."""
+        self.current = {}
         self.collected = {}
         for g, members in enumerate(self.groups):
-            index = self.update_index * len(self.groups) + g
+            index = (k - 1) * len(self.groups) + g
             task_id, init_state_id = self.pairs[index % len(self.pairs)]
-            group_id = self.group_id_base + index
-            assignment = messages.Assignment(
-                group_id=group_id, task_id=int(task_id), init_state_id=int(init_state_id),
-                seed=int(self.p['seed']) + index, max_steps=int(self.p['max_steps']),
-                suite=self.p['suite'])
-            self.current_groups[group_id] = (members, assignment)
-            self.collected[group_id] = {}
+            assignment = Assignment(
+                group_id=self.group_id_base + index, task_id=int(task_id),
+                init_state_id=int(init_state_id), seed=self.config.seed + index,
+                max_steps=self.config.max_steps, suite=self.config.suite)
+            self.current[assignment.group_id] = (members, assignment)
+            self.collected[assignment.group_id] = {}
         self._publish_assignments()
-        self.group_started = self.last_wait_log = time.monotonic()
-        self.state = WAITING
 
     def _publish_assignments(self):
-        for group_id, (members, assignment) in self.current_groups.items():
+        for members, assignment in self.current.values():
             for ns in members:
                 self.assignment_publishers[ns].publish(messages.encode_assignment(assignment))
+
+    def collect(self, k):
+        """Spin until every group of update ``k`` is complete; re-send after group_timeout."""
+        size = self.tgrpo.group_size
+        started = sent = logged = time.monotonic()
+
+        def complete():
+            return all(len(episodes) >= size for episodes in self.collected.values())
+
+        while not self.spin_until(complete, min(WAIT_LOG_PERIOD, self.config.group_timeout)):
+            now = time.monotonic()
+            if now - logged >= WAIT_LOG_PERIOD:
+                logged = now
+                have = {g: len(e) for g, e in self.collected.items()}
+                self.get_logger().info(
+                    f'update {k}/{self.config.updates}: waiting for episodes, have {have} of '
+                    f'{size} per group ({now - started:.0f} s)')
+            if now - sent >= self.config.group_timeout:
+                self.get_logger().warning(
+                    f'group timeout ({self.config.group_timeout:.0f} s): re-sending the '
+                    'assignments')
+                self._publish_assignments()
+                sent = now
+        episodes = [e for group in self.collected.values()
+                    for e in sorted(group.values(), key=lambda e: e.episode_id)]
+        self.collected = {}  # late episodes of these groups are foreign from now on
+        return episodes, time.monotonic() - started
 
     def episode_callback(self, msg):
         """Keep an episode of a current group from the current adapter version."""
@@ -294,7 +320,7 @@ class Learner(Node):
             self.counts['duplicates_dropped'] += 1
             return
         self.seen_episode_ids.add(episode_id)
-        if episode.group_id not in self.collected or self.state != WAITING:
+        if episode.group_id not in self.collected:
             self.counts['foreign_dropped'] += 1
             return
         if episode.adapter_version != self.version:
@@ -305,109 +331,68 @@ class Learner(Node):
             return
         self.collected[episode.group_id][episode_id] = episode
 
-    def _groups_complete(self):
-        size = self.config.group_size
-        return all(len(eps) >= size for eps in self.collected.values())
-
-    def _log_waiting(self):
-        now = time.monotonic()
-        if now - self.last_wait_log < 30.0:
-            return
-        self.last_wait_log = now
-        have = {g: len(e) for g, e in self.collected.items()}
-        self.get_logger().info(f'update {self.update_index + 1}/{self.updates}: waiting for '
-                               f'episodes, have {have} of {self.config.group_size} per group '
-                               f'({now - self.group_started:.0f} s)')
-        if now - self.group_started > self.p['group_timeout']:
-            self.get_logger().warning('group timeout: re-sending the assignments')
-            self._publish_assignments()
-            self.group_started = now
-
-    # ------------------------------------------------------------------ update
-    def _run_update(self):
-        from tgrpo_ros.training import checkpoint
-
-        rollout_seconds = time.monotonic() - self.group_started
-        episodes = [e for group in self.collected.values() for e in
-                    sorted(group.values(), key=lambda e: e.episode_id)]
-        self.state = UPDATING
+    def update(self, k, episodes, rollout_seconds):
+        """Run TGRPO update ``k`` on the collected episodes and log its metrics."""
         started = time.monotonic()
         try:
             metrics = self.trainer.update(episodes)
         except (ValueError, FloatingPointError) as error:
-            return self._fail(f'update {self.update_index + 1} failed: {error}')
-        self.update_index += 1
-        k = self.update_index
+            raise LearnerError(f'update {k} failed: {error}') from None
         metrics['perf/rollout_time'] = rollout_seconds
         metrics['perf/learn_time'] = time.monotonic() - started
-        metrics['perf/push_time'] = getattr(self, 'last_push_seconds', 0.0)
-        metrics['perf/seconds_per_update'] = rollout_seconds + metrics['perf/learn_time'] + \
-            metrics['perf/push_time']
+        metrics['perf/push_time'] = self.last_push_seconds
+        metrics['perf/seconds_per_update'] = (rollout_seconds + metrics['perf/learn_time']
+                                              + metrics['perf/push_time'])
         metrics['rollout/adapter_version'] = float(self.version)
         for key, value in self.counts.items():
             metrics[f'rollout/{key}'] = float(value)
         self.metrics.log(k, metrics)
         self.last_metrics = metrics
         self.update_seconds.append(metrics['perf/seconds_per_update'])
-        if k % int(self.p['checkpoint_every']) == 0 or k == self.updates:
-            checkpoint.save_checkpoint(self.checkpoint_root, k, self.policy, self.trainer,
-                                       keep=int(self.p['keep_checkpoints']))
         self.get_logger().info(
-            f"update {k}/{self.updates}  success {metrics['rollout/success_rate']:.2f}  "
-            f"return {metrics['rollout/return_mean']:.3f}  s/update "
+            f"update {k}/{self.config.updates}  success {metrics['rollout/success_rate']:.2f}"
+            f"  return {metrics['rollout/return_mean']:.3f}  s/update "
             f"{metrics['perf/seconds_per_update']:.1f}  (rollout {rollout_seconds:.1f} s, "
             f"learn {metrics['perf/learn_time']:.1f} s, clip "
             f"{metrics.get('loss/clip_frac', 0.0):.2f}, logp mismatch "
             f"{metrics['loss/logp_mismatch_max']:.1e})")
-        self._start_push(k)
 
-    # ------------------------------------------------------------------ loop
-    def tick(self):
-        """Advance the state machine (timer callback, every 0.1 s)."""
-        if self.state == PUSHING:
-            self._poll_push()
-        elif self.state == WAITING:
-            if self._groups_complete():
-                self._run_update()
-            else:
-                self._log_waiting()
+    def checkpoint(self, k):
+        """Save checkpoint ``k`` every checkpoint_every updates and after the last."""
+        from tgrpo_ros.training import checkpoint
 
-    def _finish(self):
+        if k % self.config.checkpoint_every == 0 or k == self.config.updates:
+            checkpoint.save_checkpoint(self.checkpoint_root, k, self.policy, self.trainer,
+                                       keep=self.config.keep_checkpoints)
+
+    def finish(self, wall_seconds):
+        """Close the metrics and write summary.json atomically."""
         self.metrics.close()
+        c = self.config
         summary = {
-            'updates': self.update_index, 'adapter_version': self.version,
+            'updates': self.trainer.updates_done, 'adapter_version': self.version,
             'adapter_path': self._adapter_path(self.version),
-            'run_dir': self.run_dir, 'wall_seconds': time.monotonic() - self.run_started,
+            'run_dir': self.run_dir, 'wall_seconds': wall_seconds,
             'mean_seconds_per_update': (sum(self.update_seconds) / len(self.update_seconds)
                                         if self.update_seconds else None),
             'last_metrics': self.last_metrics, 'dropped': dict(self.counts),
-            'config': self.config.to_dict(), 'trainable': self.p['trainable'],
-            'groups': self.groups, 'tasks': self.tasks, 'init_states': self.init_states,
+            'config': self.tgrpo.to_dict(), 'trainable': self.policy_config.trainable,
+            'temperature': self.policy.temperature,
+            'groups': self.groups, 'tasks': c.tasks, 'init_states': c.pairs_init_states(),
         }
         path = os.path.join(self.run_dir, 'summary.json')
         with open(path + '.tmp', 'w') as stream:
             json.dump(summary, stream, indent=1, sort_keys=True)
         os.replace(path + '.tmp', path)
-        self.get_logger().info(f'all {self.updates} updates done; summary: {path}')
-        self.state = DONE
-        self.exit_code = 0
+        self.get_logger().info(f'all {c.updates} updates done; summary: {path}')
 
-    def _fail(self, reason):
-        self.get_logger().error(reason)
-        self.state = FAILED
-        self.exit_code = 1
-
-
-def spin_until_done(node):
-    """Spin until the learner finished its K updates (0) or failed (1)."""
-    while rclpy.ok() and node.exit_code is None:
-        rclpy.spin_once(node, timeout_sec=0.1)
-    return node.exit_code if node.exit_code is not None else 1
+    def _adapter_path(self, version):
+        return os.path.join(self.adapter_root, f'v{int(version):05d}')
 
 
 def main(args=None):
     """Run the learner until its K updates are done (exit 0) or it fails (exit 1)."""
-    return run_node(Learner, 'learner', args, spin=spin_until_done, interrupted_status=130)
+    return run_node(Learner, 'learner', args, spin=Learner.run, interrupted_status=130)
 
 
 if __name__ == '__main__':

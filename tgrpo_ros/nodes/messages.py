@@ -10,20 +10,18 @@ a single ament_python package:
 * episode: ``std_msgs/UInt8MultiArray`` holding an uncompressed ``.npz``  <->  ``Episode``
 
 No torch here. Message classes are imported inside the functions that build
-them, so ``episode_to_bytes`` / ``episode_from_bytes`` also work without ROS.
+them. The assignment's JSON form and the episode's ``.npz`` codec are in
+``tgrpo_ros.episode`` (no ROS).
 """
 
 import array
-from dataclasses import asdict, dataclass, fields
-import io
-import json
-import math
-import zipfile
+from dataclasses import dataclass
 import zlib
 
 import numpy as np
 
-from tgrpo_ros.episode import ACTION_DIM, Episode
+from tgrpo_ros.episode import (ACTION_DIM, assignment_from_json, assignment_to_json,
+                               episode_from_bytes, EPISODE_SCHEMA, episode_to_bytes)
 
 # ---------------------------------------------------------------------------- images
 
@@ -203,131 +201,19 @@ def _vector(name, values, dtype):
 
 # ---------------------------------------------------------------------------- assignments
 
-ASSIGNMENT_SCHEMA = 'tgrpo_assignment/1'
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """
-    What the learner asks one sim bridge to run next.
-
-    Every bridge of a group gets the same task, init state and group id; the
-    episode id names the bridge's own trajectory. An episode ends at the first
-    success (LIBERO's env is done then) or at the step limit.
-    """
-
-    group_id: int            # groups are numbered by the learner; a bridge runs each once
-    task_id: int             # task index in the suite
-    init_state_id: int       # index of the fixed initial state of the task
-    seed: int = 0            # seed of the env for this episode
-    max_steps: int = 0       # policy steps at most; 0: the bridge's own limit
-    suite: str = 'libero_object'
-    episode_id: str = ''     # '' -> the bridge uses '<namespace>/<group_id>'
-
-    def __post_init__(self):
-        """Check types and ranges, naming the bad value."""
-        for name in ('group_id', 'task_id', 'init_state_id', 'seed', 'max_steps'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f'assignment {name} must be an int, got {value!r}')
-            if value < 0:
-                raise ValueError(f'assignment {name} must be >= 0, got {value}')
-        for name in ('suite', 'episode_id'):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f'assignment {name} must be a str, got '
-                                 f'{getattr(self, name)!r}')
-
-
 def encode_assignment(assignment):
     """Return a std_msgs/String holding the assignment as JSON (with a schema tag)."""
     from std_msgs.msg import String
 
-    return String(data=json.dumps({'schema': ASSIGNMENT_SCHEMA, **asdict(assignment)},
-                                  sort_keys=True))
+    return String(data=assignment_to_json(assignment))
 
 
 def decode_assignment(msg):
     """Return the Assignment in a std_msgs/String (or a JSON str); ValueError if malformed."""
-    text = msg if isinstance(msg, str) else msg.data
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f'assignment is not JSON ({error}): {text[:200]!r}') from None
-    if not isinstance(values, dict):
-        raise ValueError(f'assignment must be a JSON object, got {text[:200]!r}')
-    schema = values.pop('schema', None)
-    if schema != ASSIGNMENT_SCHEMA:
-        raise ValueError(f"assignment schema is {schema!r}; expected '{ASSIGNMENT_SCHEMA}'")
-    known = [f.name for f in fields(Assignment)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f'unknown assignment keys {unknown}; valid keys: {known}')
-    try:
-        return Assignment(**values)
-    except TypeError as error:  # a required key is missing
-        raise ValueError(f'incomplete assignment ({error}); keys: {known}') from None
+    return assignment_from_json(msg if isinstance(msg, str) else msg.data)
 
 
 # ---------------------------------------------------------------------------- episodes
-
-EPISODE_SCHEMA = 'tgrpo_episode/npz/1'  # layout.dim[0].label of an encoded episode
-# Per-step arrays stored in the .npz, with the dtype each must have.
-EPISODE_ARRAYS = {
-    'images': np.uint8,
-    'action_tokens': np.int64,
-    'behaviour_logps': np.float32,
-    'actions': np.float32,
-    'rewards': np.float32,
-}
-_META_KEY = 'metadata_json'  # uint8 array holding UTF-8 JSON of the scalar fields
-_META_FIELDS = ('success', 'task_id', 'init_state_id', 'group_id', 'adapter_version',
-                'instruction', 'suite', 'bridge', 'episode_id', 'extras')
-
-
-def episode_to_bytes(episode):
-    """Return the episode as the bytes of an uncompressed .npz (no pickles)."""
-    arrays = {}
-    for name, dtype in EPISODE_ARRAYS.items():
-        value = getattr(episode, name)
-        if value.dtype != dtype:
-            raise ValueError(f'episode {name} must be {np.dtype(dtype).name} to encode '
-                             f'losslessly, got {value.dtype}')
-        arrays[name] = value
-    metadata = {'schema': EPISODE_SCHEMA}
-    for name in _META_FIELDS:
-        value = getattr(episode, name)
-        metadata[name] = bool(value) if name == 'success' else value
-    text = json.dumps(metadata, sort_keys=True)
-    arrays[_META_KEY] = np.frombuffer(text.encode('utf-8'), dtype=np.uint8)
-    stream = io.BytesIO()
-    np.savez(stream, **arrays)
-    return stream.getbuffer()
-
-
-def episode_from_bytes(data):
-    """Return the Episode stored by episode_to_bytes; ValueError if not a valid episode."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            contents = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise ValueError(f'episode payload of {len(data)} B is not a valid .npz: '
-                         f'{error}') from None
-    missing = sorted((set(EPISODE_ARRAYS) | {_META_KEY}) - set(contents))
-    if missing:
-        raise ValueError(f'episode payload lacks arrays {missing}; has {sorted(contents)}')
-    metadata = json.loads(contents.pop(_META_KEY).tobytes().decode('utf-8'))
-    schema = metadata.pop('schema', None)
-    if schema != EPISODE_SCHEMA:
-        raise ValueError(f"episode schema is {schema!r}; expected '{EPISODE_SCHEMA}'")
-    for name, dtype in EPISODE_ARRAYS.items():
-        if contents[name].dtype != dtype:
-            raise ValueError(f'episode {name} has dtype {contents[name].dtype}; expected '
-                             f'{np.dtype(dtype).name}')
-    unknown = sorted(set(metadata) - set(_META_FIELDS))
-    if unknown:
-        raise ValueError(f'unknown episode metadata keys {unknown}; valid: {list(_META_FIELDS)}')
-    return Episode(**{name: contents[name] for name in EPISODE_ARRAYS}, **metadata)
-
 
 def encode_episode(episode):
     """
@@ -363,26 +249,6 @@ def decode_episode(msg):
         raise ValueError(f'episode payload is {len(data)} B but its layout says '
                          f'{dims[0].size} B (truncated message?)')
     return episode_from_bytes(memoryview(data).cast('B'))
-
-
-def episodes_equal(first, second):
-    """Return True when two episodes hold bit-identical arrays and equal metadata."""
-    for name in EPISODE_ARRAYS:
-        a, b = getattr(first, name), getattr(second, name)
-        if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
-            return False
-    for name in _META_FIELDS:
-        a, b = getattr(first, name), getattr(second, name)
-        if not _json_equal(a, b):
-            return False
-    return True
-
-
-def _json_equal(a, b):
-    # NaN == NaN for the purpose of a lossless round trip.
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _byte_array(buffer):

@@ -14,29 +14,69 @@ answers the whole batch. Each batch is reported on ``/tgrpo/policy_server/stats`
 A request re-published with the stamp of the last answered one gets the same reply
 again (one stamp, one action); a bridge that wants a fresh sample uses a new stamp.
 
-Adapter push: set ``adapter_version`` and ``adapter_path`` through the standard
-parameter services. With SetParameters (which applies its parameters one by one,
-in order) list ``adapter_version`` BEFORE ``adapter_path``; with
-SetParametersAtomically the order does not matter. The new version is staged
-until a path arrives; the path is validated and hot-swapped
-(``policy.load_adapter``). A rejection returns ``successful=False`` with the
-reason and the previous adapter keeps serving.
+Adapter push: set ``adapter_version`` and ``adapter_path`` together with the
+standard ``~/set_parameters_atomically`` service. The on-set callback validates
+the pair and reads and checks the adapter (``policy.prepare_adapter``); the
+post-set callback swaps the weights (``policy.swap_adapter``), which cannot fail
+then. A rejection returns ``successful=False`` with the reason and the previous
+adapter keeps serving. ``~/set_parameters`` applies its parameters one at a time,
+so it cannot carry the pair: a lone ``adapter_version`` or ``adapter_path`` is
+refused with that reason (re-pushing the adapter being served is a no-op).
 """
 
+from dataclasses import dataclass
 import json
 import os
 import sys
 import time
+from typing import List
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.nodes.node_main import run_node
+from tgrpo_ros.nodes.params import declare_config
+from tgrpo_ros.options import option
+from tgrpo_ros.policy.config import PolicyLoadConfig
 
-NUM_THREADS_DEFAULT = 1  # torch CPU threads; the dev machine has 2 cores for everything
+ADAPTER_PARAMETERS = ('adapter_version', 'adapter_path')
+
+
+@dataclass
+class PolicyServerConfig:
+    """Parameters of the policy server (the policy itself: ``PolicyLoadConfig``)."""
+
+    clients: List[str] = option(['/sim0'], 'Namespaces of the clients served (sim bridges).')
+    max_batch_size: int = option(8, 'Most requests answered by one policy call.')
+    max_wait_ms: float = option(
+        20.0, 'How long a request may wait for others to join its batch.', unit='ms')
+    greedy: bool = option(False, 'Argmax instead of sampling.')
+    seed: int = option(0, 'Seed of the sampling generator.')
+    adapter_root: str = option(
+        '', "Adapters may only be loaded from below this directory ('' = anywhere).")
+    adapter_path: str = option(
+        '', 'Adapter directory being served; push it together with adapter_version '
+        'through ~/set_parameters_atomically.', read_only=False)
+    adapter_version: int = option(
+        -1, 'Version label of the served adapter (-1: bare base); stamped on every action.',
+        read_only=False)
+
+    def __post_init__(self):
+        """Normalise the client namespaces; reject impossible values, quoting them."""
+        self.clients = [normalize_namespace(ns) for ns in self.clients]
+        if not self.clients or any(not ns for ns in self.clients):
+            raise ValueError(f"parameter 'clients' must list client namespaces such as "
+                             f"['/sim0', '/sim1'], got {self.clients}")
+        if len(set(self.clients)) != len(self.clients):
+            raise ValueError(f"parameter 'clients' has duplicates: {self.clients}")
+        if self.max_batch_size < 1:
+            raise ValueError(f'max_batch_size ({self.max_batch_size}) must be >= 1')
+        if not self.max_wait_ms >= 0:
+            raise ValueError(f'max_wait_ms ({self.max_wait_ms}) must be >= 0')
 
 
 class PolicyServer(Node):
@@ -45,31 +85,14 @@ class PolicyServer(Node):
     def __init__(self):
         """Declare and read the parameters, load the policy, wire the clients."""
         super().__init__('policy_server')
-        self._declare_parameters()
-        p = {name: self.get_parameter(name).value for name in self._parameter_names}
-        self.client_namespaces = [topics.normalize_namespace(ns) for ns in p['clients']]
-        if not self.client_namespaces or any(not ns for ns in self.client_namespaces):
-            raise ValueError(f"parameter 'clients' must list client namespaces such as "
-                             f"['/sim0', '/sim1'], got {list(p['clients'])}")
-        if len(set(self.client_namespaces)) != len(self.client_namespaces):
-            raise ValueError(f"parameter 'clients' has duplicates: {self.client_namespaces}")
-        if not p['model_path']:
-            raise ValueError("parameter 'model_path' is empty; give a checkpoint directory "
-                             '(e.g. one written by tgrpo_build_standin)')
-        if p['max_batch_size'] < 1:
-            raise ValueError(f"max_batch_size ({p['max_batch_size']}) must be >= 1")
-        if p['max_wait_ms'] < 0:
-            raise ValueError(f"max_wait_ms ({p['max_wait_ms']}) must be >= 0")
-        if not p['temperature'] > 0:
-            raise ValueError(f"temperature ({p['temperature']}) must be > 0")
-        self.temperature = float(p['temperature'])
-        self.greedy = bool(p['greedy'])
-        self.max_batch_size = int(p['max_batch_size'])
-        self.max_wait = float(p['max_wait_ms']) / 1000.0  # seconds
-
-        self.policy, self.generator = self._load_policy(p)
-        self.staged_version = self.policy.adapter_version
-        self.add_on_set_parameters_callback(self.parameters_callback)
+        self.policy_config = declare_config(self, PolicyLoadConfig)
+        self.config = c = declare_config(self, PolicyServerConfig)
+        self.client_namespaces = c.clients
+        self.max_wait = c.max_wait_ms / 1000.0  # seconds
+        self.policy, self.generator = self._load_policy()
+        self.prepared = None  # adapter validated by the on-set callback, swapped in post-set
+        self.add_on_set_parameters_callback(self.validate_parameters_callback)
+        self.add_post_set_parameters_callback(self.apply_parameters_callback)
 
         self.instructions = {}  # namespace -> latest instruction
         self.pending = {}  # namespace -> (Image, decoded RGB array, arrival time in s)
@@ -96,67 +119,26 @@ class PolicyServer(Node):
         self.get_logger().info(
             f'serving {self.policy.name_or_path} (adapter version '
             f'{self.policy.adapter_version}) to {len(self.client_namespaces)} client(s) '
-            f'{self.client_namespaces}; max_batch_size {self.max_batch_size}, max_wait '
-            f'{self.max_wait * 1000:.1f} ms, temperature {self.temperature}, '
-            f'greedy {self.greedy}')
+            f'{self.client_namespaces}; max_batch_size {c.max_batch_size}, max_wait '
+            f'{c.max_wait_ms:.1f} ms, temperature {self.policy.temperature}, '
+            f'greedy {c.greedy}')
 
     # ------------------------------------------------------------------ parameters
-    _parameter_specs = (
-        # name, default, description, read_only
-        ('model_path', '', 'checkpoint directory (OpenVLA or stand-in)', True),
-        ('adapter_root', '', 'adapters may only be loaded from below this directory '
-         "('' = anywhere)", True),
-        ('adapter_path', '', 'adapter directory being served; set together with '
-         'adapter_version (version first) to hot-swap', False),
-        ('adapter_version', -1, 'version label of the served adapter (-1: bare base); '
-         'stamped on every action', False),
-        ('temperature', 1.0, 'sampling temperature of the 256 action logits', True),
-        ('greedy', False, 'argmax instead of sampling', True),
-        ('device', 'cpu', "torch device, e.g. 'cpu' or 'cuda:0'", True),
-        ('dtype', 'float32', "'float32', 'bfloat16' or 'float16'", True),
-        ('trainable', 'lora', "adapter layout: 'lora', 'lora+action_head' or 'full' "
-         '(lora+action_head adapters also load into lora)', True),
-        ('lora_rank', 32, 'LoRA rank of the adapters (must match the learner)', True),
-        ('lora_alpha', 16.0, 'LoRA alpha of the adapters (must match the learner)', True),
-        ('lora_target_modules', ['q_proj', 'v_proj'], 'LoRA target modules', True),
-        ('max_batch_size', 8, 'most requests answered by one policy call', True),
-        ('max_wait_ms', 20.0, 'ms a request may wait for others to join its batch', True),
-        ('unnorm_key', '', "norm_stats key ('' = libero_object or the only one)", True),
-        ('clients', ['/sim0'], 'namespaces of the sim bridges served', True),
-        ('seed', 0, 'seed of the sampling generator', True),
-        ('num_threads', NUM_THREADS_DEFAULT, 'torch CPU threads', True),
-    )
-
-    @property
-    def _parameter_names(self):
-        return [spec[0] for spec in self._parameter_specs]
-
-    def _declare_parameters(self):
-        for name, default, description, read_only in self._parameter_specs:
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=read_only))
-
-    def _load_policy(self, p):
+    def _load_policy(self):
         import torch  # heavy imports only once the node really starts
 
-        from tgrpo_ros.policy import LoraSettings, load_policy
-
-        torch.set_num_threads(int(p['num_threads']))
         start = time.perf_counter()
-        lora = LoraSettings(r=int(p['lora_rank']), alpha=float(p['lora_alpha']),
-                            target_modules=tuple(p['lora_target_modules']))
-        policy = load_policy(p['model_path'], device=p['device'], dtype=p['dtype'],
-                             adapter_root=p['adapter_root'] or None, lora=lora,
-                             trainable=p['trainable'], unnorm_key=p['unnorm_key'] or None)
-        if p['adapter_path']:
-            policy.load_adapter(p['adapter_path'], int(p['adapter_version']))
-        elif int(p['adapter_version']) != -1:
+        c = self.config
+        policy = self.policy_config.load(adapter_root=c.adapter_root)
+        if c.adapter_path:
+            policy.load_adapter(c.adapter_path, int(c.adapter_version))
+        elif c.adapter_version != -1:
             self.get_logger().warning(
-                f"adapter_version {p['adapter_version']} given without adapter_path; "
+                f'adapter_version {c.adapter_version} given without adapter_path; '
                 'serving the bare base as version -1')
-        generator = torch.Generator(device=policy.device).manual_seed(int(p['seed']))
+        generator = torch.Generator(device=policy.device).manual_seed(int(c.seed))
         self.get_logger().info(f'loaded policy in {time.perf_counter() - start:.2f} s on '
-                               f"{p['device']} ({p['dtype']})")
+                               f'{self.policy_config.device} ({self.policy_config.dtype})')
         return policy, generator
 
     def _serving(self, path):
@@ -164,50 +146,53 @@ class PolicyServer(Node):
         current = self.policy.adapter_path
         return current is not None and os.path.realpath(path) == os.path.realpath(current)
 
-    def parameters_callback(self, params):
-        """Validate and apply an adapter push; reject anything else that is not allowed."""
-        by_name = {param.name: param for param in params}
-        version = by_name.get('adapter_version')
-        path = by_name.get('adapter_path')
-        if version is not None:
-            if version.type_ != version.Type.INTEGER:
-                return SetParametersResult(
-                    successful=False, reason=f'adapter_version must be an integer, got '
-                    f'{version.value!r}')
-            if version.value < 0:
-                return SetParametersResult(
-                    successful=False, reason=f'adapter_version must be >= 0, got {version.value}')
-        if path is None:
-            if version is not None:  # staged: applied with the next adapter_path
-                self.staged_version = int(version.value)
+    def validate_parameters_callback(self, params):
+        """Validate an adapter push (both parameters, in one atomic request) and read it."""
+        self.prepared = None
+        by_name = {param.name: param for param in params if param.name in ADAPTER_PARAMETERS}
+        if not by_name:
             return SetParametersResult(successful=True)
-        if path.type_ != path.Type.STRING or not path.value:
-            return SetParametersResult(
-                successful=False, reason=f'adapter_path must be a non-empty string, got '
-                f'{path.value!r}')
-        new_version = int(version.value) if version is not None else self.staged_version
-        if new_version == self.policy.adapter_version:
+        version, path = by_name.get('adapter_version'), by_name.get('adapter_path')
+        if version is not None and version.type_ != version.Type.INTEGER:
+            return _refuse(f'adapter_version must be an integer, got {version.value!r}')
+        if path is not None and (path.type_ != path.Type.STRING or not path.value):
+            return _refuse(f'adapter_path must be a non-empty string, got {path.value!r}')
+        if version is None or path is None:
+            given, missing = ((version, 'adapter_path') if path is None
+                              else (path, 'adapter_version'))
+            if (version is None or version.value == self.policy.adapter_version) and \
+                    (path is None or self._serving(path.value)):
+                return SetParametersResult(successful=True)  # what is served already: no-op
+            return _refuse(f'{given.name} {given.value!r} came without {missing}: push both '
+                           'in one ~/set_parameters_atomically request (~/set_parameters '
+                           'applies parameters one at a time)')
+        if version.value < 0:
+            return _refuse(f'adapter_version must be >= 0, got {version.value}')
+        if version.value == self.policy.adapter_version:
             if self._serving(path.value):  # a repeated push (e.g. a resumed learner): no-op
                 return SetParametersResult(successful=True)
-            return SetParametersResult(
-                successful=False, reason=f'adapter_path {path.value!r} came without a new '
-                f'adapter_version (still {new_version}); set adapter_version before '
-                'adapter_path in the same SetParameters call, or both with '
-                'SetParametersAtomically')
-        old_version = self.policy.adapter_version
-        # A staged version is used by one path only, whether it loads or not.
-        self.staged_version = old_version
+            return _refuse(f'adapter_path {path.value!r} came with the version already '
+                           f'served ({version.value}); a new adapter needs a new version')
         try:
-            seconds = self.policy.load_adapter(path.value, new_version)
+            self.prepared = (self.policy.prepare_adapter(path.value), int(version.value))
         except Exception as error:  # noqa: B902 - AdapterError and anything unforeseen
             self.get_logger().error(
-                f'rejected adapter {path.value!r} version {new_version}: {error}; still '
-                f'serving version {old_version}')
-            return SetParametersResult(successful=False, reason=str(error))
-        self.staged_version = new_version
-        self.get_logger().info(f'hot-swapped adapter version {old_version} -> {new_version} '
-                               f'from {path.value!r} in {seconds * 1000:.1f} ms')
+                f'rejected adapter {path.value!r} version {version.value}: {error}; still '
+                f'serving version {self.policy.adapter_version}')
+            return _refuse(str(error))
         return SetParametersResult(successful=True)
+
+    def apply_parameters_callback(self, params):
+        """Swap in the adapter the on-set callback validated (copying tensors cannot fail)."""
+        if self.prepared is None:
+            return
+        (prepared, version), self.prepared = self.prepared, None
+        old_version = self.policy.adapter_version
+        start = time.perf_counter()
+        self.policy.swap_adapter(prepared, version)
+        self.get_logger().info(
+            f'hot-swapped adapter version {old_version} -> {version} from {prepared.path!r} '
+            f'in {(time.perf_counter() - start) * 1000:.1f} ms')
 
     # ------------------------------------------------------------------ requests
     def instruction_callback(self, ns, msg):
@@ -241,7 +226,7 @@ class PolicyServer(Node):
         ready = [ns for ns in self.pending if ns in self.instructions]
         if not ready:
             return
-        if len(ready) >= min(self.max_batch_size, len(self.client_namespaces)):
+        if len(ready) >= min(self.config.max_batch_size, len(self.client_namespaces)):
             self.deadline_timer.cancel()
             self.run_batch()
         elif self.deadline_timer.is_canceled():
@@ -255,7 +240,7 @@ class PolicyServer(Node):
     def run_batch(self):
         """Answer up to max_batch_size pending requests (oldest first) with one policy call."""
         ready = sorted((ns for ns in self.pending if ns in self.instructions),
-                       key=lambda ns: self.pending[ns][2])[:self.max_batch_size]
+                       key=lambda ns: self.pending[ns][2])[:self.config.max_batch_size]
         if not ready:
             return
         batch, images, instructions = [], [], []
@@ -271,8 +256,8 @@ class PolicyServer(Node):
     def _answer(self, batch, images, instructions):
         start = time.perf_counter()
         try:
-            out = self.policy.sample(images, instructions, temperature=self.temperature,
-                                     greedy=self.greedy, generator=self.generator)
+            out = self.policy.sample(images, instructions, greedy=self.config.greedy,
+                                     generator=self.generator)
         except Exception as error:  # noqa: B902 - keep serving; the bridges re-request
             self.get_logger().error(f'policy.sample failed for {[ns for ns, _ in batch]}: '
                                     f'{error}; the bridges will re-request')
@@ -299,6 +284,10 @@ class PolicyServer(Node):
         if self.batches % 100 == 0:
             self.get_logger().info(f'{self.batches} batches, mean batch size '
                                    f'{self.answered / self.batches:.2f}')
+
+
+def _refuse(reason):
+    return SetParametersResult(successful=False, reason=reason)
 
 
 def main(args=None):

@@ -17,11 +17,12 @@ The writer (``write_episodes``) makes bags laid out as ``ros2 bag record`` makes
 
 import argparse
 import os
-import re
 import sys
 
 import numpy as np
 
+from tgrpo_ros.episode import episode_to_bytes
+from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
 
 EPISODE_TYPE = 'std_msgs/msg/UInt8MultiArray'
@@ -136,10 +137,6 @@ def _episode_cdr(item, store):
         return bytes(store.serialize_cdr(Array(layout=layout, data=data), EPISODE_TYPE))
 
 
-def _file_name(episode_id, index):
-    return re.sub(r'[^A-Za-z0-9_.-]+', '_', episode_id.strip('/')) or f'episode_{index}'
-
-
 def main(argv=None):
     """Summarise (and optionally export) the episodes or images of a recorded bag."""
     parser = argparse.ArgumentParser(
@@ -150,7 +147,7 @@ def main(argv=None):
     parser.add_argument('--topic', default=topics.EPISODE_TOPIC,
                         help=f'episode topic (default {topics.EPISODE_TOPIC})')
     parser.add_argument('--export', metavar='DIR', help='write each episode as DIR/<id>.npz '
-                        '(load with tgrpo_ros.nodes.messages.episode_from_bytes)')
+                        '(load with tgrpo_ros.nodes.episode_from_bytes)')
     parser.add_argument('--images', metavar='TOPIC', help='list the sensor_msgs/Image '
                         'messages of TOPIC instead of episodes')
     args = parser.parse_args(argv)
@@ -172,9 +169,10 @@ def main(argv=None):
                   f'return {episode.episode_return:.4f} success {episode.success} adapter '
                   f'{episode.adapter_version} (recorded at {timestamp} ns)')
             if args.export:
-                name = os.path.join(args.export, _file_name(episode.episode_id, index) + '.npz')
+                stem = safe_file_stem(episode.episode_id, f'episode_{index}')
+                name = os.path.join(args.export, stem + '.npz')
                 with open(name, 'wb') as stream:
-                    stream.write(messages.episode_to_bytes(episode))
+                    stream.write(episode_to_bytes(episode))
             count += 1
         print(f'{count} episode(s) on {args.topic}')
         return 0

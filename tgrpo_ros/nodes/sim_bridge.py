@@ -5,7 +5,7 @@ Runs in its own namespace (e.g. ``/sim0``) and owns one ``tgrpo_ros.sim.LiberoEn
 created lazily on the first assignment. Per episode:
 
 1. an assignment arrives on ``assignment`` (std_msgs/String JSON,
-   ``tgrpo_ros.nodes.messages.Assignment``); the env resets to its (task, init state);
+   ``tgrpo_ros.nodes.Assignment``); the env resets to its (task, init state);
 2. each step the bridge publishes ``instruction`` and ``camera/image`` (the policy's
    view, 224x224 rgb8, stamp unique per step) and waits for the ``action`` reply with
    that stamp; no reply within ``action_timeout`` s, a reply for another instruction
@@ -20,22 +20,24 @@ during an episode are queued and run in order.
 """
 
 import collections
+from dataclasses import dataclass
 import json
 import math
 import os
-import re
 import sys
 import time
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
+from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder
+from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
-from tgrpo_ros.episode import Episode
 from tgrpo_ros.nodes.node_main import run_node
+from tgrpo_ros.nodes.params import declare_config
+from tgrpo_ros.options import check_choice, option
 from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 
 TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
@@ -46,65 +48,78 @@ TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
 DISCOVERY_SETTLE = 1.0
 
 
-class EpisodeRecord:
-    """What the bridge records during one episode (lists of per-step values)."""
+@dataclass
+class SimBridgeConfig:
+    """Parameters of one sim bridge."""
 
-    def __init__(self, assignment, instruction, limit, episode_id):
+    suite: str = option('libero_object', 'LIBERO suite of the env (an assignment may switch it).')
+    camera_size: int = option(128, 'Render size of agentview; the policy view is 224 px.',
+                              unit='px')
+    max_steps: int = option(
+        0, 'Policy steps per episode; 0: the suite limit (280 for Object). An assignment '
+        'with max_steps > 0 lowers it.')
+    multisample: bool = option(True, '4x multisample anti-aliasing (False renders ~2x faster).')
+    action_timeout: float = option(
+        10.0, 'How long to wait for an action before re-publishing the request.', unit='s')
+    action_retries: int = option(
+        0, 'Re-publications per step before the episode is aborted (0: retry forever); an '
+        'aborted episode is still published, marked in extras.')
+    seed: int = option(0, 'Simulator seed at env creation.')
+    image_encoding: str = option('rgb8', "Wire encoding of camera images: 'rgb8' or 'bgr8'.")
+    frame_id: str = option(topics.CAMERA_FRAME_ID, 'frame_id of the camera images.')
+    spool_dir: str = option(
+        '', "Also write each episode as <spool_dir>/<episode>.npz ('' = off); a path on "
+        "this bridge's host.")
+    episode_history: int = option(
+        topics.BRIDGE_EPISODE_DEPTH, 'Finished episodes kept for late subscribers '
+        '(transient local history depth).')
+
+    def __post_init__(self):
+        """Reject impossible values, quoting them."""
+        check_choice('image_encoding', self.image_encoding, messages.IMAGE_ENCODINGS)
+        if not self.action_timeout > 0:
+            raise ValueError(f'action_timeout ({self.action_timeout} s) must be > 0')
+        if self.camera_size < 1:
+            raise ValueError(f'camera_size ({self.camera_size} px) must be >= 1')
+        if self.max_steps < 0 or self.action_retries < 0 or self.episode_history < 1:
+            raise ValueError(f'max_steps ({self.max_steps}) and action_retries '
+                             f'({self.action_retries}) must be >= 0, episode_history '
+                             f'({self.episode_history}) >= 1')
+
+
+class EpisodeRecord:
+    """The episode being run: its assignment, limit and the steps built so far."""
+
+    def __init__(self, assignment, instruction, limit, episode_id, bridge):
         """Start an empty record for ``assignment``."""
         self.assignment = assignment
-        self.instruction = instruction
         self.limit = limit  # policy steps at most
         self.episode_id = episode_id
-        self.images, self.tokens, self.logps, self.actions, self.rewards = [], [], [], [], []
-        self.stamps, self.versions, self.batch_sizes = [], [], []
-        self.success = False
+        self.builder = EpisodeBuilder(
+            task_id=assignment.task_id, init_state_id=assignment.init_state_id,
+            group_id=assignment.group_id, instruction=instruction, suite=assignment.suite,
+            bridge=bridge, episode_id=episode_id)
         self.retries = 0
         self.started = time.monotonic()
 
     @property
+    def instruction(self):
+        """Return the task's instruction, as the env gave it."""
+        return self.builder.identity['instruction']
+
+    @property
     def steps(self):
         """Policy steps recorded so far."""
-        return len(self.rewards)
+        return self.builder.steps
 
 
 class SimBridge(Node):
     """One LIBERO env driven by the policy server, one episode per assignment."""
 
-    _parameter_specs = (
-        ('suite', 'libero_object', 'LIBERO suite of the env (an assignment may switch it)'),
-        ('camera_size', 128, 'render size of agentview (px); the policy view is 224 px'),
-        ('max_steps', 0, 'policy steps per episode; 0: the suite limit (280 for Object); '
-         'an assignment with max_steps > 0 lowers it'),
-        ('multisample', True, '4x multisample anti-aliasing (False renders ~2x faster)'),
-        ('action_timeout', 10.0, 's to wait for an action before re-publishing the request'),
-        ('action_retries', 0, 're-publications per step before the episode is aborted '
-         '(0: retry forever); an aborted episode is still published, marked in extras'),
-        ('seed', 0, 'simulator seed at env creation'),
-        ('image_encoding', 'rgb8', "wire encoding of camera images: 'rgb8' or 'bgr8'"),
-        ('frame_id', topics.CAMERA_FRAME_ID, 'frame_id of the camera images'),
-        ('spool_dir', '', "also write each episode as <spool_dir>/<episode>.npz ('' = off); "
-         "a path on this bridge's host"),
-        ('episode_history', topics.BRIDGE_EPISODE_DEPTH, 'finished episodes kept for late '
-         'subscribers (transient local history depth)'),
-    )
-
     def __init__(self):
         """Declare and read the parameters and wire the topics; the env comes later."""
         super().__init__('sim_bridge')
-        for name, default, description in self._parameter_specs:
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=True))
-        p = {spec[0]: self.get_parameter(spec[0]).value for spec in self._parameter_specs}
-        if p['image_encoding'] not in messages.IMAGE_ENCODINGS:
-            raise ValueError(f"image_encoding '{p['image_encoding']}' is not supported; "
-                             f'choose one of {messages.IMAGE_ENCODINGS}')
-        if not p['action_timeout'] > 0:
-            raise ValueError(f"action_timeout ({p['action_timeout']} s) must be > 0")
-        if p['max_steps'] < 0 or p['action_retries'] < 0 or p['episode_history'] < 1:
-            raise ValueError(f"max_steps ({p['max_steps']}) and action_retries "
-                             f"({p['action_retries']}) must be >= 0, episode_history "
-                             f"({p['episode_history']}) >= 1")
-        self.params = p
+        self.config = c = declare_config(self, SimBridgeConfig)
         self.namespace = self.get_namespace()
         self.env = None
         self.queue = collections.deque()
@@ -114,8 +129,8 @@ class SimBridge(Node):
         self.last_stamp = 0  # ns
         self.matched_since = None  # monotonic s at which the server was last discovered
         self.episodes_done = 0
-        if p['spool_dir']:
-            os.makedirs(p['spool_dir'], exist_ok=True)
+        if c.spool_dir:
+            os.makedirs(c.spool_dir, exist_ok=True)
 
         self.image_publisher = self.create_publisher(
             Image, topics.CAMERA_TOPIC, topics.IMAGE_QOS)
@@ -123,7 +138,7 @@ class SimBridge(Node):
             String, topics.INSTRUCTION_TOPIC, topics.INSTRUCTION_QOS)
         self.episode_publisher = self.create_publisher(
             UInt8MultiArray, topics.EPISODE_TOPIC,
-            topics.reliable_qos(p['episode_history'], transient_local=True))
+            topics.reliable_qos(c.episode_history, transient_local=True))
         self.status_publisher = self.create_publisher(
             String, topics.BRIDGE_STATUS_TOPIC, topics.DIAGNOSTICS_QOS)
         self.action_subscription = self.create_subscription(
@@ -132,8 +147,8 @@ class SimBridge(Node):
             String, topics.ASSIGNMENT_TOPIC, self.assignment_callback, topics.ASSIGNMENT_QOS)
         self.timer = self.create_timer(TIMER_PERIOD, self.timer_callback)
         self.get_logger().info(
-            f"bridge {self.namespace or '/'} ready: suite {p['suite']}, camera "
-            f"{p['camera_size']} px, action timeout {p['action_timeout']:.1f} s; waiting for "
+            f"bridge {self.namespace or '/'} ready: suite {c.suite}, camera "
+            f'{c.camera_size} px, action timeout {c.action_timeout:.1f} s; waiting for '
             f'an assignment on {self.assignment_subscription.topic_name}')
 
     # ------------------------------------------------------------------ assignments
@@ -168,7 +183,8 @@ class SimBridge(Node):
             if assignment.max_steps > 0:
                 limit = min(limit, assignment.max_steps)
             episode_id = assignment.episode_id or f'{self.namespace}/{assignment.group_id}'
-            self.record = EpisodeRecord(assignment, self.obs['instruction'], limit, episode_id)
+            self.record = EpisodeRecord(assignment, self.obs['instruction'], limit, episode_id,
+                                        self.namespace)
             self.report('episode_start', episode_id=episode_id, group_id=assignment.group_id,
                         task_id=assignment.task_id, init_state_id=assignment.init_state_id,
                         max_steps=limit)
@@ -176,16 +192,15 @@ class SimBridge(Node):
 
     def _reset_env(self, assignment):
         start = time.perf_counter()
-        p = self.params
+        c = self.config
         if self.env is not None and self.env.config.suite != assignment.suite:
             self.env.close()
             self.env = None
         if self.env is None:
             from tgrpo_ros.sim import LiberoEnv  # heavy: mujoco, robosuite, libero
             self.env = LiberoEnv(suite=assignment.suite, task_id=assignment.task_id,
-                                 camera_size=int(p['camera_size']),
-                                 max_steps=int(p['max_steps']) or None,
-                                 multisample=bool(p['multisample']), seed=int(p['seed']))
+                                 camera_size=c.camera_size, max_steps=c.max_steps or None,
+                                 multisample=c.multisample, seed=c.seed)
             self.get_logger().info(f'created the {assignment.suite} env in '
                                    f'{time.perf_counter() - start:.1f} s')
         else:
@@ -208,8 +223,8 @@ class SimBridge(Node):
         if new_stamp or self.waiting is None:
             stamp = self._next_stamp()
             image = messages.numpy_to_image(
-                self.obs['image'], self.params['image_encoding'], stamp=stamp,
-                frame_id=self.params['frame_id'])
+                self.obs['image'], self.config.image_encoding, stamp=stamp,
+                frame_id=self.config.frame_id)
             self.waiting = {'stamp': stamp, 'image': image, 'attempts': attempts}
         now = time.monotonic()
         self.waiting['sent'] = now
@@ -239,7 +254,7 @@ class SimBridge(Node):
         """
         record = self.record
         record.retries += 1
-        limit = int(self.params['action_retries'])
+        limit = self.config.action_retries
         if limit and self.waiting['attempts'] > limit:
             self.get_logger().error(f'{reason}; gave up after {self.waiting["attempts"]} '
                                     f'attempts at step {record.steps}: publishing the '
@@ -269,7 +284,7 @@ class SimBridge(Node):
                 f'no reply {waited:.1f} s after a request sent right after discovering the '
                 'policy server (it may not have discovered this bridge yet); sending it again')
             self.request_action()
-        elif waited > self.params['action_timeout']:
+        elif waited > self.config.action_timeout:
             server = 'a policy server' if matched else 'NO policy server'
             self.retry(f'no action for stamp {self.waiting["stamp"]} ns after {waited:.1f} s '
                        f'({server} is subscribed to {self.image_publisher.topic_name})')
@@ -307,15 +322,10 @@ class SimBridge(Node):
         except ValueError as error:
             self.retry(f'the env rejected action {action.tolist()}: {error}', fresh=True)
             return
-        record.images.append(self.obs['image'])
-        record.tokens.append(reply.action_tokens)
-        record.logps.append(reply.log_probs.astype(np.float32))
-        record.actions.append(action)
-        record.rewards.append(np.float32(reward))
-        record.stamps.append(self.waiting['stamp'])
-        record.versions.append(reply.adapter_version)
-        record.batch_sizes.append(reply.batch_size)
-        record.success = record.success or bool(info['success'])
+        record.builder.add_step(
+            self.obs['image'], reply.action_tokens, reply.log_probs, action, reward,
+            info['success'], reply.adapter_version, image_stamps_ns=self.waiting['stamp'],
+            batch_sizes=reply.batch_size)
         self.obs = obs
         self.waiting = None
         if done or record.steps >= record.limit:
@@ -329,31 +339,16 @@ class SimBridge(Node):
         record, self.record, self.waiting = self.record, None, None
         assignment = record.assignment
         seconds = time.monotonic() - record.started
-        extras = {'image_stamps_ns': record.stamps, 'step_adapter_versions': record.versions,
-                  'batch_sizes': record.batch_sizes, 'retries': record.retries,
-                  'seed': assignment.seed, 'wall_s': round(seconds, 3),
-                  'step_limit': record.limit}
+        extras = {'retries': record.retries, 'seed': assignment.seed,
+                  'wall_s': round(seconds, 3), 'step_limit': record.limit}
         if aborted:
             extras['aborted'] = aborted
-        shape = self.obs['image'].shape if self.obs is not None else (224, 224, 3)
-        episode = Episode(
-            images=(np.stack(record.images) if record.images
-                    else np.zeros((0,) + shape, np.uint8)),
-            action_tokens=np.array(record.tokens, dtype=np.int64).reshape(-1, 7),
-            behaviour_logps=np.array(record.logps, dtype=np.float32).reshape(-1, 7),
-            actions=np.array(record.actions, dtype=np.float32).reshape(-1, 7),
-            rewards=np.array(record.rewards, dtype=np.float32),
-            success=record.success, task_id=assignment.task_id,
-            init_state_id=assignment.init_state_id, group_id=assignment.group_id,
-            # The oldest adapter that acted in the episode; per step in extras.
-            adapter_version=min(record.versions) if record.versions else -1,
-            instruction=record.instruction, suite=assignment.suite,
-            bridge=self.namespace, episode_id=record.episode_id, extras=extras)
+        episode = record.builder.build(extras)
         start = time.perf_counter()
         msg = messages.encode_episode(episode)
         self.episode_publisher.publish(msg)
         published = time.perf_counter() - start
-        if self.params['spool_dir']:
+        if self.config.spool_dir:
             self.spool(episode)
         self.episodes_done += 1
         rate = record.steps / seconds if seconds > 0 else float('nan')
@@ -370,11 +365,11 @@ class SimBridge(Node):
 
     def spool(self, episode):
         """Write the episode atomically to spool_dir (tmp file + rename)."""
-        name = re.sub(r'[^A-Za-z0-9_.-]+', '_', episode.episode_id.strip('/')) or 'episode'
-        path = os.path.join(self.params['spool_dir'], f'{name}.npz')
+        name = safe_file_stem(episode.episode_id, 'episode')
+        path = os.path.join(self.config.spool_dir, f'{name}.npz')
         try:
             with open(path + '.tmp', 'wb') as stream:
-                stream.write(messages.episode_to_bytes(episode))
+                stream.write(episode_to_bytes(episode))
             os.replace(path + '.tmp', path)
         except OSError as error:
             self.get_logger().error(f'could not spool episode {episode.episode_id} to '

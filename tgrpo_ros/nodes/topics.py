@@ -34,6 +34,8 @@ QoS choices
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from tgrpo_ros.names import normalize_namespace
+
 # Per-client topics (relative: resolved inside each bridge's namespace).
 CAMERA_TOPIC = 'camera/image'        # sensor_msgs/Image, rgb8 or bgr8, policy view
 INSTRUCTION_TOPIC = 'instruction'    # std_msgs/String, the task's language instruction
@@ -71,12 +73,6 @@ ACTION_QOS = reliable_qos(ACTION_DEPTH)
 EPISODE_QOS = reliable_qos(EPISODE_DEPTH, transient_local=True)
 ASSIGNMENT_QOS = reliable_qos(ASSIGNMENT_DEPTH, transient_local=True)
 DIAGNOSTICS_QOS = reliable_qos(DIAGNOSTICS_DEPTH)
-
-
-def normalize_namespace(namespace):
-    """Return ``namespace`` as '/a/b' (leading slash, no trailing slash); '' stays ''."""
-    parts = [part for part in str(namespace).split('/') if part]
-    return '/' + '/'.join(parts) if parts else ''
 
 
 def client_topic(namespace, topic):

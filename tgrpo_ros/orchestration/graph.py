@@ -16,6 +16,12 @@ Configuration layout (see ``config/train_sim.yaml``)::
     sim_bridge:    {name: sim_bridge, parameters: {...}, remaps: {}}
     learner:       {name: learner, namespace: '', parameters: {...}, remaps: {}}
 
+``plan_run`` is the one place that turns a configuration into a run: it resolves
+the model path (default: the stand-in, built on first use in the user cache
+directory), creates the run directory (default under ``$ROS_HOME/tgrpo_ros/runs``,
+next to ROS's own logs) and builds the node specs. Both launchers call it, so they
+start identical nodes.
+
 The graph fills in what ties the nodes together, so it is written in one place:
 the policy server's ``clients`` and the learner's ``bridges`` (the bridge
 namespaces), the policy parameters that must agree between the policy
@@ -25,9 +31,13 @@ settings, adapter root) and, when given, a ``model_path`` override.
 
 from dataclasses import dataclass, field
 import os
+import shutil
+import time
 from typing import Dict, List, Mapping, Optional
 
 import yaml
+
+from tgrpo_ros.names import normalize_namespace
 
 PACKAGE = 'tgrpo_ros'
 NODE_KINDS = ('policy_server', 'sim_bridge', 'learner')
@@ -35,6 +45,7 @@ EXECUTABLES = {kind: kind for kind in NODE_KINDS}  # console scripts of setup.py
 TOP_LEVEL_KEYS = ('graph', 'policy_server', 'sim_bridge', 'learner', 'main')
 NODE_KEYS = ('name', 'namespace', 'parameters', 'remaps', 'executable')
 DEFAULT_CONFIG = 'train_sim.yaml'
+STANDIN_PREFIX = 'standin_seed'  # default model: <user cache>/standin_seed<seed>
 
 
 @dataclass
@@ -57,11 +68,6 @@ class NodeSpec:
     def params_yaml(self) -> dict:
         """Return the ``--params-file`` content for this node (keyed by its full name)."""
         return {self.full_name: {'ros__parameters': dict(self.parameters)}}
-
-
-def _namespace(text: str) -> str:
-    parts = [p for p in str(text or '').split('/') if p]
-    return '/' + '/'.join(parts) if parts else ''
 
 
 def load_config(path) -> dict:
@@ -132,10 +138,11 @@ def build_graph(config: Mapping, *, model_path: Optional[str] = None,
         if model_path is not None and kind != 'sim_bridge':
             parameters['model_path'] = str(model_path)
         parameters.update(overrides.get(kind) or {})
-        ns = namespace if namespace is not None else _namespace(section.get('namespace', ''))
+        if namespace is None:
+            namespace = normalize_namespace(section.get('namespace', ''))
         return NodeSpec(package=package,
                         executable=str(section.get('executable', EXECUTABLES[kind])),
-                        name=str(section.get('name', kind)), namespace=ns,
+                        name=str(section.get('name', kind)), namespace=namespace,
                         parameters=parameters,
                         remaps={str(k): str(v) for k, v in (section.get('remaps') or {}).items()})
 
@@ -168,3 +175,104 @@ def write_params_files(nodes: List[NodeSpec], directory) -> Dict[str, str]:
             yaml.safe_dump(node.params_yaml(), stream, sort_keys=True)
         paths[node.full_name] = path
     return paths
+
+
+# ---------------------------------------------------------------------------- run plans
+
+@dataclass
+class RunPlan:
+    """Everything a launcher needs to start one run of a configuration."""
+
+    nodes: List[NodeSpec]
+    run_dir: str
+    model_path: str
+    timeout: Optional[float] = None  # s, the whole run (main.timeout)
+
+    @property
+    def log_dir(self) -> str:
+        """Node logs and params files of the run."""
+        return os.path.join(self.run_dir, 'logs')
+
+
+def user_cache_dir() -> str:
+    """Return this package's cache directory ($XDG_CACHE_HOME or ~/.cache, /tgrpo_ros)."""
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, PACKAGE)
+
+
+def default_runs_root() -> str:
+    """Return where runs go by default: $ROS_HOME/tgrpo_ros/runs (ROS_HOME: ~/.ros)."""
+    ros_home = os.environ.get('ROS_HOME') or os.path.join(os.path.expanduser('~'), '.ros')
+    return os.path.join(ros_home, PACKAGE, 'runs')
+
+
+def resolve_model(model_path: str, standin_seed: int = 0, config_dir: str = '') -> str:
+    """
+    Return the absolute checkpoint directory for ``model_path``.
+
+    '' means the default stand-in, ``<user cache>/standin_seed<seed>``; a missing
+    directory named ``standin_seed<N>`` is built there on first use. A relative path
+    is looked up from the working directory, then from the configuration's directory.
+    """
+    if not model_path:
+        model_path = os.path.join(user_cache_dir(), f'{STANDIN_PREFIX}{int(standin_seed)}')
+    candidates = [os.path.abspath(model_path)]
+    if config_dir and not os.path.isabs(model_path):
+        candidates.append(os.path.abspath(os.path.join(config_dir, model_path)))
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, 'config.json')):
+            return path
+    path = candidates[0]
+    name = os.path.basename(path.rstrip('/'))
+    if name.startswith(STANDIN_PREFIX):
+        from tgrpo_ros.policy import build_standin
+        seed = name[len(STANDIN_PREFIX):]
+        seed = int(seed) if seed.isdigit() else int(standin_seed)
+        print(f'building the stand-in policy (seed {seed}) into {path}', flush=True)
+        return os.path.abspath(build_standin(path, seed=seed))
+    raise FileNotFoundError(
+        f'model_path {model_path!r} holds no checkpoint (config.json); give an OpenVLA '
+        f"checkpoint directory, '' for the default stand-in, or a path named "
+        f"'{STANDIN_PREFIX}<seed>' to build a stand-in there")
+
+
+def plan_run(config: Mapping, *, config_path: Optional[str] = None,
+             model_path: Optional[str] = None, runs_root: Optional[str] = None,
+             run_dir: Optional[str] = None,
+             overrides: Optional[Mapping[str, Mapping[str, object]]] = None) -> RunPlan:
+    """
+    Resolve the model, create the run directory and build the nodes of ``config``.
+
+    The run directory is ``run_dir`` when given (kept if it exists, e.g. to resume),
+    else ``<runs_root>/<task>__tgrpo__<seed>__<time>`` (CleanRL-style run name) with
+    ``runs_root`` from the argument, the configuration's ``main.runs_root``, or
+    ``default_runs_root()``. The learner writes there and adapters go to
+    ``<run_dir>/adapters``, the server's adapter root.
+    """
+    main = dict(config.get('main') or {})
+    shared = dict((config.get('graph') or {}).get('policy_parameters') or {})
+    seed = int(main.get('seed', 0))
+    config_dir = os.path.dirname(os.path.abspath(config_path)) if config_path else ''
+    model = resolve_model(model_path or shared.get('model_path', ''),
+                          main.get('standin_seed', 0), config_dir)
+    if run_dir is None:
+        root = runs_root or main.get('runs_root') or default_runs_root()
+        name = f"{main.get('task_name', 'task')}__tgrpo__{seed}__{int(time.time())}"
+        run_dir = os.path.join(os.path.expanduser(str(root)), name)
+        suffix = 1
+        while os.path.exists(run_dir + (f'_{suffix}' if suffix > 1 else '')):
+            suffix += 1
+        run_dir += f'_{suffix}' if suffix > 1 else ''
+    run_dir = os.path.abspath(os.path.expanduser(str(run_dir)))
+    os.makedirs(run_dir, exist_ok=True)
+    if config_path:
+        shutil.copyfile(config_path, os.path.join(run_dir, 'config.yaml'))
+    adapter_root = os.path.join(run_dir, 'adapters')
+    merged = {kind: dict(values) for kind, values in (overrides or {}).items()}
+    merged.setdefault('learner', {}).update(
+        {'run_dir': run_dir, 'adapter_root': adapter_root, 'seed': seed})
+    merged.setdefault('policy_server', {}).update({'adapter_root': adapter_root})
+    nodes = build_graph(config, model_path=model, overrides=merged)
+    timeout = main.get('timeout')
+    return RunPlan(nodes=nodes, run_dir=run_dir, model_path=model,
+                   timeout=None if timeout is None else float(timeout))

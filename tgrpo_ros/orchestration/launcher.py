@@ -1,19 +1,29 @@
 """
-tgrpo_launch: start the training graph as plain processes (pip installs, no launch_ros).
+tgrpo_launch: run the node graph of a configuration as processes (pip installs, no launch_ros).
 
-Starts the nodes that ``tgrpo_ros.orchestration.graph`` builds from a configuration (same node
-names, namespaces and parameters as ``launch/train_sim.launch.py``), one
-``--params-file`` per node, through ``tgrpo_ros.orchestration.processes.NodeProcess``.
-Echoes the learner's log (and warnings/errors of the other nodes) with a node prefix.
+    tgrpo_launch --config config/train_sim.yaml [--updates K] [--model-path DIR]
+                 [--runs-root DIR] [--set KIND.NAME=VALUE ...] [--no-netns] [--verbose]
 
-Ends when:
-- the learner exits 0 (all updates done): the other nodes are stopped, exit 0;
-- any node dies otherwise: the rest are stopped, its log tail is printed, exit 1;
-- Ctrl-C / SIGTERM: every node gets SIGINT (then SIGTERM, SIGKILL), exit 130;
-- ``--timeout`` seconds pass: everything is stopped, exit 124.
+``make train`` is this command. It:
+
+1. re-executes itself in a private network namespace (loopback only) when the
+   machine allows it (``tgrpo_ros.orchestration.netns``); otherwise DDS discovery is
+   kept on this host with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST;
+2. plans the run with ``graph.plan_run`` (the same function the launch_ros launch
+   file calls): resolves the model (building the default stand-in on first use),
+   creates the run directory ``<runs_root>/<task>__tgrpo__<seed>__<time>/`` and
+   builds the node specs;
+3. starts one process per node (``processes.NodeGroup``), echoing the learner's
+   progress and the other nodes' warnings and errors;
+4. ends when the learner exits 0 (exit 0), any node dies (exit 1), Ctrl-C or
+   SIGTERM (exit 130) or the configured time-out passes (exit 124), stopping every
+   node, and leaves in the run directory: metrics.csv, curves.png, adapters/v*,
+   checkpoints/, summary.json, config.yaml and logs/ (one per node, plus the params
+   files).
 """
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -22,99 +32,23 @@ import time
 from tgrpo_ros.orchestration import graph
 
 LEARNER = 'learner'
-ALERT_WORDS = ('[WARN]', '[ERROR]', '[FATAL]', 'Traceback', 'Error:')  # ROS log levels
 
 
 class _Stop(Exception):
     """Raised by the signal handler to leave the monitoring loop."""
 
 
-class GraphRun:
-    """The node processes of one graph; monitored together, stopped together."""
-
-    def __init__(self, nodes, log_dir, env=None, verbose=False, stream=None, finisher=None):
-        """
-        Write the params files into ``log_dir`` and start every node.
-
-        ``finisher`` is the full name of the node whose exit with code 0 ends the run
-        successfully (default: the node started from the ``learner`` executable).
-        """
-        from tgrpo_ros.orchestration.processes import NodeProcess
-        self.log_dir = os.fspath(log_dir)
-        self.stream = stream or sys.stdout
-        self.verbose = verbose
-        params = graph.write_params_files(nodes, os.path.join(self.log_dir, 'params'))
-        self.specs = nodes
-        if finisher is None:
-            finisher = next((n.full_name for n in nodes if n.executable == LEARNER), None)
-        self.finisher = finisher
-        self.processes = []
-        self._offsets = {}
-        env = dict(os.environ if env is None else env)
-        env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-        env.setdefault('PYTHONUNBUFFERED', '1')
-        try:
-            for spec in nodes:
-                process = NodeProcess(spec.executable, self.log_dir, name=spec.name,
-                                      namespace=spec.namespace or None,
-                                      params_file=params[spec.full_name], remaps=spec.remaps,
-                                      env=env)
-                process.spec = spec
-                self.processes.append(process)
-                self._offsets[process.label] = 0
-        except Exception:
-            self.stop()
-            raise
-
-    def _echo(self, final=False):
-        for process in self.processes:
-            try:
-                with open(process.log_path, 'rb') as log:
-                    log.seek(self._offsets[process.label])
-                    data = log.read()
-            except OSError:
-                continue
-            if not final and not data.endswith(b'\n'):
-                data = data[:data.rfind(b'\n') + 1]  # whole lines only
-            self._offsets[process.label] += len(data)
-            is_learner = process.spec.full_name == self.finisher
-            for line in data.decode(errors='replace').splitlines():
-                if self.verbose or is_learner or any(w in line for w in ALERT_WORDS):
-                    self.stream.write(f'[{process.label}] {line}\n')
-        self.stream.flush()
-
-    def wait(self, timeout=None, poll=0.5):  # seconds
-        """Monitor until the learner finishes or a node dies; return the exit code."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._echo()
-            for process in self.processes:
-                code = process.returncode
-                if code is None:
-                    continue
-                if process.spec.full_name == self.finisher and code == 0:
-                    self.stream.write(f'{self.finisher} finished: stopping the graph\n')
-                    return 0
-                self.stream.write(f'node {process.label} exited with code {code}; stopping '
-                                  f'the graph. Last lines of its log:\n')
-                for line in process.log_text().splitlines()[-30:]:
-                    self.stream.write(f'  | {line}\n')
-                return 1
-            if deadline is not None and time.monotonic() > deadline:
-                self.stream.write(f'timeout after {timeout} s: stopping the graph\n')
-                return 124
-            time.sleep(poll)
-
-    def stop(self):
-        """Stop every node (SIGINT, then SIGTERM, then SIGKILL), the learner first."""
-        for process in sorted(self.processes, key=lambda p: p.spec.full_name != self.finisher):
-            process.stop(timeout=10.0)
-        self._echo(final=True)
-
-
 def run_graph(nodes, log_dir, env=None, timeout=None, verbose=False, stream=None,
               finisher=None):
-    """Start ``nodes``, wait as described in the module docstring, stop; return the code."""
+    """Start ``nodes``, watch them until the finisher ends or one dies, stop them all."""
+    from tgrpo_ros.orchestration.processes import NodeGroup
+
+    if finisher is None:
+        finisher = next((n.full_name for n in nodes if n.executable == LEARNER), None)
+    env = dict(os.environ if env is None else env)
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    group = NodeGroup(log_dir, env=env, finisher=finisher, stream=stream, verbose=verbose)
     previous = {}
 
     def handler(signum, frame):
@@ -122,21 +56,19 @@ def run_graph(nodes, log_dir, env=None, timeout=None, verbose=False, stream=None
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, handler)
-    run = None
     try:
-        run = GraphRun(nodes, log_dir, env=env, verbose=verbose, stream=stream,
-                       finisher=finisher)
-        return run.wait(timeout=timeout)
+        group.start_graph(nodes, graph.write_params_files(nodes,
+                                                          os.path.join(log_dir, 'params')))
+        return group.wait(timeout=timeout)
     except _Stop:
-        (stream or sys.stdout).write('interrupted: stopping the graph\n')
+        group.stream.write('interrupted: stopping the graph\n')
         return 130
     finally:
         # Ignore a second Ctrl-C while the nodes shut down.
         for signum in previous:
             signal.signal(signum, signal.SIG_IGN)
         try:
-            if run is not None:
-                run.stop()
+            group.stop_all()
         finally:
             for signum, old in previous.items():
                 signal.signal(signum, old)
@@ -156,31 +88,97 @@ def parse_overrides(items):
     return overrides
 
 
-def main(argv=None):
-    """Parse the command line and run the graph of a configuration file."""
+def _ensure_private_network(argv, allow_netns):
+    """Re-exec inside a private network namespace if possible; else force LOCALHOST."""
+    from tgrpo_ros.orchestration import netns
+    if netns.in_private_netns():
+        return 'private network namespace'
+    if allow_netns:
+        ok, reason = netns.netns_available()
+        if ok:
+            sys.stdout.flush()
+            netns.reexec_in_private_netns(
+                [sys.executable, '-m', 'tgrpo_ros.orchestration.launcher', *argv], os.getcwd())
+        print(f'tgrpo_launch: no private network namespace ({reason}); DDS discovery is kept '
+              'on this host with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST', file=sys.stderr)
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    return 'ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST'
+
+
+def _report(run, code, elapsed):
+    summary_path = os.path.join(run.run_dir, 'summary.json')
+    if code != 0 or not os.path.isfile(summary_path):
+        print(f'tgrpo_launch: the graph ended with code {code} after {elapsed:.0f} s; node '
+              f'logs: {run.log_dir}', file=sys.stderr, flush=True)
+        return
+    with open(summary_path) as stream:
+        summary = json.load(stream)
+    summary['main_wall_seconds'] = elapsed
+    with open(summary_path, 'w') as stream:
+        json.dump(summary, stream, indent=1, sort_keys=True)
+    last = summary.get('last_metrics', {})
+    print(f"done: {summary['updates']} updates in {elapsed:.0f} s "
+          f"({summary.get('mean_seconds_per_update') or 0:.1f} s/update), final "
+          f"return {last.get('rollout/return_mean', float('nan')):.3f}, success "
+          f"{last.get('rollout/success_rate', float('nan')):.2f}\n"
+          f'run directory: {run.run_dir} (metrics.csv, curves.png, adapters/, '
+          'checkpoints/, summary.json, logs/)', flush=True)
+
+
+def _parser():
     parser = argparse.ArgumentParser(
-        prog='tgrpo_launch', description='Start the tgrpo_ros node graph as processes.')
+        prog='tgrpo_launch', description='Run the tgrpo_ros node graph as processes.')
     parser.add_argument('--config', default=os.path.join('config', graph.DEFAULT_CONFIG),
                         help='graph configuration (YAML), e.g. config/train_sim.yaml')
-    parser.add_argument('--model-path', help="replaces every node's model_path parameter")
-    parser.add_argument('--log-dir', default=None,
-                        help='node logs and params files (default: <learner run_dir>/logs)')
+    parser.add_argument('--model-path', help="checkpoint directory (default: the config's, "
+                        'or the stand-in built in the user cache)')
+    parser.add_argument('--updates', type=int, help='K, overrides learner.updates')
+    parser.add_argument('--runs-root', help='parent of the run directory (default: the '
+                        "config's main.runs_root, or $ROS_HOME/tgrpo_ros/runs)")
+    parser.add_argument('--run-dir', help="this run's directory (default: a new one under "
+                        'the runs root); an existing one is reused, e.g. to resume')
     parser.add_argument('--set', action='append', metavar='KIND.NAME=VALUE', default=[],
-                        help='override a node parameter, e.g. learner.updates=2')
-    parser.add_argument('--timeout', type=float, default=None, help='s before stopping all')
+                        help='override a node parameter, e.g. learner.lr=0.001')
+    parser.add_argument('--timeout', type=float, help='s before stopping all (default: the '
+                        "config's main.timeout)")
+    parser.add_argument('--no-netns', action='store_true',
+                        help='do not enter a private network namespace')
     parser.add_argument('--verbose', action='store_true', help="echo every node's log")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def plan(args):
+    """Return the RunPlan of parsed command-line ``args`` (graph.plan_run, as launch_ros)."""
+    overrides = parse_overrides(args.set)
+    if args.updates is not None:
+        overrides.setdefault(LEARNER, {})['updates'] = int(args.updates)
+    return graph.plan_run(graph.load_config(args.config), config_path=args.config,
+                          model_path=args.model_path, runs_root=args.runs_root,
+                          run_dir=args.run_dir, overrides=overrides)
+
+
+def main(argv=None):
+    """Plan the run of a configuration and run its graph; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    network = _ensure_private_network(argv, allow_netns=not args.no_netns)
+    from tgrpo_ros.orchestration.processes import prepare_environment
+    prepare_environment()
+    started = time.monotonic()
     try:
-        config = graph.load_config(args.config)
-        nodes = graph.build_graph(config, model_path=args.model_path,
-                                  overrides=parse_overrides(args.set))
+        run = plan(args)
     except (OSError, ValueError) as error:
         print(f'tgrpo_launch: {error}', file=sys.stderr)
         return 2
-    learner = graph.find_node(nodes, LEARNER)
-    log_dir = args.log_dir or os.path.join(str(learner.parameters.get('run_dir', 'runs')),
-                                           'logs')
-    return run_graph(nodes, log_dir, timeout=args.timeout, verbose=args.verbose)
+    learner = graph.find_node(run.nodes, LEARNER)
+    print(f'run directory: {run.run_dir}\nmodel: {run.model_path}\nnetwork: {network}\n'
+          f"nodes: {', '.join(n.full_name for n in run.nodes)}\n"
+          f"updates: {learner.parameters.get('updates')}, group size "
+          f"{learner.parameters.get('group_size')}", flush=True)
+    timeout = args.timeout if args.timeout is not None else run.timeout
+    code = run_graph(run.nodes, run.log_dir, timeout=timeout, verbose=args.verbose)
+    _report(run, code, time.monotonic() - started)
+    return code
 
 
 if __name__ == '__main__':

@@ -14,10 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import yaml
 
 _PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
+ALERT_WORDS = ('[WARN]', '[ERROR]', '[FATAL]', 'Traceback', 'Error:')  # ROS log levels
 
 
 # Defaults every node process of this package needs (what scripts/env.sh sets).
@@ -149,26 +151,92 @@ class NodeProcess:
 
 
 class NodeGroup:
-    """The node processes of one test; stopped together at the end."""
+    """
+    The node processes of one graph, test or bench: started, watched and stopped together.
 
-    def __init__(self, log_dir):
-        """Write each node's log under ``log_dir``."""
+    ``finisher`` is the full name of the node whose exit with code 0 ends a ``wait``
+    successfully (the learner of a training graph); any other exit ends it with 1.
+    """
+
+    def __init__(self, log_dir, env=None, finisher=None, stream=None, verbose=False):
+        """Write each node's log under ``log_dir``; echo logs to ``stream`` in ``wait``."""
         self.log_dir = str(log_dir)
+        self.env = None if env is None else dict(env)
+        self.finisher = finisher
+        self.stream = stream or sys.stdout
+        self.verbose = verbose
         self.nodes = []
+        self._offsets = {}
 
     def start(self, executable, **kwargs):
         """Start a node process; see NodeProcess for the arguments."""
+        kwargs.setdefault('env', self.env)
         node = NodeProcess(executable, self.log_dir, **kwargs)
         self.nodes.append(node)
+        self._offsets[node.label] = 0
         return node
 
+    def start_graph(self, specs, params_files):
+        """Start one process per NodeSpec with its params file ({full name: path})."""
+        for spec in specs:
+            node = self.start(spec.executable, name=spec.name, namespace=spec.namespace or None,
+                              params_file=params_files[spec.full_name], remaps=spec.remaps)
+            node.full_name = spec.full_name
+
+    def echo(self, final=False):
+        """Copy new whole log lines to the stream: the finisher's, or alerts, or all."""
+        for node in self.nodes:
+            try:
+                with open(node.log_path, 'rb') as log:
+                    log.seek(self._offsets[node.label])
+                    data = log.read()
+            except OSError:
+                continue
+            if not final and not data.endswith(b'\n'):
+                data = data[:data.rfind(b'\n') + 1]  # whole lines only
+            self._offsets[node.label] += len(data)
+            is_finisher = getattr(node, 'full_name', None) == self.finisher
+            for line in data.decode(errors='replace').splitlines():
+                if self.verbose or is_finisher or any(w in line for w in ALERT_WORDS):
+                    self.stream.write(f'[{node.label}] {line}\n')
+        self.stream.flush()
+
+    def wait(self, timeout=None, poll=0.5):  # seconds
+        """Watch until the finisher exits 0 (0), a node dies (1) or ``timeout`` (124)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.echo()
+            for node in self.nodes:
+                code = node.returncode
+                if code is None:
+                    continue
+                if getattr(node, 'full_name', None) == self.finisher and code == 0:
+                    self.stream.write(f'{self.finisher} finished: stopping the graph\n')
+                    return 0
+                self.stream.write(f'node {node.label} exited with code {code}; stopping '
+                                  f'the graph. Last lines of its log:\n')
+                for line in node.log_text().splitlines()[-30:]:
+                    self.stream.write(f'  | {line}\n')
+                return 1
+            if deadline is not None and time.monotonic() > deadline:
+                self.stream.write(f'timeout after {timeout} s: stopping the graph\n')
+                return 124
+            time.sleep(poll)
+
     def stop_all(self, report=None):
-        """Stop every node; write the logs of those that failed to ``report``."""
-        for node in reversed(self.nodes):
+        """
+        Stop every node (SIGINT, then SIGTERM, then SIGKILL), the finisher first.
+
+        Writes the logs of nodes that failed (not stopped by us, non-zero exit) to
+        ``report`` when given.
+        """
+        order = list(reversed(self.nodes))
+        order.sort(key=lambda n: getattr(n, 'full_name', None) != self.finisher)
+        for node in order:
             was_alive = node.alive
             code = node.stop()
             stopped_by_us = was_alive and code is not None and code <= 0
             clean = code in (0, -signal.SIGINT, 130) or stopped_by_us
             if report is not None and not clean:
                 report.write(f'\n----- {node.label} exited {code}; log:\n{node.log_text()}\n')
-        self.nodes = []
+        self.echo(final=True)

@@ -2,7 +2,7 @@
 The OpenVLA input/output contract: prompt, action tokens, un-normalisation, images.
 
 Everything here is pure numpy (plus PIL for resizing) so that nodes can import it
-without torch.  Facts: shared/reference/facts.md section 2 and OpenVLA's
+without torch.  Facts: docs/references.md §2 and OpenVLA's
 ``prismatic/vla/action_tokenizer.py`` / ``experiments/robot/libero`` code.
 """
 
@@ -134,7 +134,7 @@ class ActionNormStats:
                            'mask': list(self.mask)}}
 
 
-# LIBERO-Object statistics of openvla/openvla-7b-finetuned-libero-object (facts.md section 2).
+# LIBERO-Object statistics of openvla/openvla-7b-finetuned-libero-object (docs/references.md §2).
 LIBERO_OBJECT_STATS = ActionNormStats(
     q01=(-0.5384, -0.8759, -0.9375, -0.0696, -0.1168, -0.1596, 0.0),
     q99=(0.8464, 0.8438, 0.9375, 0.0814, 0.1489, 0.0868, 1.0),

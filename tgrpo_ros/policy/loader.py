@@ -69,7 +69,8 @@ def load_policy(model_path, device: str = 'cpu', dtype: str = 'float32',
                 adapter_root: Optional[str] = None,
                 lora: Optional[adapters.LoraSettings] = None, trainable: str = 'lora',
                 unnorm_key: Optional[str] = None, adapter_path: Optional[str] = None,
-                adapter_version: int = 0, attn_implementation: Optional[str] = None):
+                adapter_version: int = 0, attn_implementation: Optional[str] = None,
+                temperature: float = 1.0):
     """
     Load an OpenVLA checkpoint or a stand-in and wrap it as a ``VLAPolicy``.
 
@@ -82,6 +83,8 @@ def load_policy(model_path, device: str = 'cpu', dtype: str = 'float32',
         'lora+action_head' or 'full' (see docs/policy.md).
     unnorm_key: which statistics in the checkpoint's norm_stats un-normalise actions.
     adapter_path / adapter_version: an adapter to load right away.
+    temperature: of the 256 action logits, the default of ``sample`` and ``log_probs``
+        (one temperature for sampling and training keeps training on-policy).
     """
     from tgrpo_ros.policy import standin
     from tgrpo_ros.policy.vla_policy import VLAPolicy
@@ -106,7 +109,8 @@ def load_policy(model_path, device: str = 'cpu', dtype: str = 'float32',
     model = model.to(device).eval()
     norm_stats = resolve_norm_stats(getattr(model.config, 'norm_stats', None), unnorm_key)
     policy = VLAPolicy(model, tokenizer, norm_stats, lora=lora, trainable=trainable,
-                       adapter_root=adapter_root, name_or_path=model_path)
+                       adapter_root=adapter_root, name_or_path=model_path,
+                       temperature=temperature)
     if adapter_path is not None:
         policy.load_adapter(adapter_path, adapter_version)
     return policy

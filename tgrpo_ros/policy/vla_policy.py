@@ -16,6 +16,7 @@ positions that predict actions (``-8..-2`` of the full sequence).
 from contextlib import contextmanager
 from dataclasses import dataclass
 import logging
+import math
 import threading
 import time
 from typing import Optional, Sequence
@@ -57,6 +58,20 @@ def pixel_values_tensor(images) -> torch.Tensor:
     return out.mul_(1.0 / (255.0 * std)).add_(-mean / std)
 
 
+@dataclass
+class PreparedAdapter:
+    """An adapter read and checked against this policy, ready to swap in."""
+
+    path: str
+    tensors: dict  # name -> tensor, as read_adapter returns them
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not 0.0 < float(temperature) < math.inf:
+        raise ValueError(f'temperature must be > 0 and finite, got {temperature!r}')
+    return float(temperature)
+
+
 class VLAPolicy:
     """
     An OpenVLA-style policy with one hot-swappable adapter and a frozen reference.
@@ -68,7 +83,8 @@ class VLAPolicy:
 
     def __init__(self, model, tokenizer, norm_stats: contract.ActionNormStats,
                  lora: Optional[adapters.LoraSettings] = None, trainable: str = 'lora',
-                 adapter_root: Optional[str] = None, name_or_path: str = ''):
+                 adapter_root: Optional[str] = None, name_or_path: str = '',
+                 temperature: float = 1.0):
         """Wrap a loaded model: attach LoRA (unless trainable='full') and freeze the base."""
         self.trainable = adapters.check_trainable(trainable)
         self.lora = lora if lora is not None else adapters.LoraSettings()
@@ -77,6 +93,9 @@ class VLAPolicy:
         self.adapter_root = adapter_root
         self.name_or_path = name_or_path
         self.adapter_version = -1  # -1: the bare base (or the initial, untrained adapter)
+        # Default temperature of ``sample`` and ``log_probs``: the server samples and the
+        # learner scores with the same one, or training is silently off-policy.
+        self.temperature = _check_temperature(temperature)
         self.adapter_path = None
         self._lock = threading.RLock()
         self._in_reference = False
@@ -225,8 +244,11 @@ class VLAPolicy:
     def _decoder(self):
         return self._core, self._core.language_model.get_decoder()
 
+    def _temperature(self, temperature: Optional[float]) -> float:
+        return self.temperature if temperature is None else _check_temperature(temperature)
+
     # ------------------------------------------------------------------ sampling
-    def sample(self, images, instructions: Sequence[str], temperature: float = 1.0,
+    def sample(self, images, instructions: Sequence[str], temperature: Optional[float] = None,
                greedy: bool = False, generator: Optional[torch.Generator] = None
                ) -> SampleOutput:
         """
@@ -235,9 +257,9 @@ class VLAPolicy:
         images: uint8 [B, 224, 224, 3] RGB in the policy's view (other sizes are resized).
         Sampling is restricted to the 256 action ids; ``log_probs`` are those of the
         sampling distribution softmax(logits / temperature) (for greedy: temperature 1).
+        ``temperature`` defaults to the policy's own (``self.temperature``).
         """
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature!r}')
+        temperature = self._temperature(temperature)
         start = time.perf_counter()
         with self._lock, torch.no_grad():
             core, decoder = self._decoder()
@@ -275,16 +297,16 @@ class VLAPolicy:
 
     # ------------------------------------------------------------------ log-probs
     def log_probs(self, images, instructions: Sequence[str], action_tokens,
-                  with_entropy: bool = False, temperature: float = 1.0):
+                  with_entropy: bool = False, temperature: Optional[float] = None):
         """
         Teacher-forced log-probs of B x 7 action tokens in one forward pass.
 
         Returns (log_probs [B, 7], entropy [B, 7] or None), float32, differentiable with
         respect to ``trainable_parameters()`` unless called under ``torch.no_grad``.
-        Softmax is over the 256 action ids only.
+        Softmax is over the 256 action ids only, at ``temperature`` (default: the
+        policy's own, the one it samples with).
         """
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature!r}')
+        temperature = self._temperature(temperature)
         action_tokens = torch.as_tensor(action_tokens, dtype=torch.long).to(self.device)
         bad = (action_tokens < contract.ACTION_TOKEN_MIN) | (
             action_tokens > contract.ACTION_TOKEN_MAX)
@@ -440,20 +462,33 @@ class VLAPolicy:
         An adapter without the action-head delta resets the delta to zero.
         """
         start = time.perf_counter()
+        self.swap_adapter(self.prepare_adapter(path), version)
+        return time.perf_counter() - start
+
+    def prepare_adapter(self, path) -> 'PreparedAdapter':
+        """
+        Read and validate the adapter at ``path`` without touching the served weights.
+
+        Every check of ``load_adapter`` runs here (AdapterError naming the problem);
+        ``swap_adapter`` then only copies tensors, so a validate-then-apply caller
+        (the policy server's parameter callbacks) cannot fail half-way.
+        """
         config, tensors, metadata = adapters.read_adapter(path, self.adapter_root)
         self._check_metadata(path, metadata)
         with self._lock:
-            targets = self._adapter_targets()
-            self._check_tensors(path, tensors, targets,
+            self._check_tensors(path, tensors, self._adapter_targets(),
                                 allow_delta=self.trainable != 'full')
-            with torch.no_grad():  # every check passed: nothing below can fail half-way
-                for key, param in targets.items():
-                    param.copy_(tensors[key])
-                delta = tensors.get(adapters.ACTION_DELTA_KEY)
-                if delta is None:
-                    self.action_head_delta.zero_()
-                else:
-                    self.action_head_delta.copy_(delta)
+        return PreparedAdapter(path=str(path), tensors=tensors)
+
+    def swap_adapter(self, prepared: 'PreparedAdapter', version: int) -> None:
+        """Serve a validated adapter from now on, labelled ``version``."""
+        with self._lock, torch.no_grad():
+            for key, param in self._adapter_targets().items():
+                param.copy_(prepared.tensors[key])
+            delta = prepared.tensors.get(adapters.ACTION_DELTA_KEY)
+            if delta is None:
+                self.action_head_delta.zero_()
+            else:
+                self.action_head_delta.copy_(delta)
             self.adapter_version = int(version)
-            self.adapter_path = str(path)
-        return time.perf_counter() - start
+            self.adapter_path = prepared.path

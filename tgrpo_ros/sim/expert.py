@@ -3,7 +3,7 @@ Scripted pick-and-place expert for LIBERO-Object from privileged simulator state
 
 A waypoint controller acting through the standard 7-dim action (env convention:
 OSC pose deltas in [-1, 1], gripper -1 open / +1 close). Recipe from
-shared/reference/facts.md section 5: gripper pointing straight down, hover above the
+docs/references.md §5: gripper pointing straight down, hover above the
 object, descend to the grasp height, close, lift, carry the *object* over the basket
 centre, lower to just above the rim, open, rise.
 """
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-# Scene constants of LIBERO-Object (world frame, m), measured here (facts.md section 5).
+# Scene constants of LIBERO-Object (world frame, m), measured here (docs/references.md §5).
 BASKET_RIM_Z = 0.141  # top of the basket rim
 FLOOR_Z = 0.0
 FINGER_GAP = 0.077  # open finger gap along world y
@@ -106,7 +106,7 @@ def choose_grasp_xy(lo, hi, neighbours, grasp_z):
     lo, hi: object box [3] (m); neighbours: list of (lo, hi) boxes; grasp_z: eef
     height at the grasp (m). The fingers close along y, so the grasp x slides along
     the object's x extent (pads kept on the object) to maximise the clearance of the
-    open gripper (GRIPPER_PARTS) from every neighbour (facts.md section 5: this is what
+    open gripper (GRIPPER_PARTS) from every neighbour (docs/references.md §5: this is what
     makes the flat cream cheese box next to taller bottles work).
     """
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)

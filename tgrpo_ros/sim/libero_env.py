@@ -4,7 +4,7 @@ A LIBERO environment with OpenVLA-faithful observations and a dense stage reward
 One ``LiberoEnv`` holds one simulator (and one GL context): create one per process.
 Heavy imports (mujoco, robosuite, libero) happen when the first env is created, after
 ``MUJOCO_GL`` (default ``egl``) and ``LP_NUM_THREADS`` (default ``1``) are set.
-Facts: shared/reference/facts.md section 3.
+Facts: docs/references.md §3.
 """
 
 from dataclasses import dataclass

@@ -13,7 +13,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from tgrpo_ros.episode import ACTION_DIM, Episode
+from tgrpo_ros.episode import Episode, EpisodeBuilder
 
 
 class _SequentialEnvs:
@@ -72,7 +72,7 @@ class GroupRollout:
         self.name = name
 
     def run(self, policy, init_state_id: int, group_id: int = 0,
-            task_id: Optional[int] = None, temperature: float = 1.0,
+            task_id: Optional[int] = None, temperature: Optional[float] = None,
             generator: Optional[torch.Generator] = None,
             stop_on_first_success: bool = False) -> List[Episode]:
         """
@@ -80,7 +80,8 @@ class GroupRollout:
 
         Each step samples the actions of all still-running envs in one batched
         ``policy.sample`` call. With ``stop_on_first_success`` every episode ends at
-        the step where the first one succeeds (the paper's rollouts).
+        the step where the first one succeeds (the paper's rollouts). ``temperature``
+        defaults to the policy's own.
         """
         start = time.perf_counter()
         n = self.num_envs
@@ -89,9 +90,11 @@ class GroupRollout:
             self.task_id = int(task_id)
         obs = self.envs.reset([int(init_state_id)] * n)
         instruction = obs[0]['instruction']
-        images = [[] for _ in range(n)]
-        tokens, logps, actions, rewards = ([[] for _ in range(n)] for _ in range(4))
-        success = [False] * n
+        version = int(getattr(policy, 'adapter_version', -1))
+        builders = [EpisodeBuilder(
+            task_id=self.task_id, init_state_id=init_state_id, group_id=group_id,
+            instruction=instruction, suite=self.suite, bridge=f'{self.name}{i}',
+            episode_id=f'{self.name}{i}/{group_id}') for i in range(n)]
         active = list(range(n))
         sample_time = 0.0
         while active:
@@ -99,38 +102,20 @@ class GroupRollout:
             out = policy.sample(batch, [instruction] * len(active), temperature=temperature,
                                 generator=generator)
             sample_time += out.seconds
-            for j, i in enumerate(active):
-                images[i].append(batch[j])
-                tokens[i].append(out.action_tokens[j].numpy())
-                logps[i].append(out.log_probs[j].numpy())
-                actions[i].append(out.actions[j])
             new_obs, step_rewards, dones, infos = self.envs.step(out.actions, indices=active)
             still = []
             for j, i in enumerate(active):
+                builders[i].add_step(batch[j], out.action_tokens[j].numpy(),
+                                     out.log_probs[j].numpy(), out.actions[j], step_rewards[j],
+                                     infos[j]['success'], version)
                 obs[i] = new_obs[j]
-                rewards[i].append(float(step_rewards[j]))
-                success[i] = success[i] or bool(infos[j]['success'])
                 if not dones[j]:
                     still.append(i)
-            if stop_on_first_success and any(success):
+            if stop_on_first_success and any(b.success for b in builders):
                 still = []
             active = still
-        seconds = time.perf_counter() - start
-        version = int(getattr(policy, 'adapter_version', -1))
-        episodes = []
-        for i in range(n):
-            episodes.append(Episode(
-                images=np.stack(images[i]).astype(np.uint8),
-                action_tokens=np.stack(tokens[i]).astype(np.int64).reshape(-1, ACTION_DIM),
-                behaviour_logps=np.stack(logps[i]).astype(np.float32).reshape(-1, ACTION_DIM),
-                actions=np.stack(actions[i]).astype(np.float32).reshape(-1, ACTION_DIM),
-                rewards=np.asarray(rewards[i], dtype=np.float32),
-                success=bool(success[i]), task_id=self.task_id,
-                init_state_id=int(init_state_id), group_id=int(group_id),
-                adapter_version=version, instruction=instruction, suite=self.suite,
-                bridge=f'{self.name}{i}', episode_id=f'{self.name}{i}/{group_id}',
-                extras={'rollout_seconds': seconds, 'sample_seconds': sample_time}))
-        return episodes
+        extras = {'rollout_seconds': time.perf_counter() - start, 'sample_seconds': sample_time}
+        return [builder.build(dict(extras)) for builder in builders]
 
     def close(self) -> None:
         """Close every env (and worker process)."""

@@ -4,7 +4,7 @@ Configuration dataclasses shared by the learner node and the benches.
 Standard library only, so ROS nodes can import it at startup without torch.
 Each field carries its help text in `metadata['help']`; sources of the
 defaults are noted next to them ([S] secondary summary, [U] unverified, as in
-shared/reference/facts.md).
+docs/references.md).
 """
 
 from dataclasses import asdict, dataclass, field, fields
@@ -47,7 +47,7 @@ class TGRPOConfig:
     clip_eps_high: float = _help(
         0.2, 'Upper clip: the ratio is clipped above at 1 + clip_eps_high '
         '(SimpleVLA-RL / DAPO use 0.28).')
-    # Paper value [U]; SimpleVLA-RL and the stand-in runs (facts section 7) use no
+    # Paper value [U]; SimpleVLA-RL and the stand-in runs (docs/references.md §8) use no
     # KL; DeepSeekMath's GRPO used 0.04.
     beta: float = _help(
         0.0, 'Weight of the k3 KL to the frozen reference policy; 0 skips the '
@@ -57,13 +57,11 @@ class TGRPOConfig:
         "trajectories; 'token_mean': mean over all action tokens.")
     lr: float = _help(1e-5, 'AdamW learning rate (paper: 1e-5 with LoRA on OpenVLA-7B [S]).')
     weight_decay: float = _help(0.0, 'AdamW weight decay.')
-    # Stand-in runs (facts section 7): 3 epochs, minibatches of 40 steps.
+    # Stand-in runs (docs/references.md §8): 3 epochs, minibatches of 40 steps.
     epochs: int = _help(3, 'Passes over each collected group per update.')
     minibatch_size: int = _help(
         40, 'Steps per gradient step; each step holds 7 action tokens.')
     max_grad_norm: float = _help(1.0, 'Global gradient-norm clip; inf disables it.')
-    temperature: float = _help(
-        1.0, 'Sampling temperature of the 256 action logits during rollouts.')
 
     def __post_init__(self) -> None:
         """Reject wrong types and impossible combinations, quoting the values."""
@@ -114,8 +112,6 @@ class TGRPOConfig:
         if not self.max_grad_norm > 0.0:
             raise ValueError(f'max_grad_norm ({self.max_grad_norm}) must be > 0 '
                              '(inf disables clipping)')
-        if not 0.0 < self.temperature < math.inf:
-            raise ValueError(f'temperature ({self.temperature}) must be > 0 and finite')
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> 'TGRPOConfig':

@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from tgrpo_ros.episode import ACTION_DIM, Episode
 from tgrpo_ros.training import tgrpo
 from tgrpo_ros.training.config import TGRPOConfig
-from tgrpo_ros.episode import ACTION_DIM, Episode
 
 
 class GroupError(ValueError):
