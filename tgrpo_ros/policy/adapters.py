@@ -96,6 +96,32 @@ def all_linear_names(model) -> list:
     return sorted(names - set(output_names))
 
 
+def count_lora_parameters(model, lora: Optional[LoraSettings] = None) -> int:
+    """
+    Return the number of trainable parameters LoRA adds to ``model``.
+
+    Each adapted ``torch.nn.Linear`` gets A [r, in] and B [out, r], so r * (in + out).
+    A layer is adapted when its last name part is a target (peft's rule for plain
+    names); the output layer never is.  Only shapes are read, so a model on the meta
+    device (``standin.build_standin_meta_model``) gives a 7B count without allocating it.
+    """
+    import torch
+    lora = lora if lora is not None else LoraSettings()
+    targets = lora.target_modules
+    if targets == ALL_LINEAR:
+        targets = all_linear_names(model)
+    output = model.get_output_embeddings()
+    total = 0
+    for name, module in model.named_modules():
+        if name.rsplit('.', 1)[-1] not in targets or module is output:
+            continue
+        if not isinstance(module, torch.nn.Linear):
+            raise ValueError(f'LoRA target {name!r} is a {type(module).__name__}; only '
+                             'Linear layers can be counted')
+        total += lora.r * (module.in_features + module.out_features)
+    return total
+
+
 def check_trainable(trainable: str) -> str:
     """Return ``trainable`` if it is a known mode, else raise listing the choices."""
     if trainable not in TRAINABLE_MODES:
