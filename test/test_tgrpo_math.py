@@ -192,17 +192,29 @@ def test_bad_advantage_input_is_named(rewards, mask, kwargs, error, match):
         group_advantages(rewards, mask, **kwargs)
 
 
-# Loss: B = 2 trajectories, T = 2 steps, K = 2 action tokens per step.
+# Loss: a group of N = 2 trajectories, T = 2 steps, K = 2 action tokens per step,
+# flattened once to its S = 3 valid steps (x[LOSS_MASK]: [2, 2, 2] -> [3, 2]).
 RATIOS = torch.tensor([[[1.0, 1.1], [1.5, 0.7]],
                        [[0.9, 1.3], [1.0, 1.0]]], dtype=torch.float64)  # [2, 2, 2]
 ADV = torch.tensor([[1.0, -2.0], [-1.0, 5.0]], dtype=torch.float64)  # [2, 2]
 LOSS_MASK = torch.tensor([[True, True], [True, False]])  # [2, 2]
 OLD = torch.log(torch.tensor([[[0.2, 0.3], [0.4, 0.5]],
                               [[0.6, 0.1], [0.2, 0.3]]], dtype=torch.float64))  # [2, 2, 2]
+LOSS_TYPES = ['grpo', 'bnpo']
 
 
 def make_logps(ratios=RATIOS):
     return (OLD + torch.log(ratios)).requires_grad_(True)
+
+
+def flat(x, mask=LOSS_MASK):
+    """Flatten the valid steps of a group tensor: [N, T, ...] -> [S, ...]."""
+    return x[mask]
+
+
+def weights(loss_type, mask=LOSS_MASK):
+    """Return the group's step weights [S] of the flattened valid steps."""
+    return group_step_weights(mask, loss_type, dtype=torch.float64)[mask]
 
 
 # Per-token objective min(r A, clip(r, 0.8, 1.2) A), loss = -objective:
@@ -210,21 +222,21 @@ def make_logps(ratios=RATIOS):
 #   traj 0, t 1 (A = -2): r 1.5 -> +3.0 (min picks r A = -3, unclipped side),
 #                         r 0.7 -> +1.6 (clip(0.7) A = -1.6, clipped: no gradient)
 #   traj 1, t 0 (A = -1): r 0.9 -> +0.9,  r 1.3 -> +1.3 (unclipped side)
-# grpo: mean(2.5 / 4, 2.2 / 2) = 0.8625; token_mean: 4.7 / 6 = 0.783333.
+# grpo: mean(2.5 / 4, 2.2 / 2) = 0.8625; bnpo: 4.7 / 6 = 0.783333.
 # Gradient d loss / d logp = -w r A on unclipped tokens, 0 on clipped ones,
 # with w = 1 / (2 trajectories * tokens of the trajectory) or 1 / 6.
 LOSS_TABLE = {
     'grpo': (0.8625, [[[-0.125, -0.1375], [0.375, 0.0]],
                       [[0.225, 0.325], [0.0, 0.0]]]),
-    'token_mean': (4.7 / 6, [[[-1.0 / 6, -1.1 / 6], [0.5, 0.0]],
-                             [[0.9 / 6, 1.3 / 6], [0.0, 0.0]]]),
+    'bnpo': (4.7 / 6, [[[-1.0 / 6, -1.1 / 6], [0.5, 0.0]],
+                       [[0.9 / 6, 1.3 / 6], [0.0, 0.0]]]),
 }
 
 
-@pytest.mark.parametrize('loss_type', ['grpo', 'token_mean'])
+@pytest.mark.parametrize('loss_type', LOSS_TYPES)
 def test_loss_and_gradient_hand_table(loss_type):
     logps = make_logps()
-    loss, stats = tgrpo_loss(logps, OLD, ADV, LOSS_MASK, loss_type=loss_type)
+    loss, stats = tgrpo_loss(flat(logps), flat(OLD), flat(ADV), weights(loss_type))
     expected_loss, expected_grad = LOSS_TABLE[loss_type]
     close(loss, expected_loss, atol=1e-9)
     loss.backward()
@@ -242,15 +254,15 @@ def test_loss_and_gradient_hand_table(loss_type):
     assert 'loss/kl' not in stats and 'loss/entropy' not in stats
 
 
-@pytest.mark.parametrize('loss_type', ['grpo', 'token_mean'])
+@pytest.mark.parametrize('loss_type', LOSS_TYPES)
 def test_gradient_pushes_logps_along_the_advantage(loss_type):
     # On-policy (ratio 1): descent raises log-probs of A > 0 and lowers A < 0.
     torch.manual_seed(1)
-    old = torch.log_softmax(torch.randn(4, 5, 7, dtype=torch.float64), dim=-1)
-    adv = torch.tensor([[1.0, -0.5, 2.0, -1.0, 0.3]] * 4, dtype=torch.float64)
+    old = torch.log_softmax(torch.randn(20, 7, dtype=torch.float64), dim=-1)  # [S, 7]
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.0, 0.3] * 4, dtype=torch.float64)  # [S]
     mask = torch.ones(4, 5, dtype=torch.bool)
     logps = old.clone().requires_grad_(True)
-    loss, _ = tgrpo_loss(logps, old, adv, mask, loss_type=loss_type)
+    loss, _ = tgrpo_loss(logps, old, adv, weights(loss_type, mask))
     loss.backward()
     sign = torch.sign(adv).unsqueeze(-1).expand_as(logps)
     assert torch.equal(torch.sign(-logps.grad), sign)
@@ -260,7 +272,6 @@ def test_gradient_pushes_logps_along_the_advantage(loss_type):
     assert torch.equal(torch.sign(stepped - old), sign)
 
 
-@pytest.mark.parametrize('loss_type', ['grpo', 'token_mean'])
 @pytest.mark.parametrize('ratio, adv, clipped', [
     (1.5, 1.0, True),    # above 1 + eps_high with A > 0: clipped
     (0.5, -1.0, True),   # below 1 - eps_low with A < 0: clipped
@@ -268,39 +279,39 @@ def test_gradient_pushes_logps_along_the_advantage(loss_type):
     (0.5, 1.0, False),   # below the bound with A > 0: the unclipped term is the min
     (1.1, 1.0, False),   # inside the trust region
 ])
-def test_clipping_stops_the_gradient(loss_type, ratio, adv, clipped):
-    old = torch.full((1, 1, 7), math.log(0.25), dtype=torch.float64)
+def test_clipping_stops_the_gradient(ratio, adv, clipped):
+    old = torch.full((1, 7), math.log(0.25), dtype=torch.float64)
     logps = (old + math.log(ratio)).requires_grad_(True)
-    advantages = torch.tensor([[adv]], dtype=torch.float64)
-    loss, stats = tgrpo_loss(logps, old, advantages, torch.ones(1, 1, dtype=torch.bool),
-                             clip_low=0.2, clip_high=0.2, loss_type=loss_type)
+    advantages = torch.tensor([adv], dtype=torch.float64)
+    loss, stats = tgrpo_loss(logps, old, advantages, torch.ones(1, dtype=torch.float64),
+                             clip_low=0.2, clip_high=0.2)
     loss.backward()
     if clipped:
         assert torch.equal(logps.grad, torch.zeros_like(logps))
         assert stats['loss/clip_frac'] == 1.0
     else:
         # d(-r A) / d logp = -r A / 7 per token.
-        close(logps.grad, [[[-ratio * adv / 7] * 7]], atol=1e-12)
+        close(logps.grad, [[-ratio * adv / 7] * 7], atol=1e-12)
         assert stats['loss/clip_frac'] == 0.0
 
 
 def test_asymmetric_clip_bounds():
     # clip_high 0.28: ratio 1.25 with A > 0 is inside (gradient), 1.3 is clipped.
-    old = torch.zeros(1, 2, 1, dtype=torch.float64)
-    logps = torch.log(torch.tensor([[[1.25], [1.3]]], dtype=torch.float64)).requires_grad_()
-    loss, stats = tgrpo_loss(logps, old, torch.ones(1, 2, dtype=torch.float64),
-                             torch.ones(1, 2, dtype=torch.bool), clip_high=0.28)
+    old = torch.zeros(2, 1, dtype=torch.float64)
+    logps = torch.log(torch.tensor([[1.25], [1.3]], dtype=torch.float64)).requires_grad_()
+    loss, stats = tgrpo_loss(logps, old, torch.ones(2, dtype=torch.float64),
+                             torch.full((2,), 0.5, dtype=torch.float64), clip_high=0.28)
     loss.backward()
-    close(logps.grad, [[[-1.25 / 2], [0.0]]], atol=1e-12)
+    close(logps.grad, [[-1.25 / 2], [0.0]], atol=1e-12)
     assert stats['loss/clip_frac'] == 0.5
 
 
-@pytest.mark.parametrize('loss_type', ['grpo', 'token_mean'])
+@pytest.mark.parametrize('loss_type', LOSS_TYPES)
 def test_kl_is_zero_when_policy_equals_reference(loss_type):
     logps = make_logps()
-    ref = logps.detach().clone()
-    with_kl, stats = tgrpo_loss(logps, OLD, ADV, LOSS_MASK, ref_logps=ref, beta=0.5,
-                                loss_type=loss_type)
+    ref = flat(logps.detach().clone())
+    with_kl, stats = tgrpo_loss(flat(logps), flat(OLD), flat(ADV), weights(loss_type),
+                                ref_logps=ref, beta=0.5)
     with_kl.backward()
     assert stats['loss/kl'] == 0.0
     close(with_kl, LOSS_TABLE[loss_type][0], atol=1e-12)
@@ -310,22 +321,23 @@ def test_kl_is_zero_when_policy_equals_reference(loss_type):
 def test_kl_term_hand_values():
     # Reference half as likely as the policy on every token: r = 0.5,
     # k3 = r - ln r - 1 = 0.193147; d k3 / d logp = 1 - r = 0.5 (pulls logp down).
-    logps = torch.log(torch.full((1, 1, 2), 0.4, dtype=torch.float64)).requires_grad_()
+    logps = torch.log(torch.full((1, 2), 0.4, dtype=torch.float64)).requires_grad_()
     ref = logps.detach() + math.log(0.5)
-    zero_adv = torch.zeros(1, 1, dtype=torch.float64)
-    mask = torch.ones(1, 1, dtype=torch.bool)
-    loss, stats = tgrpo_loss(logps, logps.detach(), zero_adv, mask, ref_logps=ref, beta=0.1)
+    zero_adv = torch.zeros(1, dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64)
+    loss, stats = tgrpo_loss(logps, logps.detach(), zero_adv, one, ref_logps=ref, beta=0.1)
     loss.backward()
     assert stats['loss/kl'] == pytest.approx(0.1931472, abs=1e-7)
     close(loss, 0.1 * 0.1931472, atol=1e-8)
-    close(logps.grad, [[[0.1 * 0.5 / 2, 0.1 * 0.5 / 2]]], atol=1e-12)
+    close(logps.grad, [[0.1 * 0.5 / 2, 0.1 * 0.5 / 2]], atol=1e-12)
     # beta = 0 reports the KL but leaves it out of the loss.
-    loss0, stats0 = tgrpo_loss(logps, logps.detach(), zero_adv, mask, ref_logps=ref)
+    loss0, stats0 = tgrpo_loss(logps, logps.detach(), zero_adv, one, ref_logps=ref)
     assert float(loss0.detach()) == 0.0 and stats0['loss/kl'] == pytest.approx(0.1931472, abs=1e-7)
 
 
-def test_masked_garbage_changes_nothing():
-    # Masked entries holding NaN / inf must not reach the loss or the gradient.
+def test_flattening_drops_masked_garbage():
+    # Padding past a trajectory's end may hold NaN / inf: flattening the valid steps
+    # once leaves it out of the loss and the gradient (exactly 0 there).
     logps = make_logps().detach().clone()
     logps[1, 1] = float('-inf')
     logps.requires_grad_(True)
@@ -335,38 +347,44 @@ def test_masked_garbage_changes_nothing():
     adv[1, 1] = NAN
     entropy = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [NAN, NAN]]],
                            dtype=torch.float64)
-    loss, stats = tgrpo_loss(logps, old, adv, LOSS_MASK, ref_logps=old, beta=0.0,
-                             entropy=entropy)
+    loss, stats = tgrpo_loss(flat(logps), flat(old), flat(adv), weights('grpo'),
+                             ref_logps=flat(old), beta=0.0, entropy=flat(entropy))
     loss.backward()
     close(loss, 0.8625, atol=1e-9)
     close(logps.grad, LOSS_TABLE['grpo'][1], atol=1e-9)
     assert stats['loss/entropy'] == pytest.approx(21.0 / 6)
     assert all(math.isfinite(v) for v in stats.values())
+    # Unflattened garbage is refused, with the fix in the message.
+    with pytest.raises(ValueError, match=r'not finite; flatten the valid steps only'):
+        tgrpo_loss(logps.reshape(4, 2), old.reshape(4, 2), adv.reshape(4),
+                   torch.ones(4, dtype=torch.float64))
 
 
 def test_grpo_skips_rows_without_valid_steps():
     # Row 1 fully masked: grpo averages row 0 only (A = 1, ratio 1 -> loss -1).
-    old = torch.zeros(2, 1, 3, dtype=torch.float64)
-    adv = torch.ones(2, 1, dtype=torch.float64)
     mask = torch.tensor([[True], [False]])
-    loss, _ = tgrpo_loss(old.clone(), old, adv, mask, loss_type='grpo')
+    assert group_step_weights(mask, 'grpo').tolist() == [[1.0], [0.0]]
+    old = torch.zeros(1, 3, dtype=torch.float64)
+    loss, _ = tgrpo_loss(old.clone(), old, torch.ones(1, dtype=torch.float64),
+                         weights('grpo', mask))
     assert float(loss) == -1.0
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    ({'loss_type': 'sum'}, r"'grpo', 'token_mean'"),
     ({'beta': 0.1}, 'beta = 0.1 > 0 needs ref_logps'),
     ({'beta': -1.0}, 'beta must be >= 0'),
     ({'clip_low': 1.0}, 'clip_low = 1.0'),
-    ({'advantages': torch.zeros(2, 3)}, r'advantages shape \(2, 3\)'),
-    ({'mask': torch.zeros(2, 2, dtype=torch.bool)}, 'no valid step'),
-    ({'mask': torch.ones(2, 2)}, 'mask must be bool'),
-    ({'old_logps': torch.zeros(2, 2, 7)}, r'old_logps shape \(2, 2, 7\)'),
-    ({'logps': torch.zeros(2, 2)}, r'\[B, T, K\]'),
-    ({'old_logps': torch.full((2, 2, 2), NAN)}, 'not finite at valid steps'),
+    ({'advantages': torch.zeros(2)}, r'advantages shape \(2,\) != \[3\]'),
+    ({'step_weights': torch.zeros(3, 1)}, r'step_weights shape \(3, 1\) != \[3\]'),
+    ({'step_weights': torch.tensor([0.5, -0.5, 1.0])}, 'step_weights must be finite and >= 0'),
+    ({'old_logps': torch.zeros(3, 7)}, r'old_logps shape \(3, 7\) != \[3, 2\]'),
+    ({'logps': torch.zeros(2, 2, 2)}, r'\[B, K\] with B >= 1, got \(2, 2, 2\)'),
+    ({'logps': torch.zeros(0, 2)}, r'\[B, K\] with B >= 1, got \(0, 2\)'),
+    ({'old_logps': torch.full((3, 2), NAN)}, 'not finite'),
 ])
 def test_bad_loss_input_is_named(kwargs, match):
-    args = {'logps': make_logps(), 'old_logps': OLD, 'advantages': ADV, 'mask': LOSS_MASK}
+    args = {'logps': flat(make_logps()), 'old_logps': flat(OLD), 'advantages': flat(ADV),
+            'step_weights': weights('grpo')}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         tgrpo_loss(**args)
@@ -377,7 +395,9 @@ def test_advantages_feed_the_loss():
     result = group_advantages(REWARDS, MASK, mode='masked')
     old = torch.full((3, 4, 7), math.log(0.5))
     logps = old.clone().requires_grad_(True)
-    loss, _ = tgrpo_loss(logps, old, result.fused, result.mask)
+    loss, _ = tgrpo_loss(flat(logps, result.mask), flat(old, result.mask),
+                         flat(result.fused, result.mask),
+                         group_step_weights(result.mask)[result.mask])
     loss.backward()
     # Trajectory 1 has negative advantages, so descent lowers its log-probs.
     assert (logps.grad[1, :2] > 0).all() and (logps.grad[0] < 0).all()
@@ -385,40 +405,67 @@ def test_advantages_feed_the_loss():
 
 
 def test_group_step_weights_hand_values():
-    # grpo: 1 / L_i on valid steps, L = [2, 1]; token_mean: 1 on valid steps.
-    close(group_step_weights(LOSS_MASK, 'grpo'), [[0.5, 0.5], [1.0, 0.0]])
-    close(group_step_weights(LOSS_MASK, 'token_mean'), [[1.0, 1.0], [1.0, 0.0]])
-    with pytest.raises(ValueError, match=r"'sum'; choose one of \('grpo', 'token_mean'\)"):
-        group_step_weights(LOSS_MASK, 'sum')
+    # L = [2, 1], N' = 2, S = 3. grpo: 1 / (N' L_i); bnpo: 1 / S on valid steps.
+    close(group_step_weights(LOSS_MASK, 'grpo'), [[0.25, 0.25], [0.5, 0.0]])
+    close(group_step_weights(LOSS_MASK, 'bnpo'), [[1 / 3, 1 / 3], [1 / 3, 0.0]])
+    with pytest.raises(ValueError, match=r"'token_mean'; choose one of \('grpo', 'bnpo'\)"):
+        group_step_weights(LOSS_MASK, 'token_mean')
+    with pytest.raises(ValueError, match='mask has no valid step'):
+        group_step_weights(torch.zeros(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r'mask must be bool \[N, T\]'):
+        group_step_weights(torch.ones(2, 2))
 
 
-@pytest.mark.parametrize('loss_type', ['grpo', 'token_mean'])
-def test_step_weights_reproduce_loss_type_on_the_whole_group(loss_type):
-    weights = group_step_weights(LOSS_MASK, loss_type, dtype=torch.float64)
-    logps = make_logps()
-    loss, _ = tgrpo_loss(logps, OLD, ADV, LOSS_MASK, step_weights=weights,
-                         loss_type='token_mean' if loss_type == 'grpo' else 'grpo')
-    loss.backward()
-    close(loss, LOSS_TABLE[loss_type][0], atol=1e-12)
-    close(logps.grad, LOSS_TABLE[loss_type][1], atol=1e-12)
+@pytest.mark.parametrize('loss_type', LOSS_TYPES)
+@pytest.mark.parametrize('minibatch_size', [1, 2, 3, 4, 8])
+def test_epoch_of_minibatches_adds_up_to_the_group_reduction(loss_type, minibatch_size):
+    # A group of N = 4 trajectories of lengths 5, 2, 7, 3 (masked mode), K = 7,
+    # flattened once to S = 17 steps and cut into shuffled minibatches as the
+    # trainer does: the minibatch losses, and their gradients, add up exactly to
+    # the loss_type reduction computed on the whole group by hand.
+    generator = torch.Generator().manual_seed(minibatch_size)
+    lengths = [5, 2, 7, 3]
+    mask = torch.arange(7).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)  # [4, 7]
+    old = torch.log_softmax(torch.randn(4, 7, 7, generator=generator,
+                                        dtype=torch.float64), dim=-1)  # [N, T, K]
+    shift = 0.3 * torch.randn(4, 7, 7, generator=generator, dtype=torch.float64)
+    logps = (old + shift).requires_grad_(True)  # ratios 0.5..2: some tokens clipped
+    adv = torch.randn(4, 7, generator=generator, dtype=torch.float64)  # [N, T]
+    ref = old + 0.1 * torch.randn(4, 7, 7, generator=generator, dtype=torch.float64)
+    args = {'beta': 0.04, 'clip_low': 0.2, 'clip_high': 0.28}
 
+    # By hand on the group: token losses, then the named reduction.
+    ratio = torch.exp(logps - old)
+    objective = torch.min(ratio * adv.unsqueeze(-1),
+                          ratio.clamp(0.8, 1.28) * adv.unsqueeze(-1))
+    k3 = torch.exp(ref - logps) - (ref - logps) - 1.0
+    token_loss = torch.where(mask.unsqueeze(-1), -objective + 0.04 * k3,
+                             torch.zeros(()))  # [N, T, K]
+    if loss_type == 'grpo':
+        expected = torch.stack([token_loss[i, :n].mean() for i, n in enumerate(lengths)]).mean()
+    else:
+        expected = token_loss.sum() / (sum(lengths) * 7)
+    expected_grad, = torch.autograd.grad(expected, logps)
 
-def test_step_weights_on_minibatches_of_steps():
-    # The 3 valid steps of the table as a minibatch [3, 1, K]: with grpo weights
-    # [0.5, 0.5, 1] the step losses (-2.1 / 2, 4.6 / 2, 2.2 / 2) average to
-    # (0.5 * -1.05 + 0.5 * 2.3 + 1 * 1.1) / 2 = 0.8625, the grpo value.
-    index = LOSS_MASK.nonzero()  # [3, 2] (b, t)
-    logps = make_logps()[index[:, 0], index[:, 1]].unsqueeze(1)  # [3, 1, 2]
-    old = OLD[index[:, 0], index[:, 1]].unsqueeze(1)  # [3, 1, 2]
-    adv = ADV[index[:, 0], index[:, 1]].unsqueeze(1)  # [3, 1]
-    weights = group_step_weights(LOSS_MASK, 'grpo', torch.float64)[index[:, 0], index[:, 1]]
-    mask = torch.ones(3, 1, dtype=torch.bool)
-    loss, _ = tgrpo_loss(logps, old, adv, mask, step_weights=weights.unsqueeze(1))
-    close(loss, 0.8625, atol=1e-12)
-    with pytest.raises(ValueError, match='step_weights must be finite and >= 0'):
-        tgrpo_loss(logps, old, adv, mask, step_weights=torch.zeros(3, 1))
-    with pytest.raises(ValueError, match=r'step_weights shape \(3,\)'):
-        tgrpo_loss(logps, old, adv, mask, step_weights=weights)
+    flat_logps, flat_old, flat_adv, flat_ref = (flat(x, mask) for x in (logps, old, adv, ref))
+    flat_weights = group_step_weights(mask, loss_type, dtype=torch.float64)[mask]  # [S]
+    assert float(flat_weights.sum()) == pytest.approx(1.0, abs=1e-15)
+    order = torch.randperm(len(flat_adv), generator=generator)
+    total, clipped = torch.zeros((), dtype=torch.float64), 0.0
+    for start in range(0, len(order), minibatch_size):
+        idx = order[start:start + minibatch_size]
+        loss, stats = tgrpo_loss(flat_logps[idx], flat_old[idx], flat_adv[idx],
+                                 flat_weights[idx], ref_logps=flat_ref[idx], **args)
+        assert stats['loss/total'] == pytest.approx(float(loss.detach()))
+        total, clipped = total + loss, clipped + stats['loss/clip_frac']
+    assert clipped > 0.0  # the clip's zero-gradient branch is covered too
+    close(total, float(expected.detach()), atol=1e-12)
+    total.backward()
+    close(logps.grad, expected_grad, atol=1e-12)
+    # The whole group as one batch gives the same value.
+    whole, _ = tgrpo_loss(flat_logps, flat_old, flat_adv, flat_weights, ref_logps=flat_ref,
+                          **args)
+    close(whole, float(expected.detach()), atol=1e-12)
 
 
 def imported_modules(module_file):
@@ -458,7 +505,8 @@ def test_config_defaults_and_help():
     ({'group_size': True}, TypeError, 'group_size must be an int, got True'),
     ({'a1': -0.3, 'a2': 1.3}, ValueError, r'a1 \(-0.3\) must be in \[0, 1\]'),
     ({'advantage_mode': 'cut'}, ValueError, r"'cut'; choose one of \('masked', 'paper'\)"),
-    ({'loss_type': 'sum'}, ValueError, r"'sum'; choose one of \('grpo', 'token_mean'\)"),
+    ({'loss_type': 'token_mean'}, ValueError,
+     r"'token_mean'; choose one of \('grpo', 'bnpo'\)"),
     ({'eps': 0.0}, ValueError, r'eps \(0.0\) must be > 0'),
     ({'clip_eps_low': 1.0}, ValueError, r'clip_eps_low \(1.0\) must be in \(0, 1\)'),
     ({'beta': -0.1}, ValueError, r'beta \(-0.1\)'),

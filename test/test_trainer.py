@@ -171,6 +171,9 @@ def test_metrics_csv_keeps_every_row_and_plots(tmp_path):
     rows = read_csv(tmp_path / 'metrics.csv')
     assert [r['update'] for r in rows] == [1.0, 2.0]
     assert rows[1]['loss/kl'] == 0.01 and 'loss/kl' not in rows[0]
+    # Update 2 started the plot in a subprocess; close() waits for the final one.
+    assert logger.plotter.started == 1
+    logger.close()
     assert (tmp_path / 'curves.png').stat().st_size > 1000
     # A resumed logger continues the file; a repeated update replaces its row.
     resumed = MetricsLogger(tmp_path, plot_every=0, resume=True)

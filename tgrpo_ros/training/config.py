@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping
 
 # Choices shared with tgrpo_ros.training.tgrpo, kept here so this module needs no torch.
 ADVANTAGE_MODES = ('masked', 'paper')
-LOSS_TYPES = ('grpo', 'token_mean')
+LOSS_TYPES = ('grpo', 'bnpo')
 
 
 def _help(default: Any, text: str) -> Any:
@@ -52,9 +52,11 @@ class TGRPOConfig:
     beta: float = _help(
         0.0, 'Weight of the k3 KL to the frozen reference policy; 0 skips the '
         'reference forward pass.')
+    # TRL's names (GRPOConfig.loss_type); 'grpo' is TGRPO's / GRPO's reduction.
     loss_type: str = _help(
-        'grpo', "'grpo': mean over each trajectory's action tokens, then over "
-        "trajectories; 'token_mean': mean over all action tokens.")
+        'grpo', "Loss reduction over the group: 'grpo': mean over each trajectory's "
+        "action tokens, then over trajectories; 'bnpo': mean over all the group's "
+        'action tokens.')
     lr: float = _help(1e-5, 'AdamW learning rate (paper: 1e-5 with LoRA on OpenVLA-7B [S]).')
     weight_decay: float = _help(0.0, 'AdamW weight decay.')
     # Stand-in runs (docs/references.md §8): 3 epochs, minibatches of 40 steps.

@@ -7,7 +7,8 @@ cases are written out in docs/tgrpo.md; TGRPO is arXiv 2506.08440.
 Layout: one group holds N trajectories of one task started from the same
 initial state. Step t of trajectory i carries one reward R[i, t] and K action
 tokens (K = 7 for OpenVLA). Validity masks are prefixes: trajectory i is valid
-for its first L_i steps.
+for its first L_i steps. The advantages and step weights are [N, T]; the loss
+takes the valid steps flattened once (CleanRL's ppo.py), [B, K] and [B].
 """
 
 from dataclasses import dataclass
@@ -140,151 +141,141 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, a1: float = 0.3,
 def group_step_weights(mask: torch.Tensor, loss_type: str = 'grpo',
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """
-    Per-step weights [N, T] that reproduce `loss_type` on minibatches of steps.
+    Per-step weights [N, T] that carry the `loss_type` reduction of one group.
 
-    Passing these (gathered for the chosen steps) as `step_weights` to
-    `tgrpo_loss` gives a weighted mean whose value on the whole group equals
-    the `loss_type` reduction exactly: 'grpo' weighs step t of trajectory i by
-    1 / L_i, 'token_mean' weighs every valid step by 1.
+    Computed once per update from the group's mask. The weights sum to 1 over
+    the group, so `tgrpo_loss` (a weighted sum of step losses) on all the
+    group's steps is exactly the `loss_type` reduction, and the losses of an
+    epoch of minibatches, whichever steps each draws, add up to it exactly.
+    The names and reductions are TRL's (GRPOConfig.loss_type):
 
-    :param mask: [N, T] bool, the steps that count (AdvantageResult.mask).
+    - 'grpo': mean over each trajectory's valid tokens, then mean over the
+      trajectories with at least one valid step: step t of trajectory i
+      weighs 1 / (N' * L_i), N' the number of such trajectories.
+    - 'bnpo': mean over all valid tokens of the group (batch-normalised):
+      every valid step weighs 1 / S, S the number of valid steps.
+
+    A step's loss is the mean over its K tokens, so each token weighs w / K.
+
+    :param mask: [N, T] bool, the steps that count (AdvantageResult.mask);
+        at least one must be True.
     :param loss_type: one of LOSS_TYPES.
     :param dtype: float dtype of the result.
     :return: [N, T] weights, zero where `mask` is False.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f'unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}')
-    if mask.dtype != torch.bool or mask.dim() != 2:
-        raise ValueError(f'mask must be bool [N, T], got {mask.dtype} {tuple(mask.shape)}')
-    ones = mask.to(dtype)  # [N, T]
-    if loss_type == 'token_mean':
-        return ones
-    lengths = ones.sum(dim=1, keepdim=True)  # [N, 1]
-    return ones / lengths.clamp(min=1)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f'mask must be bool [N, T], got {getattr(mask, "dtype", mask)} '
+                         f'{tuple(getattr(mask, "shape", ()))}')
+    valid = mask.to(dtype)  # [N, T]
+    n_steps = valid.sum()
+    if not n_steps > 0:
+        raise ValueError('mask has no valid step; nothing to average')
+    if loss_type == 'grpo':
+        lengths = valid.sum(dim=1, keepdim=True)  # [N, 1] L_i
+        rows = (lengths > 0).sum()  # N'
+        return valid / (lengths.clamp(min=1) * rows)
+    if loss_type == 'bnpo':
+        return valid / n_steps
+    raise ValueError(f'unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}')
 
 
-def _check_like(name: str, tensor: Optional[torch.Tensor], shape: torch.Size) -> None:
+def _check_steps(name: str, tensor: Optional[torch.Tensor], shape: Tuple[int, ...]) -> None:
     if tensor is not None and tuple(tensor.shape) != tuple(shape):
-        raise ValueError(f'{name} shape {tuple(tensor.shape)} != logps shape {tuple(shape)}')
+        raise ValueError(f'{name} shape {tuple(tensor.shape)} != {list(shape)}, the shape '
+                         'of logps')
 
 
 def tgrpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
-               mask: torch.Tensor, ref_logps: Optional[torch.Tensor] = None,
+               step_weights: torch.Tensor, ref_logps: Optional[torch.Tensor] = None,
                beta: float = 0.0, clip_low: float = 0.2, clip_high: float = 0.2,
-               loss_type: str = 'grpo', entropy: Optional[torch.Tensor] = None,
-               step_weights: Optional[torch.Tensor] = None
+               entropy: Optional[torch.Tensor] = None
                ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """
-    Clipped surrogate loss with a k3 KL penalty, to minimise.
+    Clipped surrogate loss with a k3 KL penalty on a flat batch of B steps, to minimise.
 
-    Per valid action token: ratio = exp(logps - old_logps), objective =
-    min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A), loss =
-    -objective + beta * k3, k3 = exp(ref - logps) - (ref - logps) - 1.
+    Per action token: ratio = exp(logps - old_logps), objective =
+    min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A), token loss =
+    -objective + beta * k3, k3 = exp(ref - logps) - (ref - logps) - 1. A step's
+    loss is the mean of its K token losses; the loss is sum_b w_b * step loss_b.
 
-    :param logps: [B, T, K] log-probs of the taken action tokens under the
-        policy being trained (differentiable).
-    :param old_logps: [B, T, K] log-probs under the policy that sampled them
+    The B steps are any rows of a group flattened once (``x[mask]``), for
+    example one shuffled minibatch; the reduction is in the weights (see
+    `group_step_weights`), so the losses of an epoch of minibatches add up to
+    the group's reduction.
+
+    :param logps: [B, K] log-probs of the taken action tokens under the policy
+        being trained (differentiable).
+    :param old_logps: [B, K] log-probs under the policy that sampled them
         (treated as constants).
-    :param advantages: [B, T] one advantage per step, shared by its K tokens.
-    :param mask: [B, T] bool, steps that count. Masked entries of every tensor
-        are ignored and get zero gradient, even when they hold NaN or inf.
-    :param ref_logps: [B, T, K] log-probs under the frozen reference
+    :param advantages: [B] one advantage per step, shared by its K tokens.
+    :param step_weights: [B] weights >= 0 of the steps (constants), from
+        `group_step_weights` gathered for these steps.
+    :param ref_logps: [B, K] log-probs under the frozen reference
         (constants); needed when beta > 0, reported as 'loss/kl' whenever given.
     :param beta: weight of the KL term, >= 0.
     :param clip_low: the ratio's lower bound is 1 - clip_low, in [0, 1).
     :param clip_high: the ratio's upper bound is 1 + clip_high, >= 0.
-    :param loss_type: 'grpo' averages over each row's (trajectory's) valid
-        tokens, then over rows with at least one valid token; 'token_mean'
-        averages over all valid tokens of the batch.
-    :param entropy: [B, T, K] optional per-token entropy, reported only.
-    :param step_weights: [B, T] optional weights >= 0 for minibatches of steps
-        cut from larger groups (see `group_step_weights`); when given, the loss
-        is sum(w * step loss) / sum(w) over valid steps, the step loss being the
-        mean over its K tokens, and this replaces the `loss_type` reduction.
-    :return: (loss, stats): a scalar tensor and a dict of floats with
-        'loss/total', 'loss/policy', 'loss/clip_frac', 'loss/approx_kl',
-        'loss/ratio_mean', 'loss/ratio_max', plus 'loss/kl' when ref_logps and
-        'loss/entropy' when entropy is given.
+    :param entropy: [B, K] optional per-token entropy, reported only.
+    :return: (loss, stats): a scalar tensor and a dict of floats. 'loss/total'
+        (the loss) and 'loss/policy' (its surrogate part, without the KL) are
+        weighted sums like the loss; 'loss/clip_frac', 'loss/approx_kl',
+        'loss/ratio_mean', 'loss/ratio_max', 'loss/kl' (when ref_logps is
+        given) and 'loss/entropy' (when entropy is given) are plain means (max)
+        over the B * K tokens.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f'unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}')
-    if logps.dim() != 3:
-        raise ValueError(f'logps must have shape [B, T, K], got {tuple(logps.shape)}')
-    _check_like('old_logps', old_logps, logps.shape)
-    _check_like('ref_logps', ref_logps, logps.shape)
-    _check_like('entropy', entropy, logps.shape)
-    if tuple(advantages.shape) != tuple(logps.shape[:2]):
-        raise ValueError(f'advantages shape {tuple(advantages.shape)} != [B, T] = '
-                         f'{tuple(logps.shape[:2])}')
-    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(logps.shape[:2]):
-        raise ValueError(f'mask must be bool [B, T] = {tuple(logps.shape[:2])}, got '
-                         f'{mask.dtype} {tuple(mask.shape)}')
+    if not isinstance(logps, torch.Tensor) or logps.dim() != 2 or logps.shape[0] < 1:
+        raise ValueError(f'logps must have shape [B, K] with B >= 1, got '
+                         f'{tuple(getattr(logps, "shape", ()))}')
+    _check_steps('old_logps', old_logps, logps.shape)
+    _check_steps('ref_logps', ref_logps, logps.shape)
+    _check_steps('entropy', entropy, logps.shape)
+    _check_steps('advantages', advantages, logps.shape[:1])
+    _check_steps('step_weights', step_weights, logps.shape[:1])
     if not beta >= 0.0:
         raise ValueError(f'beta must be >= 0, got {beta}')
     if beta > 0.0 and ref_logps is None:
         raise ValueError(f'beta = {beta} > 0 needs ref_logps')
-    if step_weights is not None:
-        if tuple(step_weights.shape) != tuple(logps.shape[:2]):
-            raise ValueError(f'step_weights shape {tuple(step_weights.shape)} != [B, T] = '
-                             f'{tuple(logps.shape[:2])}')
-        valid_weights = step_weights.detach()[mask]
-        if not (bool(torch.isfinite(valid_weights).all()) and bool((valid_weights >= 0).all())
-                and float(valid_weights.sum()) > 0.0):
-            raise ValueError('step_weights must be finite and >= 0 at valid steps with a '
-                             f'positive sum, got {valid_weights.tolist()[:8]}')
     if not 0.0 <= clip_low < 1.0 or not clip_high >= 0.0:
         raise ValueError(f'need 0 <= clip_low < 1 and clip_high >= 0, got clip_low = '
                          f'{clip_low}, clip_high = {clip_high}')
-
-    token_mask = mask.unsqueeze(-1).expand_as(logps)  # [B, T, K]
-    n_tokens = int(token_mask.sum())
-    if n_tokens == 0:
-        raise ValueError('mask has no valid step; nothing to average')
-    zero = torch.zeros((), dtype=logps.dtype, device=logps.device)
-
-    def valid(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(token_mask, x, zero)
-
-    adv = valid(advantages.unsqueeze(-1).to(logps.dtype))  # [B, T, K]
-    if not bool(torch.isfinite(valid(logps.detach())).all()
-                and torch.isfinite(valid(old_logps)).all() and torch.isfinite(adv).all()):
-        raise ValueError('logps, old_logps or advantages are not finite at valid steps')
+    weights = step_weights.detach().to(logps.dtype)  # [B]
+    if not bool((torch.isfinite(weights) & (weights >= 0)).all()):
+        raise ValueError(f'step_weights must be finite and >= 0, got '
+                         f'{weights.tolist()[:8]}')
+    adv = advantages.detach().to(logps.dtype).unsqueeze(-1)  # [B, 1]
+    if not bool(torch.isfinite(logps.detach()).all() and torch.isfinite(old_logps).all()
+                and torch.isfinite(adv).all()):
+        raise ValueError('logps, old_logps or advantages are not finite; flatten the '
+                         'valid steps only (x[mask])')
 
     # Log-ratio -> ratio -> clipped terms -> min.
-    log_ratio = valid(logps - old_logps.detach())  # [B, T, K]
-    ratio = torch.exp(log_ratio)  # [B, T, K]
-    clipped_ratio = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)  # [B, T, K]
-    objective = torch.min(ratio * adv, clipped_ratio * adv)  # [B, T, K]
-    per_token_loss = -objective  # [B, T, K]
+    log_ratio = logps - old_logps.detach()  # [B, K]
+    ratio = torch.exp(log_ratio)  # [B, K]
+    clipped_ratio = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)  # [B, K]
+    objective = torch.min(ratio * adv, clipped_ratio * adv)  # [B, K]
+    per_token_loss = -objective  # [B, K]
 
     # KL to the reference, k3 estimator of KL(pi_theta || pi_ref).
     if ref_logps is not None:
-        ref_log_ratio = valid(ref_logps.detach() - logps)  # [B, T, K]
-        per_token_kl = torch.exp(ref_log_ratio) - ref_log_ratio - 1.0  # [B, T, K]
+        ref_log_ratio = ref_logps.detach() - logps  # [B, K]
+        per_token_kl = torch.exp(ref_log_ratio) - ref_log_ratio - 1.0  # [B, K]
         if beta > 0.0:
             per_token_loss = per_token_loss + beta * per_token_kl
 
+    # Reduction: the step loss is the mean over its K tokens; the weights hold
+    # the loss_type (group_step_weights).
     def reduce(x: torch.Tensor) -> torch.Tensor:
-        x = valid(x)
-        if step_weights is not None:
-            weights = torch.where(mask, step_weights.detach().to(x.dtype), zero)  # [B, T]
-            return (weights * x.mean(dim=-1)).sum() / weights.sum()
-        if loss_type == 'token_mean':
-            return x.sum() / n_tokens
-        row_tokens = token_mask.sum(dim=(1, 2))  # [B]
-        row_mean = x.sum(dim=(1, 2)) / row_tokens.clamp(min=1)  # [B]
-        rows = row_tokens > 0  # [B]
-        return row_mean[rows].mean()
+        return (weights * x.mean(dim=-1)).sum()
 
     loss = reduce(per_token_loss)
 
     with torch.no_grad():
         def token_mean(x: torch.Tensor) -> float:
-            return float(valid(x).sum() / n_tokens)
+            return float(x.mean())
 
         # Clipped where the min picks the constant bound: the gradient is zero there.
         clipped = (((ratio < 1.0 - clip_low) & (adv < 0)) |
-                   ((ratio > 1.0 + clip_high) & (adv > 0)))  # [B, T, K]
+                   ((ratio > 1.0 + clip_high) & (adv > 0)))  # [B, K]
         stats = {
             'loss/total': float(loss),
             'loss/policy': float(reduce(-objective)),
@@ -292,7 +283,7 @@ def tgrpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.T
             # k3 estimate of KL(pi_old || pi_theta), as CleanRL's approx_kl.
             'loss/approx_kl': token_mean((ratio - 1.0) - log_ratio),
             'loss/ratio_mean': token_mean(ratio),
-            'loss/ratio_max': float(ratio[token_mask].max()),
+            'loss/ratio_max': float(ratio.max()),
         }
         if ref_logps is not None:
             stats['loss/kl'] = token_mean(per_token_kl)

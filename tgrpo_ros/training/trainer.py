@@ -8,8 +8,12 @@ Steps of one update (arXiv 2506.08440; CleanRL / TRL layout):
 2. old log-probs recomputed with the current weights, which are the weights that
    produced the episodes (the learner drops episodes of older adapter versions), and
    their mismatch against the behaviour log-probs the sampler reported;
-3. ``epochs`` passes of shuffled minibatches of ``minibatch_size`` steps, each a
-   clipped policy-gradient step with the k3 KL to the reference, gradient clipping.
+3. the counted steps flattened once (CleanRL's ``ppo.py``) with their advantages and
+   the step weights that carry the ``loss_type`` reduction
+   (``tgrpo.group_step_weights``);
+4. ``epochs`` passes of shuffled minibatches of ``minibatch_size`` steps indexed from
+   the flat tensors, each a clipped policy-gradient step with the k3 KL to the
+   reference, gradient clipping.
 """
 
 import math
@@ -19,9 +23,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from tgrpo_ros.episode import ACTION_DIM, Episode
+from tgrpo_ros.episode import Episode
 from tgrpo_ros.training import tgrpo
 from tgrpo_ros.training.config import TGRPOConfig
+
+# Statistics of tgrpo_loss that are shares of the group loss (summed over an epoch's
+# minibatches); the others are means over a minibatch's tokens.
+SUMMED_STATS = ('loss/total', 'loss/policy')
 
 
 class GroupError(ValueError):
@@ -157,10 +165,13 @@ class TGRPOTrainer:
             raise GroupError(f'an update needs at least 2 episodes, got {len(episodes)}')
         start = time.perf_counter()
         metrics = rollout_metrics(episodes)
-        n = len(episodes)
         advantages, adv_mask, traj = self.group_advantages(episodes)  # [N, T] x2, [N]
-        t_max = advantages.shape[1]
-        # The counted steps, flattened: step s is (row[s], col[s]).
+        # Per-step weights that carry the loss_type reduction of the whole group: they
+        # sum to 1, so an epoch's minibatch losses add up to the group's loss
+        # ('grpo': step t of trajectory i weighs 1 / (N L_i); 'bnpo': 1 / S).
+        group_weights = tgrpo.group_step_weights(adv_mask, cfg.loss_type)  # [N, T]
+        # Flatten the counted steps once (CleanRL's ppo.py): step s is (row[s], col[s]),
+        # and minibatches index these flat tensors.
         row, col = adv_mask.nonzero(as_tuple=True)  # [S], [S]
         images = np.stack([episodes[i].images[t] for i, t in zip(row.tolist(), col.tolist())])
         instructions = [episodes[i].instruction for i in row.tolist()]
@@ -169,6 +180,8 @@ class TGRPOTrainer:
         behaviour = torch.stack([torch.as_tensor(episodes[i].behaviour_logps[t],
                                                  dtype=torch.float32)
                                  for i, t in zip(row.tolist(), col.tolist())])  # [S, 7]
+        flat_advantages = advantages[row, col]  # [S]
+        step_weights = group_weights[row, col]  # [S], sums to 1
         n_steps = len(tokens)
 
         # Old log-probs from the weights that sampled the episodes (this policy, now).
@@ -177,20 +190,17 @@ class TGRPOTrainer:
         mismatch = (old_logps - behaviour).abs()
         ref_logps = None
         if cfg.beta > 0.0:
-            ref_logps = self._log_probs_batched(images, instructions, tokens, reference=True)
+            ref_logps = self._log_probs_batched(images, instructions, tokens,
+                                                reference=True)  # [S, 7]
         metrics['perf/old_logp_time'] = time.perf_counter() - t0
         metrics['loss/logp_mismatch_max'] = float(mismatch.max())
         metrics['loss/logp_mismatch_mean'] = float(mismatch.mean())
 
-        metrics['rollout/adv_abs_mean'] = float(advantages[adv_mask].abs().mean())
+        metrics['rollout/adv_abs_mean'] = float(flat_advantages.abs().mean())
         metrics['rollout/traj_adv_std'] = float(traj.std())
         metrics['rollout/groups'] = float(len({e.group_id for e in episodes}))
         metrics['rollout/counted_steps'] = float(n_steps)
 
-        # Per-step weights that make the minibatch losses add up to the loss_type
-        # reduction of the whole group ('grpo': step t of trajectory i weighs 1 / L_i),
-        # whichever steps a minibatch happens to draw.
-        step_weights = tgrpo.group_step_weights(adv_mask, cfg.loss_type)  # [N, T]
         sums: Dict[str, float] = {}
         grad_norms, ratio_max, n_minibatches = [], 0.0, 0
         for _ in range(cfg.epochs):
@@ -200,27 +210,20 @@ class TGRPOTrainer:
                 logps, entropy = self.policy.log_probs(
                     images[idx.numpy()], [instructions[j] for j in idx.tolist()],
                     tokens[idx], with_entropy=True)  # [B, 7] each
-                # Scatter into the group layout [N, T, 7]; unused positions are masked out.
-                shape = (n, t_max, ACTION_DIM)
-                mb_rows, mb_cols = row[idx], col[idx]
-                mb_mask = torch.zeros(n, t_max, dtype=torch.bool)
-                mb_mask[mb_rows, mb_cols] = True
-
-                def scatter(values):
-                    full = torch.zeros(shape, dtype=torch.float32)
-                    return full.index_put((mb_rows, mb_cols), values.float())
-
                 loss, stats = tgrpo.tgrpo_loss(
-                    scatter(logps), scatter(old_logps[idx]), advantages, mb_mask,
-                    ref_logps=None if ref_logps is None else scatter(ref_logps[idx]),
+                    logps.float(), old_logps[idx], flat_advantages[idx], step_weights[idx],
+                    ref_logps=None if ref_logps is None else ref_logps[idx],
                     beta=cfg.beta, clip_low=cfg.clip_eps_low, clip_high=cfg.clip_eps_high,
-                    loss_type=cfg.loss_type, entropy=scatter(entropy.detach()),
-                    step_weights=step_weights)
+                    entropy=entropy.detach().float())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f'TGRPO loss is {float(loss)} at update '
                                              f'{self.updates_done + 1}; weights not changed')
+                # `loss` is this minibatch's share of the group loss. Each gradient step
+                # takes it over the minibatch's weight, a weighted mean like CleanRL's
+                # per-minibatch mean, so the step size does not shrink with the group's
+                # length or the number of minibatches.
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss / step_weights[idx].sum()).backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 grad_norms.append(float(grad_norm))
                 if self.lr > 0.0:
@@ -233,7 +236,8 @@ class TGRPOTrainer:
                 n_minibatches += 1
         self.optimizer.zero_grad(set_to_none=True)
         for key, value in sums.items():
-            metrics[key] = value / n_minibatches
+            # The shares of the group loss add up over an epoch; the token means average.
+            metrics[key] = value / (cfg.epochs if key in SUMMED_STATS else n_minibatches)
         metrics['loss/ratio_max'] = ratio_max
         metrics['loss/grad_norm'] = float(np.mean(grad_norms))
         metrics['loss/grad_norm_max'] = float(np.max(grad_norms))
