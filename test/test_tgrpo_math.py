@@ -485,7 +485,9 @@ def test_maths_imports_no_ros_and_config_imports_no_torch():
     assert imported_modules(tgrpo_ros.training.tgrpo.__file__) == {
         'dataclasses', 'math', 'typing', 'torch', '.config'}
     assert imported_modules(tgrpo_ros.training.config.__file__) == {
-        'dataclasses', 'math', 'typing'}
+        'dataclasses', 'math', 'typing', 'tgrpo_ros'}  # tgrpo_ros.options: stdlib only
+    import tgrpo_ros.options
+    assert imported_modules(tgrpo_ros.options.__file__) == {'dataclasses', 'math', 'typing'}
 
 
 def test_config_defaults_and_help():

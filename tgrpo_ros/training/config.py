@@ -1,23 +1,22 @@
 """
-Configuration dataclasses shared by the learner node and the benches.
+TGRPOConfig: the hyper-parameters of TGRPO, shared by the learner node and the benches.
 
 Standard library only, so ROS nodes can import it at startup without torch.
-Each field carries its help text in `metadata['help']`; sources of the
+Each field carries its help text (``tgrpo_ros.options.option``); sources of the
 defaults are noted next to them ([S] secondary summary, [U] unverified, as in
 docs/references.md).
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 import math
 from typing import Any, Dict, Mapping
+
+from tgrpo_ros import options
+from tgrpo_ros.options import option
 
 # Choices shared with tgrpo_ros.training.tgrpo, kept here so this module needs no torch.
 ADVANTAGE_MODES = ('masked', 'paper')
 LOSS_TYPES = ('grpo', 'bnpo')
-
-
-def _help(default: Any, text: str) -> Any:
-    return field(default=default, metadata={'help': text})
 
 
 @dataclass
@@ -30,40 +29,40 @@ class TGRPOConfig:
     """
 
     # Paper sweep 2/4/6/8 -> 76.2/81.0/79.4/80.4 % success [S].
-    group_size: int = _help(
+    group_size: int = option(
         4, 'Trajectories per group (N), all started from the same initial state.')
     # Paper sweep a1 = 0.1/0.3/0.5/0.7/0.9 -> 75.2/81.0/79.0/77.4/77.0 % [S].
-    a1: float = _help(0.3, 'Weight of the step-level advantage S_it; a1 + a2 = 1.')
-    a2: float = _help(0.7, 'Weight of the trajectory-level advantage T_i; a1 + a2 = 1.')
-    advantage_mode: str = _help(
+    a1: float = option(0.3, 'Weight of the step-level advantage S_it; a1 + a2 = 1.')
+    a2: float = option(0.7, 'Weight of the trajectory-level advantage T_i; a1 + a2 = 1.')
+    advantage_mode: str = option(
         'paper', "'paper': cut every trajectory of the group at the first success (or "
         "the step limit); 'masked': keep each trajectory's own length and normalise "
         'step t over the trajectories still running.')
     # A guard only: reward spreads here are ~1e-3..1 (metres, stage rewards).
-    eps: float = _help(1e-6, 'Added to the standard deviation in both normalisations.')
+    eps: float = option(1e-6, 'Added to the standard deviation in both normalisations.')
     # Paper value [U]; 0.2 is the PPO/GRPO default, SimpleVLA-RL uses 0.2 / 0.28.
-    clip_eps_low: float = _help(
+    clip_eps_low: float = option(
         0.2, 'Lower clip: the ratio is clipped below at 1 - clip_eps_low.')
-    clip_eps_high: float = _help(
+    clip_eps_high: float = option(
         0.2, 'Upper clip: the ratio is clipped above at 1 + clip_eps_high '
         '(SimpleVLA-RL / DAPO use 0.28).')
     # Paper value [U]; SimpleVLA-RL and the stand-in runs (docs/references.md §8) use no
     # KL; DeepSeekMath's GRPO used 0.04.
-    beta: float = _help(
+    beta: float = option(
         0.0, 'Weight of the k3 KL to the frozen reference policy; 0 skips the '
         'reference forward pass.')
     # TRL's names (GRPOConfig.loss_type); 'grpo' is TGRPO's / GRPO's reduction.
-    loss_type: str = _help(
+    loss_type: str = option(
         'grpo', "Loss reduction over the group: 'grpo': mean over each trajectory's "
         "action tokens, then over trajectories; 'bnpo': mean over all the group's "
         'action tokens.')
-    lr: float = _help(1e-5, 'AdamW learning rate (paper: 1e-5 with LoRA on OpenVLA-7B [S]).')
-    weight_decay: float = _help(0.0, 'AdamW weight decay.')
+    lr: float = option(1e-5, 'AdamW learning rate (paper: 1e-5 with LoRA on OpenVLA-7B [S]).')
+    weight_decay: float = option(0.0, 'AdamW weight decay.')
     # Stand-in runs (docs/references.md §8): 3 epochs, minibatches of 40 steps.
-    epochs: int = _help(3, 'Passes over each collected group per update.')
-    minibatch_size: int = _help(
+    epochs: int = option(3, 'Passes over each collected group per update.')
+    minibatch_size: int = option(
         40, 'Steps per gradient step; each step holds 7 action tokens.')
-    max_grad_norm: float = _help(1.0, 'Global gradient-norm clip; inf disables it.')
+    max_grad_norm: float = option(1.0, 'Global gradient-norm clip; inf disables it.')
 
     def __post_init__(self) -> None:
         """Reject wrong types and impossible combinations, quoting the values."""
@@ -118,17 +117,13 @@ class TGRPOConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> 'TGRPOConfig':
         """Build from a mapping (YAML, ROS parameters); unknown keys are an error."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f'unknown TGRPOConfig keys {unknown}; valid keys: {known}')
-        return cls(**dict(values))
+        return options.from_mapping(cls, values)
 
     def to_dict(self) -> Dict[str, Any]:
         """Return the fields as a plain dict."""
-        return asdict(self)
+        return options.to_dict(self)
 
     @classmethod
     def field_help(cls) -> Dict[str, str]:
         """Return the help text of every field, by name."""
-        return {f.name: f.metadata['help'] for f in fields(cls)}
+        return options.field_help(cls)
