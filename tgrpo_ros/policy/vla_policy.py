@@ -283,6 +283,25 @@ class VLAPolicy:
         respect to ``trainable_parameters()`` unless called under ``torch.no_grad``.
         Softmax is over the 256 action ids only.
         """
+        action_tokens = torch.as_tensor(action_tokens, dtype=torch.long).to(self.device)
+        all_log_probs = self.action_log_softmax(images, instructions, action_tokens,
+                                                temperature)  # [B, 7, 256]
+        index = (action_tokens - contract.ACTION_TOKEN_MIN).unsqueeze(-1)  # [B, 7, 1]
+        per_token_log_probs = all_log_probs.gather(-1, index).squeeze(-1)  # [B, 7]
+        entropy = None
+        if with_entropy:
+            entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)  # [B, 7]
+        return per_token_log_probs, entropy
+
+    def action_log_softmax(self, images, instructions: Sequence[str], action_tokens,
+                           temperature: float = 1.0) -> torch.Tensor:
+        """
+        Teacher-forced log-softmax over the 256 action ids at each of the 7 positions.
+
+        Returns float32 [B, 7, 256] (column j is id 31744 + j), differentiable like
+        ``log_probs``, which gathers the given tokens from it; supervised fine-tuning
+        also reads its argmax (token accuracy).
+        """
         if not temperature > 0:
             raise ValueError(f'temperature must be > 0, got {temperature!r}')
         action_tokens = torch.as_tensor(action_tokens, dtype=torch.long).to(self.device)
@@ -298,13 +317,7 @@ class VLAPolicy:
                              position_ids=position_ids, use_cache=False).last_hidden_state
             hidden = hidden[:, -contract.ACTION_DIM - 1:-1]  # [B, 7, H], predicts a_1..a_7
             logits = self._action_logits(hidden, temperature)  # [B, 7, 256]
-        all_log_probs = torch.log_softmax(logits, dim=-1)  # [B, 7, 256]
-        index = (action_tokens - contract.ACTION_TOKEN_MIN).unsqueeze(-1)  # [B, 7, 1]
-        per_token_log_probs = all_log_probs.gather(-1, index).squeeze(-1)  # [B, 7]
-        entropy = None
-        if with_entropy:
-            entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)  # [B, 7]
-        return per_token_log_probs, entropy
+        return torch.log_softmax(logits, dim=-1)
 
     # ------------------------------------------------------------------ reference
     @contextmanager
