@@ -82,6 +82,9 @@ class SFTConfig:
     crop_area: float = 0.9
     keep_noops: bool = False
     """Train on no-op frames too (off: they are dropped, as OpenVLA's LIBERO data)."""
+    frame_stride: int = 1
+    """Keep every k-th remaining frame of each episode (consecutive 20 Hz frames are
+    near-duplicates; 2 halves the cost of an epoch)."""
     tasks: Optional[list] = None
     """Only demos of these task ids (None: all)."""
     val_fraction: float = 0.1
@@ -94,6 +97,8 @@ class SFTConfig:
     num_threads: int = 0
     """torch threads (0: torch's default)."""
     keep_checkpoints: int = 2
+    checkpoint_every: int = 1
+    """Checkpoint every N epochs (and after the last)."""
     resume: bool = False
     progress: bool = True
     tensorboard: bool = True
@@ -109,7 +114,8 @@ class SFTConfig:
             raise ValueError(f'unknown augment {self.augment!r}; choose one of '
                              f'{", ".join(AUGMENTATIONS)}')
         positive = {'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr,
-                    'val_every': self.val_every}
+                    'val_every': self.val_every, 'frame_stride': self.frame_stride,
+                    'checkpoint_every': self.checkpoint_every}
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f'{name} must be > 0, got {value!r}')
@@ -184,8 +190,13 @@ def demo_files(demo_dir, tasks=None) -> list:
 
 
 def load_demo_frames(files, norm_stats=contract.LIBERO_OBJECT_STATS,
-                     keep_noops=False) -> DemoFrames:
-    """Read demo files; drop no-op frames unless ``keep_noops``; tokenise the actions."""
+                     keep_noops=False, frame_stride=1) -> DemoFrames:
+    """
+    Read demo files and tokenise the actions.
+
+    No-op frames are dropped unless ``keep_noops``; then every ``frame_stride``-th of the
+    remaining frames of each episode is kept.
+    """
     from tgrpo_ros.sim.demos import load_demo
     images, tokens, episode, instructions = [], [], [], []
     dropped = 0
@@ -193,6 +204,10 @@ def load_demo_frames(files, norm_stats=contract.LIBERO_OBJECT_STATS,
         demo = load_demo(path)
         keep = np.ones(demo['length'], dtype=bool) if keep_noops else ~demo['noop']
         dropped += int((~keep).sum())
+        if frame_stride > 1:
+            kept = np.flatnonzero(keep)
+            keep[:] = False
+            keep[kept[::frame_stride]] = True
         images.append(demo['images'][keep])
         normalized = contract.normalize_actions(demo['actions'][keep], norm_stats)
         tokens.append(contract.encode_actions(normalized))
@@ -381,7 +396,8 @@ def train_sft(config: SFTConfig, log=print) -> dict:
     policy = load_policy(config.model_path, device=config.device, dtype=config.dtype,
                          trainable=config.trainable, lora=config.lora_settings(),
                          adapter_path=config.adapter)
-    frames = load_demo_frames(files, policy.norm_stats, keep_noops=config.keep_noops)
+    frames = load_demo_frames(files, policy.norm_stats, keep_noops=config.keep_noops,
+                              frame_stride=config.frame_stride)
     train_eps, val_eps = split_episodes(len(files), config.val_fraction, config.seed)
     train, val = frames.subset(train_eps), frames.subset(val_eps)
     n_frames, dropped = len(frames), frames.dropped_noops
@@ -451,9 +467,10 @@ def train_sft(config: SFTConfig, log=print) -> dict:
         if writer is not None:
             for key, value in row.items():
                 writer.add_scalar(key, value, epoch + 1)
-        checkpoint.save_checkpoint(ckpt_root, epoch + 1, policy, state,
-                                   extra={'config': config.to_dict()},
-                                   keep=config.keep_checkpoints)
+        if (epoch + 1) % config.checkpoint_every == 0 or last:
+            checkpoint.save_checkpoint(ckpt_root, epoch + 1, policy, state,
+                                       extra={'config': config.to_dict()},
+                                       keep=config.keep_checkpoints)
         text = ', '.join(f'{k.replace("/", " ")} {v:.4g}' for k, v in row.items()
                          if 'dim' not in k)
         log(f'epoch {epoch + 1}/{config.epochs}: {text}')
@@ -513,6 +530,8 @@ def build_parser():
     p.add_argument('--crop-area', type=float, default=d['crop_area'].default)
     p.add_argument('--keep-noops', action='store_true',
                    help='train on no-op frames too (default: drop them)')
+    p.add_argument('--frame-stride', type=int, default=d['frame_stride'].default,
+                   help='keep every k-th frame of each episode (after dropping no-ops)')
     p.add_argument('--tasks', type=_parse_tasks, default=None, help='only these task ids')
     p.add_argument('--val-fraction', type=float, default=d['val_fraction'].default,
                    help='fraction of episodes held out (0: none)')
@@ -522,6 +541,8 @@ def build_parser():
     p.add_argument('--dtype', default='float32')
     p.add_argument('--num-threads', type=int, default=0, help='torch threads (0: default)')
     p.add_argument('--keep-checkpoints', type=int, default=d['keep_checkpoints'].default)
+    p.add_argument('--checkpoint-every', type=int, default=d['checkpoint_every'].default,
+                   help='checkpoint every N epochs (and after the last)')
     p.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
     p.add_argument('--no-progress', dest='progress', action='store_false')
     p.add_argument('--no-tensorboard', dest='tensorboard', action='store_false')
