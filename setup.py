@@ -35,6 +35,7 @@ setup(
             'tgrpo_build_standin = tgrpo_ros.policy.standin:main',
             'tgrpo_eval = tgrpo_ros.sim.evaluate:main',
             'tgrpo_demos = tgrpo_ros.sim.demos:main',
+            'tgrpo_sft = tgrpo_ros.training.sft:main',
             'tgrpo_replay = tgrpo_ros.nodes.replay:main',
             'tgrpo_plot = tgrpo_ros.training.metrics:main',
         ],

@@ -185,6 +185,27 @@ def read_adapter(path, adapter_root: Optional[str] = None):
     return config, tensors, metadata
 
 
+def settings_from_adapter(path, adapter_root: Optional[str] = None):
+    """
+    Return (trainable mode, LoraSettings) that an adapter directory was saved with.
+
+    Lets a loader build the policy the adapter fits (rank, alpha, targets, mode) instead
+    of assuming the defaults; for 'full' the LoRA settings are the defaults (unused).
+    """
+    config, _, metadata = read_adapter(path, adapter_root)
+    mode = check_trainable(metadata.get('tgrpo_trainable', config.get('tgrpo_trainable',
+                                                                      'lora')))
+    if mode == 'full':
+        return mode, LoraSettings()
+    targets = config.get('target_modules') or LoraSettings().target_modules
+    if isinstance(targets, str):
+        targets = (targets,)
+    return mode, LoraSettings(r=int(config.get('r', 32)),
+                              alpha=float(config.get('lora_alpha', 16.0)),
+                              dropout=float(config.get('lora_dropout', 0.0)),
+                              target_modules=tuple(sorted(targets)))
+
+
 def write_adapter(path, config: dict, tensors: dict, metadata: dict) -> str:
     """Write an adapter directory; each file is written aside and renamed into place."""
     from safetensors.torch import save_file

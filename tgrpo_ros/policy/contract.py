@@ -175,6 +175,23 @@ def unnormalize_actions(normalized_actions, stats: ActionNormStats = LIBERO_OBJE
     return np.where(mask, 0.5 * (x + 1.0) * (q99 - q01) + q01, x)
 
 
+def normalize_actions(actions, stats: ActionNormStats = LIBERO_OBJECT_STATS) -> np.ndarray:
+    """
+    Inverse of ``unnormalize_actions``: x = 2 (a - q01) / (q99 - q01) - 1, clipped to [-1, 1].
+
+    Dims whose mask is False (the gripper) pass through; a dim with q01 == q99 maps to 0.
+    This is how demonstration actions become the labels of supervised fine-tuning.
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    if a.shape[-1:] != (ACTION_DIM,):
+        raise ValueError(f'actions must have shape [..., {ACTION_DIM}], got {a.shape}')
+    q01 = np.asarray(stats.q01)
+    q99 = np.asarray(stats.q99)
+    span = q99 - q01
+    scaled = np.where(span > 0, 2.0 * (a - q01) / np.where(span > 0, span, 1.0) - 1.0, 0.0)
+    return np.clip(np.where(np.asarray(stats.mask), scaled, a), -1.0, 1.0)
+
+
 def libero_gripper(actions) -> np.ndarray:
     """
     Return a copy of [..., 7] policy actions with the gripper in LIBERO's convention.

@@ -306,6 +306,25 @@ class VLAPolicy:
         Softmax is over the 256 action ids only, at ``temperature`` (default: the
         policy's own, the one it samples with).
         """
+        action_tokens = torch.as_tensor(action_tokens, dtype=torch.long).to(self.device)
+        all_log_probs = self.action_log_softmax(images, instructions, action_tokens,
+                                                temperature)  # [B, 7, 256]
+        index = (action_tokens - contract.ACTION_TOKEN_MIN).unsqueeze(-1)  # [B, 7, 1]
+        per_token_log_probs = all_log_probs.gather(-1, index).squeeze(-1)  # [B, 7]
+        entropy = None
+        if with_entropy:
+            entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)  # [B, 7]
+        return per_token_log_probs, entropy
+
+    def action_log_softmax(self, images, instructions: Sequence[str], action_tokens,
+                           temperature: Optional[float] = None) -> torch.Tensor:
+        """
+        Teacher-forced log-softmax over the 256 action ids at each of the 7 positions.
+
+        Returns float32 [B, 7, 256] (column j is id 31744 + j), differentiable like
+        ``log_probs``, which gathers the given tokens from it; supervised fine-tuning
+        also reads its argmax (token accuracy). ``temperature`` defaults to the policy's.
+        """
         temperature = self._temperature(temperature)
         action_tokens = torch.as_tensor(action_tokens, dtype=torch.long).to(self.device)
         bad = (action_tokens < contract.ACTION_TOKEN_MIN) | (
@@ -320,13 +339,7 @@ class VLAPolicy:
                              position_ids=position_ids, use_cache=False).last_hidden_state
             hidden = hidden[:, -contract.ACTION_DIM - 1:-1]  # [B, 7, H], predicts a_1..a_7
             logits = self._action_logits(hidden, temperature)  # [B, 7, 256]
-        all_log_probs = torch.log_softmax(logits, dim=-1)  # [B, 7, 256]
-        index = (action_tokens - contract.ACTION_TOKEN_MIN).unsqueeze(-1)  # [B, 7, 1]
-        per_token_log_probs = all_log_probs.gather(-1, index).squeeze(-1)  # [B, 7]
-        entropy = None
-        if with_entropy:
-            entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)  # [B, 7]
-        return per_token_log_probs, entropy
+        return torch.log_softmax(logits, dim=-1)
 
     # ------------------------------------------------------------------ reference
     @contextmanager

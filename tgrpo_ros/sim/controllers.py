@@ -40,7 +40,20 @@ def make_controller(name, env, seed=0):
     raise ValueError(f'Unknown controller {name!r}; available: {", ".join(CONTROLLERS)}')
 
 
-def run_scripted_episode(env, controller, init_state_id, seed=0, record=False):
+def dart_noise(action, sigma, rng):
+    """
+    Return ``action`` (env convention [7]) with Gaussian noise on the 6 arm dims.
+
+    DART (Laskey et al., 2017): the executed action is perturbed so the demonstrations
+    visit the states a learned policy drifts into, while the clean expert action stays
+    the label. The gripper command is left as it is; arm dims are clipped to [-1, 1].
+    """
+    noisy = np.array(action, dtype=np.float64, copy=True)
+    noisy[:6] = np.clip(noisy[:6] + rng.normal(0.0, sigma, size=6), -1.0, 1.0)
+    return noisy
+
+
+def run_scripted_episode(env, controller, init_state_id, seed=0, record=False, dart_sigma=0.0):
     """
     Run one episode of ``controller`` on ``env`` from ``init_state_id``.
 
@@ -48,11 +61,17 @@ def run_scripted_episode(env, controller, init_state_id, seed=0, record=False):
     steps), return, max_stage, seconds; with ``record`` also images uint8
     [T, 224, 224, 3] (the policy's view before each action), actions [T, 7] (policy
     convention: gripper 1 open / 0 close), env_actions [T, 7], rewards [T], stages [T].
+    With ``dart_sigma`` > 0 the env executes the controller's action plus Gaussian noise
+    of that standard deviation on the arm dims (``dart_noise``, seeded by ``seed``) while
+    ``actions`` and ``env_actions`` record the clean controller action (the label).
     """
+    if not dart_sigma >= 0.0:
+        raise ValueError(f'dart_sigma must be >= 0, got {dart_sigma!r}')
     start = time.perf_counter()
     obs = env.reset(init_state_id)
     agent = make_controller(controller, env, seed=seed)
     agent.reset()
+    noise_rng = np.random.default_rng([int(seed), 0xDA27]) if dart_sigma > 0 else None
     if record and 'image' not in obs:
         raise ValueError('record=True needs an env created with render=True')
     images, env_actions, rewards, stages = [], [], [], []
@@ -61,7 +80,8 @@ def run_scripted_episode(env, controller, init_state_id, seed=0, record=False):
         action = agent.act(obs)
         if record:
             images.append(obs['image'])
-        obs, reward, done, info = env.step(action, convention='env')
+        executed = action if noise_rng is None else dart_noise(action, dart_sigma, noise_rng)
+        obs, reward, done, info = env.step(executed, convention='env')
         total += reward
         env_actions.append(action)
         rewards.append(reward)
