@@ -126,11 +126,11 @@ def test_adapter_and_checkpoint_resume_restore_everything(group, tmp_path):
     assert checkpoint.list_checkpoints(tmp_path) == [newest]
 
 
-def _episode(group_id, init_state_id=0, version=0, length=3, reward=0.0):
+def _episode(group_id, init_state_id=0, version=0, length=3, reward=0.0, success=False):
     return Episode(images=np.zeros((length, 8, 8, 3), np.uint8),
                    action_tokens=np.full((length, 7), 31800), behaviour_logps=np.zeros(
                        (length, 7), np.float32), actions=np.zeros((length, 7), np.float32),
-                   rewards=np.full(length, reward, np.float32), success=False, task_id=0,
+                   rewards=np.full(length, reward, np.float32), success=success, task_id=0,
                    init_state_id=init_state_id, group_id=group_id, adapter_version=version,
                    instruction='x')
 
@@ -161,6 +161,29 @@ def test_advantages_are_normalised_per_group():
     s = 1 / math.sqrt(2)
     torch.testing.assert_close(traj, torch.tensor([s, -s, -s, s]), atol=1e-5, rtol=0)
     assert mask.sum(dim=1).tolist() == [3, 2, 3, 2]
+
+
+def test_filter_groups_keeps_only_groups_with_mixed_success():
+    from tgrpo_ros.training.trainer import mixed_success_groups, TGRPOTrainer
+
+    mixed = [_episode(1, success=True), _episode(1, success=False)]
+    all_failed = [_episode(2, reward=1.0), _episode(2, reward=2.0)]
+    all_succeeded = [_episode(3, success=True), _episode(3, success=True)]
+    assert mixed_success_groups(mixed + all_failed + all_succeeded) == mixed
+    assert mixed_success_groups(all_failed + all_succeeded) == []
+
+    class NoPolicy:  # an update that reached the loss would call log_probs and fail
+
+        def trainable_parameters(self):
+            return [torch.nn.Parameter(torch.zeros(1))]
+
+    trainer = TGRPOTrainer(NoPolicy(), TGRPOConfig(group_size=2, filter_groups=True))
+    metrics = trainer.update(all_failed + all_succeeded)
+    assert metrics['rollout/groups_filtered'] == 2 and trainer.updates_done == 1
+    assert metrics['rollout/success_rate'] == 0.5  # rollout statistics cover every episode
+    assert 'loss/total' not in metrics
+    with pytest.raises(TypeError, match='filter_groups must be a bool'):
+        TGRPOConfig(filter_groups=1)
 
 
 def test_metrics_csv_keeps_every_row_and_plots(tmp_path):

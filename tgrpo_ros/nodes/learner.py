@@ -355,7 +355,7 @@ class Learner(Node):
             f"{metrics['perf/seconds_per_update']:.1f}  (rollout {rollout_seconds:.1f} s, "
             f"learn {metrics['perf/learn_time']:.1f} s, clip "
             f"{metrics.get('loss/clip_frac', 0.0):.2f}, logp mismatch "
-            f"{metrics['loss/logp_mismatch_max']:.1e})")
+            f"{metrics.get('loss/logp_mismatch_max', float('nan')):.1e})")
 
     def checkpoint(self, k):
         """Save checkpoint ``k`` every checkpoint_every updates and after the last."""

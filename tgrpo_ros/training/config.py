@@ -63,6 +63,10 @@ class TGRPOConfig:
     minibatch_size: int = option(
         40, 'Steps per gradient step; each step holds 7 action tokens.')
     max_grad_norm: float = option(1.0, 'Global gradient-norm clip; inf disables it.')
+    # Dynamic sampling of SimpleVLA-RL (filter_accuracy) and RLinf (filter_rewards),
+    # docs/references.md §7. With a dense reward an all-fail group still has spread.
+    filter_groups: bool = option(
+        False, 'Skip groups whose members all succeeded or all failed (dynamic sampling).')
 
     def __post_init__(self) -> None:
         """Reject wrong types and impossible combinations, quoting the values."""
@@ -77,6 +81,8 @@ class TGRPOConfig:
                 if math.isnan(value):
                     raise ValueError(f'{f.name} must not be NaN')
                 setattr(self, f.name, float(value))
+            elif f.type in (bool, 'bool') and not isinstance(value, bool):
+                raise TypeError(f'{f.name} must be a bool, got {value!r}')
             elif f.type in (str, 'str') and not isinstance(value, str):
                 raise TypeError(f'{f.name} must be a str, got {value!r}')
         if self.group_size < 2:

@@ -77,6 +77,14 @@ def rollout_metrics(episodes: Sequence[Episode]) -> Dict[str, float]:
     }
 
 
+def mixed_success_groups(episodes: Sequence[Episode]) -> List[Episode]:
+    """Return the episodes of the groups whose members did not all succeed or all fail."""
+    outcomes: Dict[int, set] = {}
+    for episode in episodes:
+        outcomes.setdefault(episode.group_id, set()).add(bool(episode.success))
+    return [e for e in episodes if len(outcomes[e.group_id]) == 2]
+
+
 class TGRPOTrainer:
     """Owns the optimiser and runs TGRPO updates on a policy (``tgrpo_ros.policy``)."""
 
@@ -164,7 +172,16 @@ class TGRPOTrainer:
         if len(episodes) < 2:
             raise GroupError(f'an update needs at least 2 episodes, got {len(episodes)}')
         start = time.perf_counter()
-        metrics = rollout_metrics(episodes)
+        metrics = rollout_metrics(episodes)  # of every episode, filtered or not
+        if cfg.filter_groups:
+            kept = mixed_success_groups(episodes)
+            metrics['rollout/groups_filtered'] = float(
+                len({e.group_id for e in episodes}) - len({e.group_id for e in kept}))
+            if not kept:  # no group with signal: the weights stay as they are
+                self.updates_done += 1
+                metrics['perf/update_time'] = time.perf_counter() - start
+                return metrics
+            episodes = kept
         advantages, adv_mask, traj = self.group_advantages(episodes)  # [N, T] x2, [N]
         # Per-step weights that carry the loss_type reduction of the whole group: they
         # sum to 1, so an epoch's minibatch losses add up to the group's loss
