@@ -14,13 +14,14 @@ CENTRE = (0.5, 0.5, 0.5)  # m, inside the unit box of make_config
 
 def make_config(**overrides):
     """Round numbers: 10 Hz (period 0.1 s), unit box, generous limits unless overridden."""
-    values = dict(control_rate_hz=10.0, linear_scale=(0.1, 0.2, 0.1),
-                  angular_scale=(1.0, 2.0, 3.0), max_linear_speed=(1.0, 1.0, 1.0),
-                  max_linear_norm=10.0, max_angular_speed=(10.0, 10.0, 10.0),
-                  max_angular_norm=100.0, max_linear_accel=1000.0, max_angular_accel=1000.0,
-                  workspace_min=(0.0, 0.0, 0.0), workspace_max=(1.0, 1.0, 1.0),
-                  workspace_horizon=0.1, image_timeout=0.5, action_timeout=1.0,
-                  pose_timeout=0.2, gripper_open=0.04, gripper_close=0.0)
+    values = {'control_rate_hz': 10.0, 'linear_scale': (0.1, 0.2, 0.1),
+              'angular_scale': (1.0, 2.0, 3.0), 'max_linear_speed': (1.0, 1.0, 1.0),
+              'max_linear_norm': 10.0, 'max_angular_speed': (10.0, 10.0, 10.0),
+              'max_angular_norm': 100.0, 'max_linear_accel': 1000.0,
+              'max_angular_accel': 1000.0, 'workspace_min': (0.0, 0.0, 0.0),
+              'workspace_max': (1.0, 1.0, 1.0), 'workspace_horizon': 0.1,
+              'image_timeout': 0.5, 'action_timeout': 1.0, 'pose_timeout': 0.2,
+              'gripper_open': 0.04, 'gripper_close': 0.0}
     values.update(overrides)
     return ArmConfig(**values)
 

@@ -64,7 +64,7 @@ class ArmConfig:
     image_timeout: float = _help(
         0.5, 'Watchdog (s): with no camera image received for this long, command zero.')
     action_timeout: float = _help(
-        1.0, "Watchdog (s): an action whose image stamp is older than this is stale: command "
+        1.0, 'Watchdog (s): an action whose image stamp is older than this is stale: command '
         'zero. Covers inference time plus transport; camera and controller clocks must agree.')
     pose_timeout: float = _help(
         0.2, 'Watchdog (s): with no end-effector pose received for this long, command zero '

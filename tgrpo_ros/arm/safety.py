@@ -87,7 +87,7 @@ class SafetyFilter:
         """Start stopped: nothing moves before an image, a pose and an action arrive."""
         self.config = config
         self._scale = (np.asarray(config.linear_scale), np.asarray(config.angular_scale))
-        self.counters: Dict[str, int] = {name: 0 for name in COUNTERS}
+        self.counters: Dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.estop_engaged = False  # the e-stop input as last received
         self.estop_latched = False  # stays True until reset() with the input released
         self.image_time = None      # s, arrival of the newest camera image
