@@ -31,12 +31,15 @@ class ArmConfig:
     # 0.1 s (facts.md section 8): 50 Hz sends five commands inside one timeout.
     control_rate_hz: float = _help(
         50.0, 'Rate (Hz) at which twist commands are sent; also the period of the watchdogs.')
-    # LIBERO's OSC moves at most 0.05 m and 0.5 rad per 20 Hz step (facts.md section 3):
-    # angular/linear = 10 keeps the policy's rotation-to-translation proportion.
+    # LIBERO-equivalent scales, measured here on the LIBERO-Object Panda (sim_arm's
+    # physics, 20 Hz OSC): a constant action of 1 moves the end effector at 0.24-0.27 m/s
+    # (0.3 -> 0.077 m/s, so about linear); a rotation action of 0.3 turns it at 0.65
+    # rad/s (1.0 -> 1.3 rad/s: it saturates; policy rotations stay within +-0.16). With
+    # these scales a twist moves the arm about as the policy moved it in training.
     linear_scale: Tuple[float, ...] = _help(
-        (0.1, 0.1, 0.1), 'm/s of twist per unit of policy action (dx, dy, dz).')
+        (0.25, 0.25, 0.25), 'm/s of twist per unit of policy action (dx, dy, dz).')
     angular_scale: Tuple[float, ...] = _help(
-        (1.0, 1.0, 1.0), 'rad/s of twist per unit of policy action (droll, dpitch, dyaw).')
+        (2.0, 2.0, 2.0), 'rad/s of twist per unit of policy action (droll, dpitch, dyaw).')
     max_linear_speed: Tuple[float, ...] = _help(
         (0.1, 0.1, 0.1), 'Per-axis limit (m/s) on the linear twist; larger values are clipped.')
     max_linear_norm: float = _help(
