@@ -289,8 +289,10 @@ class SafetyController(LifecycleNode):
     def reset_callback(self, request, response):
         """Clear a latched e-stop (std_srvs/Trigger) if the e-stop input is released."""
         response.success, response.message = self.safety.reset()
-        log = self.get_logger().info if response.success else self.get_logger().warning
-        log(f'reset: {response.message}')
+        if response.success:  # rclpy binds one severity to each logging call site
+            self.get_logger().info(f'reset: {response.message}')
+        else:
+            self.get_logger().warning(f'reset refused: {response.message}')
         self.publish_status()
         return response
 
