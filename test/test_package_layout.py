@@ -8,8 +8,8 @@ import sys
 import xml.etree.ElementTree as ET
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLES = ['policy_server', 'sim_bridge', 'learner', 'tgrpo_launch',
-               'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay']
+EXECUTABLES = ['policy_server', 'sim_bridge', 'learner', 'safety_controller', 'sim_arm',
+               'tgrpo_launch', 'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay']
 
 
 def _console_scripts():

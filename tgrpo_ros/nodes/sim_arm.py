@@ -133,6 +133,7 @@ class SimArm(Node):
         self.raw = None
         self.publish_state(self.raw_env.env._get_observations())
         self.start_time = time.monotonic()  # s, wall clock of step 0
+        self.start_ros_ns = self.get_clock().now().nanoseconds  # the same instant, ROS time
         self.next_frame = self.start_time
         self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
         self.create_timer(1.0, self.publish_status)
@@ -165,13 +166,17 @@ class SimArm(Node):
                                     throttle_duration_sec=1.0)
 
     # ------------------------------------------------------------------ stepping
-    def current_action(self):
-        """Return the LIBERO action [7] from the newest twist, or hold still if stale."""
+    def current_action(self, step_time_ns):
+        """
+        Return the LIBERO action [7] for the step due at ``step_time_ns`` (ROS time).
+
+        The newest twist is used if its stamp was fresh at the step's own time, so a
+        step that is caught up after a slow render is judged at the time it stands for.
+        """
         action = np.zeros(7)
         action[6] = self.gripper
         twist = self.twist
-        now_ns = self.get_clock().now().nanoseconds
-        if twist is None or now_ns - messages.stamp_to_ns(twist.header.stamp) \
+        if twist is None or step_time_ns - messages.stamp_to_ns(twist.header.stamp) \
                 > self.command_timeout * 1e9:
             self.counters['held_steps'] += 1
             return action
@@ -196,7 +201,9 @@ class SimArm(Node):
             due = self.max_catch_up
         raw = None
         for _ in range(max(due, 0)):
-            raw, _, _, _ = self.raw_env.step(self.current_action())
+            index = self.counters['steps'] + self.counters['skipped_steps']
+            step_time_ns = self.start_ros_ns + int((index + 1) * STEP_PERIOD * 1e9)
+            raw, _, _, _ = self.raw_env.step(self.current_action(step_time_ns))
             self.counters['steps'] += 1
             self.success = self.success or bool(self.raw_env.check_success())
         if raw is None:

@@ -203,4 +203,3 @@ def is_zero(twist):
 def is_finite(twist):
     """Return True when every component of a recorded twist is finite."""
     return all(math.isfinite(v) for v in list(twist[1]) + list(twist[2]))
-
