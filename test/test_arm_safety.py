@@ -106,6 +106,22 @@ def test_norm_limits_keep_the_direction():
     assert command.reasons == ('speed_limited',)
 
 
+def test_rotation_lever_arm_shares_the_linear_norm_with_rotation():
+    safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0),
+                                      angular_scale=(1.0, 1.0, 1.0), max_linear_norm=0.1,
+                                      rotation_lever_arm=0.1))
+    ready(safety, 0.0, action(dx=0.05, dyaw=0.5))
+    command = safety.tick(0.0)  # 0.05 + 0.1 * 0.5 = 0.1: at the limit, unchanged
+    np.testing.assert_allclose(command.linear, [0.05, 0.0, 0.0])
+    np.testing.assert_allclose(command.angular, [0.0, 0.0, 0.5])
+    assert command.reasons == ()
+    ready(safety, 0.1, action(dx=0.06, dyaw=0.8))
+    command = safety.tick(0.1)  # 0.06 + 0.08 = 0.14: both scaled by 0.1 / 0.14
+    np.testing.assert_allclose(command.linear, [0.06 / 1.4, 0.0, 0.0])
+    np.testing.assert_allclose(command.angular, [0.0, 0.0, 0.8 / 1.4])
+    assert command.reasons == ('speed_limited',)
+
+
 def test_acceleration_limit_ramps_between_commands():
     # 0.5 m/s^2 and 2 rad/s^2 at 10 Hz: at most 0.05 m/s and 0.2 rad/s of change per tick.
     safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0),
@@ -151,6 +167,16 @@ def test_workspace_box_zeroes_motion_towards_a_wall_only():
     ready(safety, 0.2, action(dx=-0.1, dy=0.1), position=(1.2, 1.2, 0.5))
     np.testing.assert_allclose(safety.tick(0.2).linear, [-0.1, 0.0, 0.0])
     assert safety.counters['workspace_limited'] == 2
+
+
+def test_workspace_look_ahead_grows_with_the_age_of_the_pose():
+    safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0)))
+    ready(safety, 0.0, action(dx=0.5), position=(0.9, 0.5, 0.5))
+    # Fresh pose: 0.9 + 0.5 * 0.1 = 0.95 stays inside.
+    np.testing.assert_allclose(safety.tick(0.0).linear, [0.5, 0.0, 0.0])
+    # Pose 0.15 s old: 0.9 + 0.5 * (0.1 + 0.15) = 1.025 would leave: zero.
+    safety.observe_image(0.15)
+    np.testing.assert_allclose(safety.tick(0.15).linear, [0.0, 0.0, 0.0])
 
 
 # ---------------------------------------------------------------------------- stops
@@ -255,6 +281,7 @@ def test_pose_must_be_three_finite_numbers():
     ({'gripper_open': 0.0}, r'gripper_open \(0.0\) and gripper_close \(0.0\) must differ'),
     ({'dry_run': 'no'}, "dry_run must be a bool, got 'no'"),
     ({'workspace_horizon': -1.0}, r'workspace_horizon \(-1.0\) must be >= 0'),
+    ({'rotation_lever_arm': -0.1}, r'rotation_lever_arm \(-0.1\) must be >= 0'),
 ])
 def test_config_rejects_bad_values_quoting_them(overrides, message):
     with pytest.raises(ValueError, match=message):

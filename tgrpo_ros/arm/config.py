@@ -50,6 +50,12 @@ class ArmConfig:
     # Servo's default scale.rotational (facts.md section 8).
     max_angular_norm: float = _help(
         0.8, 'Limit (rad/s) on the norm of the angular twist.')
+    # On the LIBERO Panda a 1.3 rad/s turn also moves the end-effector site at ~0.14 m/s
+    # (measured here): about 0.1 m of lever, the hand's length on a Franka.
+    rotation_lever_arm: float = _help(
+        0.0, 'Lever (m) of points that turn with the end effector (fingertips): the linear '
+        'norm limit then bounds |linear| + lever * |angular|, and both parts are scaled '
+        'down together when it is exceeded. 0 limits the linear twist alone.')
     max_linear_accel: float = _help(
         1.0, 'Limit (m/s^2) on the change of the linear twist between consecutive commands '
         '(norm of the change / dt). Stops (zero commands) are not slowed by it.')
@@ -62,8 +68,9 @@ class ArmConfig:
         (0.75, 0.4, 0.6), 'Upper corner (m) of the end-effector box, in the frame of the pose '
         'topic.')
     workspace_horizon: float = _help(
-        0.1, 'Look-ahead (s): on an axis where position + twist * horizon leaves the box, '
-        'the motion towards the wall is zeroed (motion back inside is allowed).')
+        0.1, 'Look-ahead (s): on an axis where position + twist * (horizon + age of the '
+        'pose) leaves the box, the motion towards the wall is zeroed (motion back inside is '
+        'allowed).')
     image_timeout: float = _help(
         0.5, 'Watchdog (s): with no camera image received for this long, command zero.')
     action_timeout: float = _help(
@@ -114,6 +121,8 @@ class ArmConfig:
         for name in ('linear_scale', 'angular_scale', 'max_linear_speed', 'max_angular_speed'):
             if not all(v > 0.0 for v in getattr(self, name)):
                 raise ValueError(f'{name} {getattr(self, name)} must be > 0 on every axis')
+        if self.rotation_lever_arm < 0.0:
+            raise ValueError(f'rotation_lever_arm ({self.rotation_lever_arm}) must be >= 0')
         if self.workspace_horizon < 0.0:
             raise ValueError(f'workspace_horizon ({self.workspace_horizon}) must be >= 0')
         bad = [i for i in range(3) if not self.workspace_min[i] < self.workspace_max[i]]

@@ -14,13 +14,16 @@ Per tick, in this order:
    image stamp is older than ``action_timeout``.
 2. **Conversion**: twist = action * scale per axis (``tgrpo_ros.arm.command``).
 3. **Speed**: per-axis clip, then the norm is scaled down to its limit
-   (direction kept), for linear and angular parts.
+   (direction kept), for linear and angular parts; with a ``rotation_lever_arm``
+   L, both parts are then scaled down together until |linear| + L |angular| is
+   within the linear norm limit (the speed of points L from the end effector).
 4. **Acceleration**: the change from the previous command is limited to
    ``max_*_accel * dt`` (norm), dt = time since the previous tick, at most one
    period. The previous command, the target and therefore the result all lie in
    the (convex) speed-limit set, so this never breaks a speed limit.
-5. **Workspace**: on each axis where ``position + linear * workspace_horizon``
-   would be outside the box, motion towards that wall is zeroed.
+5. **Workspace**: on each axis where ``position + linear * (workspace_horizon
+   + age of the pose)`` would be outside the box, motion towards that wall is
+   zeroed (the age covers the motion since the pose was measured).
 
 The e-stop latches: once engaged nothing moves until ``reset()`` is called with
 the e-stop released; a reset also drops the current action, so motion resumes
@@ -208,8 +211,14 @@ class SafetyFilter:
         angular_c = np.clip(angular, -np.asarray(cfg.max_angular_speed), cfg.max_angular_speed)
         linear_c, lin_norm = _clip_norm(linear_c, cfg.max_linear_norm)
         angular_c, ang_norm = _clip_norm(angular_c, cfg.max_angular_norm)
-        if lin_norm or ang_norm or not (np.array_equal(linear, linear_c)
-                                        and np.array_equal(angular, angular_c)):
+        lever = cfg.rotation_lever_arm
+        tip_speed = float(np.linalg.norm(linear_c)) + lever * float(np.linalg.norm(angular_c))
+        lever_limited = lever > 0.0 and tip_speed > cfg.max_linear_norm
+        if lever_limited:
+            linear_c = linear_c * (cfg.max_linear_norm / tip_speed)
+            angular_c = angular_c * (cfg.max_linear_norm / tip_speed)
+        if lin_norm or ang_norm or lever_limited or not (
+                np.array_equal(linear, linear_c) and np.array_equal(angular, angular_c)):
             applied.append('speed_limited')
         # Acceleration: the change from the previous command.
         linear, lin_acc = _limit_change(self.previous[0], linear_c, cfg.max_linear_accel * dt)
@@ -218,7 +227,7 @@ class SafetyFilter:
         if lin_acc or ang_acc:
             applied.append('accel_limited')
         # Workspace: zero the axes that would leave the box within the horizon.
-        ahead = self.position + linear * cfg.workspace_horizon
+        ahead = self.position + linear * (cfg.workspace_horizon + max(now - self.pose_time, 0.0))
         leaving = ((linear > 0) & (ahead > np.asarray(cfg.workspace_max))) \
             | ((linear < 0) & (ahead < np.asarray(cfg.workspace_min)))
         if np.any(leaving):

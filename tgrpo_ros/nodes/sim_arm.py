@@ -22,8 +22,11 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   LIBERO-trained policies saw before their resize and crop, so the policy server
   preprocesses it as a real camera (no rotation); ``ee_pose``
   (geometry_msgs/PoseStamped, world frame, m) and ``joint_states``
-  (sensor_msgs/JointState, 7 arm + 2 finger joints) every step, sensor-data
-  QoS; ``~/status`` (std_msgs/String JSON) once a second.
+  (sensor_msgs/JointState, 7 arm + 2 finger joints), sensor-data QoS. Every
+  simulated step publishes its pose stamped with the time the step stands for
+  (50 ms apart), so the trajectory can be checked from the topic. ``~/status``
+  (std_msgs/String JSON) once a second; ``~/reset`` (std_srvs/Trigger) puts
+  the scene back to its initial state.
 """
 
 import json
@@ -36,6 +39,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
 
 from tgrpo_ros import messages
 from tgrpo_ros.arm import ArmConfig
@@ -130,17 +134,46 @@ class SimArm(Node):
                                                arm_topics.SENSOR_QOS)
         self.status_pub = self.create_publisher(String, arm_topics.STATUS_TOPIC,
                                                 arm_topics.STATUS_QOS)
-        self.raw = None
-        self.publish_state(self.raw_env.env._get_observations())
-        self.start_time = time.monotonic()  # s, wall clock of step 0
-        self.start_ros_ns = self.get_clock().now().nanoseconds  # the same instant, ROS time
-        self.next_frame = self.start_time
+        self.reset_srv = self.create_service(Trigger, '~/reset', self.reset_callback)
+        self.init_state_id = int(p['init_state_id'])
+        self.episodes = 0
+        self.restart_clock()
         self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
         self.create_timer(1.0, self.publish_status)
         self.get_logger().info(
             f"{p['suite']} task {p['task_id']} ({self.instruction!r}) init state "
             f"{p['init_state_id']} ready in {time.perf_counter() - start:.1f} s; camera "
             f"{p['camera_size']} px at {p['camera_rate_hz']} Hz, twists in {self.frame_id!r}")
+
+    def restart_clock(self):
+        """Make now step 0 of real time and publish the current state."""
+        self.start_time = time.monotonic()  # s, wall clock of step 0
+        self.start_ros_ns = self.get_clock().now().nanoseconds  # the same instant, ROS time
+        self.next_frame = self.start_time
+        stamp = messages.ns_to_stamp(self.start_ros_ns)
+        self.publish_pose(self.inner._get_observations(), stamp)
+        self.publish_joints(stamp)
+
+    def reset_callback(self, request, response):
+        """Put the scene back to its initial state (std_srvs/Trigger) and restart the clock."""
+        start = time.perf_counter()
+        try:
+            self.env.reset(self.init_state_id)
+        except Exception as error:  # noqa: B902 - report any simulator failure to the caller
+            response.success, response.message = False, f'reset failed: {error}'
+            self.get_logger().error(response.message)
+            return response
+        self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)
+        self.twist, self.gripper, self.success = None, LIBERO_OPEN, False
+        for key in self.counters:
+            self.counters[key] = 0
+        self.episodes += 1
+        self.restart_clock()
+        response.success = True
+        response.message = (f'reset to init state {self.init_state_id} in '
+                            f'{time.perf_counter() - start:.2f} s')
+        self.get_logger().info(response.message)
+        return response
 
     # ------------------------------------------------------------------ inputs
     def twist_callback(self, msg):
@@ -206,17 +239,23 @@ class SimArm(Node):
             raw, _, _, _ = self.raw_env.step(self.current_action(step_time_ns))
             self.counters['steps'] += 1
             self.success = self.success or bool(self.raw_env.check_success())
+            self.publish_pose(raw, messages.ns_to_stamp(step_time_ns))
         if raw is None:
             return
-        self.publish_state(raw)
+        self.publish_joints(self.get_clock().now().to_msg())
         if now >= self.next_frame:
             self.next_frame = max(self.next_frame + self.camera_period, now)
             self.publish_frame()
 
     # ------------------------------------------------------------------ outputs
-    def publish_state(self, raw):
-        """Publish the end-effector pose and the joint states of ``raw`` observations."""
-        stamp = self.get_clock().now().to_msg()
+    def publish_pose(self, raw, stamp):
+        """
+        Publish the end-effector pose of ``raw`` observations, stamped ``stamp``.
+
+        The stamp is the wall-clock time the step stands for (step index x 50 ms
+        from the start), so consecutive simulated steps are exactly 50 ms apart
+        and a gap of more shows skipped steps.
+        """
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, self.frame_id
         pos, quat = raw['robot0_eef_pos'], raw['robot0_eef_quat']  # m; quaternion xyzw
@@ -224,6 +263,9 @@ class SimArm(Node):
         (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
          pose.pose.orientation.w) = map(float, quat)
         self.pose_pub.publish(pose)
+
+    def publish_joints(self, stamp):
+        """Publish the arm and finger joint positions and velocities."""
         joints = JointState()
         joints.header.stamp = stamp
         joints.name = self.joint_names
@@ -250,6 +292,7 @@ class SimArm(Node):
         lag = time.monotonic() - self.start_time - STEP_PERIOD * (
             self.counters['steps'] + self.counters['skipped_steps'])  # s
         status = dict(self.counters, success=self.success, lag_s=round(lag, 4),
+                      episodes=self.episodes,
                       instruction=self.instruction)
         self.status_pub.publish(String(data=json.dumps(status)))
 

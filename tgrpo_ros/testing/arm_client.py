@@ -39,6 +39,7 @@ class ArmProbe:
         self.position = list(position)
         self.action = list(action)
         self.pose_frame = pose_frame
+        self.policy = None  # optional callable: time (s) -> action [7], asked at each feed
         self.feed = {'camera': True, 'pose': True, 'action': True}
         self.last_sent = {'camera': None, 'pose': None, 'action': None}  # s, node clock
         self.last_image_stamp = None  # ns
@@ -96,6 +97,8 @@ class ArmProbe:
             self.pose_pub.publish(pose)
             self.last_sent['pose'] = now
         if self.feed['action'] and self.last_image_stamp is not None:
+            if self.policy is not None:
+                self.action = list(self.policy(now))
             self.publish_action(self.action, self.last_image_stamp)
             self.last_sent['action'] = now
 
