@@ -198,3 +198,11 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     held = np.array(poses[-1][1:])
     ros_client.spin_for(1.0)
     assert np.linalg.norm(np.array(poses[-1][1:]) - held) < 0.005  # m: holds still
+
+    # ~/reset puts the scene back: the end effector returns to where it started.
+    from std_srvs.srv import Trigger
+    response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
+                               timeout=60.0)
+    assert response.success, response.message
+    ros_client.spin_for(0.5)
+    assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01

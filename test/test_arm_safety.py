@@ -164,8 +164,10 @@ def test_workspace_box_zeroes_motion_towards_a_wall_only():
     ready(safety, 0.1, action(dx=0.1, dz=0.1), position=(0.985, 0.5, 0.005))
     np.testing.assert_allclose(safety.tick(0.1).linear, [0.1, 0.0, 0.1])
     # Outside the box: back inside is allowed, further out is not.
-    ready(safety, 0.2, action(dx=-0.1, dy=0.1), position=(1.2, 1.2, 0.5))
-    np.testing.assert_allclose(safety.tick(0.2).linear, [-0.1, 0.0, 0.0])
+    ready(safety, 0.2, action(dx=-0.1, dy=0.1, droll=0.1), position=(1.2, 1.2, 0.5))
+    command = safety.tick(0.2)
+    np.testing.assert_allclose(command.linear, [-0.1, 0.0, 0.0])
+    np.testing.assert_allclose(command.angular, [0.0, 0.0, 0.0])  # no turning outside
     assert safety.counters['workspace_limited'] == 2
 
 

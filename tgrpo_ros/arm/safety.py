@@ -23,7 +23,9 @@ Per tick, in this order:
    the (convex) speed-limit set, so this never breaks a speed limit.
 5. **Workspace**: on each axis where ``position + linear * (workspace_horizon
    + age of the pose)`` would be outside the box, motion towards that wall is
-   zeroed (the age covers the motion since the pose was measured).
+   zeroed (the age covers the motion since the pose was measured). While the
+   end effector is outside the box, rotation is zeroed too (turning swings the
+   end effector); translation back inside stays allowed.
 
 The e-stop latches: once engaged nothing moves until ``reset()`` is called with
 the e-stop released; a reset also drops the current action, so motion resumes
@@ -230,8 +232,12 @@ class SafetyFilter:
         ahead = self.position + linear * (cfg.workspace_horizon + max(now - self.pose_time, 0.0))
         leaving = ((linear > 0) & (ahead > np.asarray(cfg.workspace_max))) \
             | ((linear < 0) & (ahead < np.asarray(cfg.workspace_min)))
-        if np.any(leaving):
+        outside = (self.position > np.asarray(cfg.workspace_max)) \
+            | (self.position < np.asarray(cfg.workspace_min))
+        if np.any(leaving) or np.any(outside):
             linear = np.where(leaving, 0.0, linear)
+            if np.any(outside):  # turning swings the end effector: only translate back in
+                angular = np.zeros(3)
             applied.append('workspace_limited')
         for reason in applied:
             self.counters[reason] += 1

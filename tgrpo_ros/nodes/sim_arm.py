@@ -110,6 +110,8 @@ class SimArm(Node):
         self.inner = self.raw_env.env
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)  # render on demand
         robot = self.inner.robots[0]
+        self.eef_site = robot.eef_site_id  # the grip site, robot0_eef_pos in observations
+        self.eef_body = robot.robot_model.eef_name  # its orientation, robot0_eef_quat
         self.joint_names = list(robot.robot_joints) + list(robot.gripper.joints)
         self.joint_indexes = list(robot._ref_joint_pos_indexes) \
             + list(robot._ref_gripper_joint_pos_indexes)
@@ -151,7 +153,7 @@ class SimArm(Node):
         self.start_ros_ns = self.get_clock().now().nanoseconds  # the same instant, ROS time
         self.next_frame = self.start_time
         stamp = messages.ns_to_stamp(self.start_ros_ns)
-        self.publish_pose(self.inner._get_observations(), stamp)
+        self.publish_pose(stamp)
         self.publish_joints(stamp)
 
     def reset_callback(self, request, response):
@@ -239,7 +241,7 @@ class SimArm(Node):
             raw, _, _, _ = self.raw_env.step(self.current_action(step_time_ns))
             self.counters['steps'] += 1
             self.success = self.success or bool(self.raw_env.check_success())
-            self.publish_pose(raw, messages.ns_to_stamp(step_time_ns))
+            self.publish_pose(messages.ns_to_stamp(step_time_ns))
         if raw is None:
             return
         self.publish_joints(self.get_clock().now().to_msg())
@@ -248,9 +250,21 @@ class SimArm(Node):
             self.publish_frame()
 
     # ------------------------------------------------------------------ outputs
-    def publish_pose(self, raw, stamp):
+    def eef_pose(self):
         """
-        Publish the end-effector pose of ``raw`` observations, stamped ``stamp``.
+        Return the end-effector position [3] (m, grip site) and quaternion xyzw, read now.
+
+        Read from the physics state rather than robosuite's observables, whose
+        cached values can lag a step behind after a render forced an update.
+        """
+        data = self.inner.sim.data
+        position = np.array(data.site_xpos[self.eef_site])
+        w, x, y, z = data.get_body_xquat(self.eef_body)  # MuJoCo order: wxyz
+        return position, (x, y, z, w)
+
+    def publish_pose(self, stamp):
+        """
+        Publish the end-effector pose of the physics state now, stamped ``stamp``.
 
         The stamp is the wall-clock time the step stands for (step index x 50 ms
         from the start), so consecutive simulated steps are exactly 50 ms apart
@@ -258,7 +272,7 @@ class SimArm(Node):
         """
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, self.frame_id
-        pos, quat = raw['robot0_eef_pos'], raw['robot0_eef_quat']  # m; quaternion xyzw
+        pos, quat = self.eef_pose()  # m; quaternion xyzw
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, pos)
         (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
          pose.pose.orientation.w) = map(float, quat)
