@@ -64,6 +64,9 @@ def parse_args(argv=None):
                         help='rad/s, the controller limit (per axis: at most this too)')
     parser.add_argument('--horizon', type=float, default=0.1,
                         help="s, the controller's workspace_horizon")
+    parser.add_argument('--latency-seconds', type=float, default=15.0,
+                        help='s of the latency run through the policy server (0 skips it)')
+    parser.add_argument('--camera-rate', type=float, default=5.0, help="sim_arm's camera Hz")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--dump', default='', help="write every episode's poses to this .npz")
     return parser.parse_args(argv)
@@ -122,7 +125,7 @@ def run(args, log_dir):
     client = None
     try:
         nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.sim_arm'], name='sim_arm',
-                    parameters={'camera_rate_hz': 5.0})
+                    parameters={'camera_rate_hz': args.camera_rate})
         nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.safety_controller'],
                     name='safety_controller', parameters=dict(
                         LIMITS, max_angular_norm=args.max_angular_norm,
@@ -185,6 +188,73 @@ def run(args, log_dir):
         nodes.stop_all(report=sys.stderr)
 
 
+def latency_run(args, log_dir):
+    """
+    Camera-to-command latency through policy_server (stand-in) and safety_controller.
+
+    Returns (latencies [s], twists per second). For each action the policy server
+    publishes (stamped with its camera frame's stamp S), the latency is the stamp
+    of the first twist on the arm topic published after the action arrived, minus S.
+    """
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from tgrpo_ros import messages, topics
+    from tgrpo_ros.node_process import NodeGroup
+    from tgrpo_ros.policy import cached_standin
+    from tgrpo_ros.testing.arm_client import ArmProbe
+    from tgrpo_ros.testing.ros_processes import RosClient
+
+    ns = '/arm'
+    nodes = NodeGroup(log_dir)
+    client = None
+    try:
+        # Today's server subscribes to cameras reliably: sim_arm publishes reliable here.
+        nodes.start('policy_server', name='policy_server', parameters={
+            'model_path': cached_standin(seed=0), 'clients': [ns], 'max_batch_size': 1,
+            'max_wait_ms': 0.0})
+        nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.sim_arm'], name='sim_arm',
+                    namespace=ns, parameters={'camera_rate_hz': args.camera_rate,
+                                              'camera_qos': 'reliable'})
+        nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.safety_controller'],
+                    name='safety_controller', namespace=ns, parameters=dict(
+                        LIMITS, control_rate_hz=args.control_rate, dry_run=False,
+                        frame_id='world', workspace_min=list(BOX_MIN),
+                        workspace_max=list(BOX_MAX), image_timeout=1.0, action_timeout=1.0))
+        client = RosClient('bench_deploy_latency')
+        probe = ArmProbe(client, namespace=ns)
+        probe.feed.update(camera=False, pose=False, action=False)
+        actions = []  # (image stamp s, arrival s)
+        client.node.create_subscription(
+            JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
+            lambda msg: actions.append((messages.stamp_to_ns(msg.header.stamp) * 1e-9,
+                                        probe.now())), topics.ACTION_QOS)
+        instruction = client.node.create_publisher(
+            String, topics.client_topic(ns, topics.INSTRUCTION_TOPIC), topics.INSTRUCTION_QOS)
+        client.wait_for_subscribers(instruction, timeout=180.0)
+        probe.wait_for_controller(timeout=180.0)
+        assert probe.transition('configure') and probe.transition('activate')
+        text = String(data='pick up the alphabet soup and place it in the basket')
+        client.publish_until(lambda: instruction.publish(text), lambda: len(actions) >= 3,
+                             180.0, 'actions from the policy server', period=1.0)
+        actions.clear()
+        start = probe.now()
+        twists_before = len(probe.records['twist'])
+        client.spin_for(args.latency_seconds)
+        twist_stamps = np.array([tw[0] for tw in probe.twists('twist', since=start)])
+        latencies = []
+        for image_stamp, arrival in actions:
+            later = twist_stamps[twist_stamps >= arrival]
+            if later.size:
+                latencies.append(later.min() - image_stamp)
+        rate = (len(probe.records['twist']) - twists_before) / args.latency_seconds
+        return np.array(latencies), rate, len(actions)
+    finally:
+        if client is not None:
+            client.close()
+        nodes.stop_all(report=sys.stderr)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not netns.in_private_netns():
@@ -202,6 +272,17 @@ def main(argv=None):
 
     prepare_environment()
     started = time.perf_counter()
+    if args.latency_seconds > 0:
+        with tempfile.TemporaryDirectory(prefix='bench_deploy_') as log_dir:
+            latencies, rate, count = latency_run(args, log_dir)
+        if latencies.size:
+            p50, p95 = np.percentile(latencies, [50, 95]) * 1000.0  # ms
+            print(f'camera-to-command latency over {latencies.size} of {count} actions: '
+                  f'p50 {p50:.1f} ms, p95 {p95:.1f} ms (camera {args.camera_rate} Hz, '
+                  f'stand-in policy on CPU); control rate {rate:.1f} twists/s '
+                  f'(configured {args.control_rate} Hz)', flush=True)
+        else:
+            print(f'camera-to-command latency: no action answered ({count} actions)')
     with tempfile.TemporaryDirectory(prefix='bench_deploy_') as log_dir:
         violations, rows = run(args, log_dir)
     print(f'limits: linear norm {LIMITS["max_linear_norm"]} m/s (+{args.speed_tolerance:.0%} '

@@ -10,6 +10,8 @@ QoS choices
 * Camera and end-effector pose: sensor-data QoS (best effort, keep last 5) on
   the subscriber side, which matches both best-effort drivers and reliable
   publishers; ``sim_arm`` publishes them best effort, as camera drivers do.
+* sim_arm can publish its camera reliable (depth 2) for a subscriber that
+  takes only reliable publishers.
 * Twist and gripper commands: reliable, keep last 1. Only the newest command
   matters; a stale one must never be delivered late from a queue.
 * E-stop: reliable, transient local, depth 1: a controller that starts after
@@ -48,6 +50,9 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CAMERA_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                                 reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.VOLATILE)
 STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                         reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.VOLATILE)

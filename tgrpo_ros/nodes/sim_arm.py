@@ -64,6 +64,8 @@ PARAMETERS = (
      "(MoveIt Servo's incoming_command_timeout)"),
     ('frame_id', 'world', 'frame of the end-effector pose, and the only twist frame accepted'),
     ('camera_frame_id', 'agentview', 'frame_id of the camera images'),
+    ('camera_qos', 'sensor_data', "'sensor_data' (best effort, as camera drivers publish) or "
+     "'reliable' (for a subscriber that only takes reliable publishers)"),
     ('linear_scale', _ARM_DEFAULTS['linear_scale'],
      'm/s per unit of LIBERO action; keep equal to the safety controller scale'),
     ('angular_scale', _ARM_DEFAULTS['angular_scale'],
@@ -128,8 +130,13 @@ class SimArm(Node):
                                  arm_topics.COMMAND_QOS)
         self.create_subscription(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
                                  self.gripper_callback, arm_topics.COMMAND_QOS)
+        camera_qos = {'sensor_data': arm_topics.SENSOR_QOS,
+                      'reliable': arm_topics.CAMERA_RELIABLE_QOS}
+        if p['camera_qos'] not in camera_qos:
+            raise ValueError(f"unknown camera_qos {p['camera_qos']!r}; available: "
+                             f'{", ".join(camera_qos)}')
         self.image_pub = self.create_publisher(Image, arm_topics.CAMERA_TOPIC,
-                                               arm_topics.SENSOR_QOS)
+                                               camera_qos[p['camera_qos']])
         self.pose_pub = self.create_publisher(PoseStamped, arm_topics.POSE_TOPIC,
                                               arm_topics.SENSOR_QOS)
         self.joint_pub = self.create_publisher(JointState, arm_topics.JOINT_STATES_TOPIC,

@@ -14,7 +14,6 @@ import numpy as np
 
 from tgrpo_ros import messages
 
-CONTROLLER = '/safety_controller'
 TRANSITIONS = {'configure': 1, 'cleanup': 2, 'activate': 3, 'deactivate': 4}  # lifecycle_msgs
 
 
@@ -22,8 +21,12 @@ class ArmProbe:
     """Feeds a safety controller from a RosClient and records what it publishes."""
 
     def __init__(self, ros_client, rate_hz=20.0, position=(0.5, 0.0, 0.3),
-                 action=(0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0), pose_frame='world'):
-        """Create the publishers, subscriptions and the feed timer (``rate_hz``)."""
+                 action=(0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0), pose_frame='world', namespace=''):
+        """
+        Create the publishers, subscriptions and the feed timer (``rate_hz``).
+
+        ``namespace`` is the controller's (its relative inputs resolve inside it).
+        """
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from lifecycle_msgs.srv import ChangeState, GetState
         from rcl_interfaces.srv import SetParameters
@@ -36,6 +39,9 @@ class ArmProbe:
 
         self.ros = ros_client
         node = ros_client.node
+        namespace = namespace.rstrip('/')
+        controller = namespace + '/safety_controller'
+        self.namespace = namespace
         self.position = list(position)
         self.action = list(action)
         self.pose_frame = pose_frame
@@ -50,27 +56,28 @@ class ArmProbe:
         for key, msg_type, topic in (
                 ('twist', TwistStamped, arm_topics.TWIST_TOPIC),
                 ('gripper', Float64MultiArray, arm_topics.GRIPPER_TOPIC),
-                ('dry_twist', TwistStamped, CONTROLLER + '/dry_run/delta_twist_cmds'),
-                ('dry_gripper', Float64MultiArray, CONTROLLER + '/dry_run/gripper_commands')):
+                ('dry_twist', TwistStamped, controller + '/dry_run/delta_twist_cmds'),
+                ('dry_gripper', Float64MultiArray, controller + '/dry_run/gripper_commands')):
             self.records[key] = []
             self.subs.append(node.create_subscription(
                 msg_type, topic, lambda msg, key=key: self.records[key].append(
                     (self.now(), msg)), record))
         self.status = []
         self.subs.append(node.create_subscription(
-            String, CONTROLLER + '/status', lambda msg: self.status.append(json.loads(msg.data)),
+            String, controller + '/status', lambda msg: self.status.append(json.loads(msg.data)),
             arm_topics.STATUS_QOS))
-        self.camera_pub = node.create_publisher(Image, '/' + arm_topics.CAMERA_TOPIC,
+        self.camera_pub = node.create_publisher(Image, namespace + '/' + arm_topics.CAMERA_TOPIC,
                                                 arm_topics.SENSOR_QOS)
-        self.pose_pub = node.create_publisher(PoseStamped, '/' + arm_topics.POSE_TOPIC,
+        self.pose_pub = node.create_publisher(PoseStamped, namespace + '/' + arm_topics.POSE_TOPIC,
                                               arm_topics.SENSOR_QOS)
-        self.action_pub = node.create_publisher(JointState, '/' + arm_topics.ACTION_TOPIC,
+        self.action_pub = node.create_publisher(JointState,
+                                                namespace + '/' + arm_topics.ACTION_TOPIC,
                                                 topics.ACTION_QOS)
         self.estop_pub = node.create_publisher(Bool, arm_topics.ESTOP_TOPIC, arm_topics.ESTOP_QOS)
-        self.change_state = node.create_client(ChangeState, CONTROLLER + '/change_state')
-        self.get_state = node.create_client(GetState, CONTROLLER + '/get_state')
-        self.reset_client = node.create_client(Trigger, CONTROLLER + '/reset')
-        self.set_params = node.create_client(SetParameters, CONTROLLER + '/set_parameters')
+        self.change_state = node.create_client(ChangeState, controller + '/change_state')
+        self.get_state = node.create_client(GetState, controller + '/get_state')
+        self.reset_client = node.create_client(Trigger, controller + '/reset')
+        self.set_params = node.create_client(SetParameters, controller + '/set_parameters')
         self._types = {'PoseStamped': PoseStamped, 'Bool': Bool}
         self.timer = node.create_timer(1.0 / rate_hz, self.feed_callback)
 
@@ -111,7 +118,7 @@ class ArmProbe:
         self.action_pub.publish(messages.encode_action(
             header, action, [31872] * 7, [-1.0] * 7, 0, 'test', batch_size=1))
 
-    def follow_camera(self, topic='/camera/image'):
+    def follow_camera(self, topic=None):
         """Answer the frames of another camera (sim_arm) instead of publishing our own."""
         from sensor_msgs.msg import Image
 
@@ -119,6 +126,7 @@ class ArmProbe:
 
         self.feed['camera'] = False
         self.feed['pose'] = False
+        topic = topic or self.namespace + '/' + arm_topics.CAMERA_TOPIC
 
         def frame(msg):
             self.last_image_stamp = messages.stamp_to_ns(msg.header.stamp)
