@@ -22,6 +22,8 @@ Last line: ``safety_violations: N`` (target 0).
 """
 
 import argparse
+import json
+import math
 import os
 import sys
 import time
@@ -42,11 +44,12 @@ POLICIES = ('random', 'constant_max', 'nan_bursts', 'wall')
 # to 0.2 m/s for one step, which no twist limit governs.
 BOX_MIN = (-0.35, -0.2, 0.2)  # m
 BOX_MAX = (0.0, 0.2, 0.45)  # m
-# The controller's defaults, plus a 0.1 m lever: LIBERO's OSC moves the end-effector site
-# by ~0.1 m per radian of fast rotation (docs/deploy.md).
+# The controller's defaults, plus a 0.15 m lever: LIBERO's OSC moves the end-effector
+# site by 0.1-0.2 m per radian while it turns (docs/deploy.md); with 0.1 m, random
+# full-scale turns still reached 0.16-0.18 m/s under the 0.15 m/s limit.
 LIMITS = {'max_linear_speed': [0.1, 0.1, 0.1], 'max_linear_norm': 0.15,
           'max_angular_speed': [0.5, 0.5, 0.5], 'max_angular_norm': 0.8,
-          'rotation_lever_arm': 0.1}
+          'rotation_lever_arm': 0.15}
 STEP = 0.05  # s, sim_arm's step period
 
 
@@ -196,10 +199,11 @@ def latency_run(args, log_dir):
     publishes (stamped with its camera frame's stamp S), the latency is the stamp
     of the first twist on the arm topic published after the action arrived, minus S.
     """
-    from sensor_msgs.msg import JointState
+    from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
     from tgrpo_ros import messages, topics
+    from tgrpo_ros.nodes import arm_topics
     from tgrpo_ros.node_process import NodeGroup
     from tgrpo_ros.policy import cached_standin
     from tgrpo_ros.testing.arm_client import ArmProbe
@@ -229,6 +233,16 @@ def latency_run(args, log_dir):
             JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
             lambda msg: actions.append((messages.stamp_to_ns(msg.header.stamp) * 1e-9,
                                         probe.now())), topics.ACTION_QOS)
+        frame_delays, sample_ms = [], []  # s from frame stamp to its arrival here; ms
+        client.node.create_subscription(
+            Image, topics.client_topic(ns, topics.CAMERA_TOPIC),
+            lambda msg: frame_delays.append(
+                probe.now() - messages.stamp_to_ns(msg.header.stamp) * 1e-9),
+            arm_topics.CAMERA_RELIABLE_QOS, raw=False)
+        client.node.create_subscription(
+            String, topics.SERVER_STATS_TOPIC,
+            lambda msg: sample_ms.append(json.loads(msg.data)['sample_ms']),
+            topics.DIAGNOSTICS_QOS)
         instruction = client.node.create_publisher(
             String, topics.client_topic(ns, topics.INSTRUCTION_TOPIC), topics.INSTRUCTION_QOS)
         client.wait_for_subscribers(instruction, timeout=180.0)
@@ -238,6 +252,8 @@ def latency_run(args, log_dir):
         client.publish_until(lambda: instruction.publish(text), lambda: len(actions) >= 3,
                              180.0, 'actions from the policy server', period=1.0)
         actions.clear()
+        frame_delays.clear()
+        sample_ms.clear()
         start = probe.now()
         twists_before = len(probe.records['twist'])
         client.spin_for(args.latency_seconds)
@@ -248,7 +264,9 @@ def latency_run(args, log_dir):
             if later.size:
                 latencies.append(later.min() - image_stamp)
         rate = (len(probe.records['twist']) - twists_before) / args.latency_seconds
-        return np.array(latencies), rate, len(actions)
+        parts = {'frame': float(np.median(frame_delays)) if frame_delays else math.nan,
+                 'sample': float(np.median(sample_ms)) / 1000.0 if sample_ms else math.nan}
+        return np.array(latencies), rate, len(actions), parts
     finally:
         if client is not None:
             client.close()
@@ -274,13 +292,15 @@ def main(argv=None):
     started = time.perf_counter()
     if args.latency_seconds > 0:
         with tempfile.TemporaryDirectory(prefix='bench_deploy_') as log_dir:
-            latencies, rate, count = latency_run(args, log_dir)
+            latencies, rate, count, parts = latency_run(args, log_dir)
         if latencies.size:
             p50, p95 = np.percentile(latencies, [50, 95]) * 1000.0  # ms
             print(f'camera-to-command latency over {latencies.size} of {count} actions: '
                   f'p50 {p50:.1f} ms, p95 {p95:.1f} ms (camera {args.camera_rate} Hz, '
                   f'stand-in policy on CPU); control rate {rate:.1f} twists/s '
-                  f'(configured {args.control_rate} Hz)', flush=True)
+                  f'(configured {args.control_rate} Hz); medians: frame stamp to its arrival '
+                  f"{parts['frame'] * 1000:.1f} ms (sim_arm renders after stamping), policy "
+                  f"sample {parts['sample'] * 1000:.1f} ms", flush=True)
         else:
             print(f'camera-to-command latency: no action answered ({count} actions)')
     with tempfile.TemporaryDirectory(prefix='bench_deploy_') as log_dir:

@@ -153,6 +153,26 @@ def test_estop_latch_watchdogs_and_bad_actions_zero_within_one_period(ros_nodes,
 
 
 @pytest.mark.ros
+def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
+    diagnostic_msgs = pytest.importorskip(
+        'diagnostic_msgs.msg', reason='needs the ros-jazzy-diagnostic-msgs wheel')
+    _, probe = start_controller(ros_nodes, ros_client)
+    arrays = []
+    ros_client.node.create_subscription(diagnostic_msgs.DiagnosticArray, '/diagnostics',
+                                        arrays.append, 10)
+    assert probe.transition('configure') and probe.transition('activate')
+    probe.wait_for_twist(moving, timeout=20.0, what='a moving twist')
+    probe.estop(True)
+    ros_client.spin_until(lambda: arrays and arrays[-1].status[0].level
+                          == diagnostic_msgs.DiagnosticStatus.ERROR, 10.0, 'an ERROR status')
+    status = arrays[-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.name == '/safety_controller' and 'estop' in status.message
+    assert values['lifecycle'] == 'active' and values['estop_latched'] == 'true'
+    assert int(values['estop_events']) == 1 and values['dry_run'] == 'true'
+
+
+@pytest.mark.ros
 @pytest.mark.slow
 def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_client):
     from geometry_msgs.msg import PoseStamped
