@@ -227,7 +227,9 @@ def latency_run(args, log_dir):
                         workspace_max=list(BOX_MAX), image_timeout=1.0, action_timeout=1.0))
         client = RosClient('bench_deploy_latency')
         probe = ArmProbe(client, namespace=ns)
-        probe.feed.update(camera=False, pose=False, action=False)
+        probe.feed.update(camera=False, pose=False, action=False)  # the graph feeds itself
+        for publisher in (probe.camera_pub, probe.pose_pub, probe.action_pub):
+            client.node.destroy_publisher(publisher)
         actions = []  # (image stamp s, arrival s)
         client.node.create_subscription(
             JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
