@@ -30,6 +30,8 @@ setup(
             'policy_server = tgrpo_ros.nodes.policy_server:main',
             'sim_bridge = tgrpo_ros.nodes.sim_bridge:main',
             'learner = tgrpo_ros.nodes.learner:main',
+            'safety_controller = tgrpo_ros.nodes.safety_controller:main',
+            'sim_arm = tgrpo_ros.nodes.sim_arm:main',
             # Commands
             'tgrpo_launch = tgrpo_ros.orchestration.launcher:main',
             'tgrpo_build_standin = tgrpo_ros.policy.standin:main',

@@ -123,6 +123,33 @@ def test_preprocess_rotates_and_crops():
         contract.preprocess_libero_image(image.astype(np.float32))
 
 
+def test_camera_preprocess_keeps_orientation_for_any_size():
+    # A 640 x 480 (W x H) frame: left half red, top half green.
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    image[:, :320, 0] = 255
+    image[:240, :, 1] = 255
+    out = contract.preprocess_camera_image(image)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    # The crop is centred, so the halves stay halves and nothing is rotated.
+    assert out[:, :108, 0].min() == 255 and out[:, 116:, 0].max() == 0
+    assert out[:108, :, 1].min() == 255 and out[116:, :, 1].max() == 0
+    # On a square LIBERO frame it is the LIBERO pipeline without the rotation.
+    frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(contract.preprocess_camera_image(frame[::-1, ::-1]),
+                                  contract.preprocess_libero_image(frame))
+    # The 0.9-area crop drops a dot in the corner (side 0.949: 5.7 px per side at 224).
+    corner = np.zeros((300, 400, 3), dtype=np.uint8)
+    corner[:3, :3] = 255
+    assert contract.preprocess_camera_image(corner, crop_area=1.0)[:2, :2].max() > 0
+    assert contract.preprocess_camera_image(corner)[:4, :4].max() == 0
+    assert contract.get_preprocessor('camera') is contract.preprocess_camera_image
+    with pytest.raises(ValueError, match="unknown image preprocessing 'x'; available: "
+                       'libero, camera'):
+        contract.get_preprocessor('x')
+    with pytest.raises(ValueError, match='uint8'):
+        contract.preprocess_camera_image(image[:, :, :2])
+
+
 def test_pixel_values_normalisation():
     images = np.zeros((2, 224, 224, 3), dtype=np.uint8)
     images[1] = 255

@@ -211,6 +211,28 @@ def _resize(image: np.ndarray, size: int, resample) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), resample=resample))
 
 
+def _check_rgb(image) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f'image must be uint8 [H, W, 3], got {img.dtype} {img.shape}')
+    return img
+
+
+def _resize_and_crop(img: np.ndarray, crop_area: float) -> np.ndarray:
+    """Resize to 224 (Lanczos), then resize the centre crop of ``crop_area`` back to 224."""
+    from PIL import Image
+    if not 0.0 < crop_area <= 1.0:
+        raise ValueError(f'crop_area must be in (0, 1], got {crop_area}')
+    img = _resize(np.ascontiguousarray(img), IMAGE_SIZE, Image.LANCZOS)
+    if crop_area < 1.0:
+        side = math.sqrt(crop_area) * IMAGE_SIZE  # pixels
+        lo = (IMAGE_SIZE - side) / 2.0
+        crop = Image.fromarray(img).resize(
+            (IMAGE_SIZE, IMAGE_SIZE), resample=Image.BILINEAR, box=(lo, lo, lo + side, lo + side))
+        img = np.asarray(crop)
+    return img
+
+
 def preprocess_libero_image(image, crop_area: float = LIBERO_CROP_AREA) -> np.ndarray:
     """
     Turn a LIBERO agentview frame into the policy's view, uint8 [224, 224, 3].
@@ -220,21 +242,32 @@ def preprocess_libero_image(image, crop_area: float = LIBERO_CROP_AREA) -> np.nd
     back to 224 (bilinear).  OpenVLA's script also JPEG-encodes and uses TF resizing;
     this PIL version differs from it by a few grey levels.
     """
-    from PIL import Image
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f'image must be uint8 [H, W, 3], got {img.dtype} {img.shape}')
-    if not 0.0 < crop_area <= 1.0:
-        raise ValueError(f'crop_area must be in (0, 1], got {crop_area}')
-    img = np.ascontiguousarray(img[::-1, ::-1])
-    img = _resize(img, IMAGE_SIZE, Image.LANCZOS)
-    if crop_area < 1.0:
-        side = math.sqrt(crop_area) * IMAGE_SIZE  # pixels
-        lo = (IMAGE_SIZE - side) / 2.0
-        crop = Image.fromarray(img).resize(
-            (IMAGE_SIZE, IMAGE_SIZE), resample=Image.BILINEAR, box=(lo, lo, lo + side, lo + side))
-        img = np.asarray(crop)
-    return img
+    img = _check_rgb(image)
+    return _resize_and_crop(img[::-1, ::-1], crop_area)
+
+
+def preprocess_camera_image(image, crop_area: float = LIBERO_CROP_AREA) -> np.ndarray:
+    """
+    Turn a real camera frame of any size into the policy's view, uint8 [224, 224, 3].
+
+    OpenVLA's real-robot preprocessing: the whole frame is resized to 224 x 224
+    (aspect ratio not kept, as OpenVLA's deployment does), then the centre crop
+    covering ``crop_area`` of the area is resized back to 224. No rotation: the
+    camera is expected upright (``preprocess_libero_image`` is this after a 180
+    degree rotation).
+    """
+    return _resize_and_crop(_check_rgb(image), crop_area)
+
+
+PREPROCESSORS = {'libero': preprocess_libero_image, 'camera': preprocess_camera_image}
+
+
+def get_preprocessor(name: str):
+    """Return the image preprocessing function called ``name`` ('libero' or 'camera')."""
+    if name not in PREPROCESSORS:
+        raise ValueError(f'unknown image preprocessing {name!r}; available: '
+                         f'{", ".join(PREPROCESSORS)}')
+    return PREPROCESSORS[name]
 
 
 def pixel_values_from_images(images: Sequence) -> np.ndarray:

@@ -1,0 +1,228 @@
+"""
+safety_controller (and sim_arm) as real processes over DDS.
+
+The test plays camera, arm pose and policy server (tgrpo_ros.testing.arm_client)
+and watches the twist topics. "Within one period" is checked on the stamps the
+controller puts on its twists: every twist stamped later than the event plus
+one control period (plus LATENCY for DDS delivery on a loaded 2-core machine)
+must be zero.
+"""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from tgrpo_ros.testing.arm_client import ArmProbe, is_finite, is_zero
+
+CONTROLLER = [sys.executable, '-m', 'tgrpo_ros.nodes.safety_controller']
+SIM_ARM = [sys.executable, '-m', 'tgrpo_ros.nodes.sim_arm']
+PERIOD = 0.1  # s, control period of the tests (10 Hz)
+LATENCY = 0.05  # s, allowance for DDS delivery and scheduling
+PARAMETERS = {
+    'control_rate_hz': 10.0, 'linear_scale': [0.25, 0.25, 0.25],
+    'max_linear_speed': [0.1, 0.1, 0.1], 'workspace_min': [0.0, -0.5, 0.0],
+    'workspace_max': [1.0, 0.5, 1.0], 'image_timeout': 0.3, 'pose_timeout': 0.3,
+    'action_timeout': 1.0,
+}
+MOVING = np.array([0.05, 0.0, 0.0])  # m/s: action dx 0.2 * 0.25 m/s per unit
+
+
+def start_controller(ros_nodes, ros_client, **overrides):
+    parameters = dict(PARAMETERS, **overrides)
+    node = ros_nodes.start(CONTROLLER, name='safety_controller', parameters=parameters)
+    probe = ArmProbe(ros_client)
+    probe.wait_for_controller()
+    return node, probe
+
+
+def moving(twist):
+    return np.allclose(twist[1], MOVING) and not np.any(twist[2])
+
+
+def assert_zero_after(probe, since, key='dry_twist'):
+    """Every twist stamped after ``since`` (s) is zero, and there is at least one."""
+    later = probe.twists(key, since=since)
+    assert later, f'no twist stamped after {since}'
+    assert all(is_zero(tw) for tw in later), [tw[1].tolist() for tw in later if not is_zero(tw)]
+
+
+@pytest.mark.ros
+def test_bad_parameters_stop_the_node_with_the_reason(ros_nodes):
+    node = ros_nodes.start(CONTROLLER, name='safety_controller',
+                           parameters={'workspace_min': [1.0, 0.0, 0.0]})
+    node.process.wait(timeout=60)
+    assert node.returncode == 1
+    assert 'workspace_min (1.0, 0.0, 0.0) must be below workspace_max' in node.log_text()
+
+
+@pytest.mark.ros
+def test_lifecycle_dry_run_and_live(ros_nodes, ros_client):
+    controller, probe = start_controller(ros_nodes, ros_client)
+    assert probe.lifecycle_state() == 'unconfigured'
+    ros_client.spin_for(1.0)
+    assert probe.transition('configure')
+    assert probe.lifecycle_state() == 'inactive'
+    ros_client.spin_for(1.0)
+    assert all(not records for records in probe.records.values()), 'inactive node published'
+
+    assert probe.transition('activate')
+    twist = probe.wait_for_twist(moving, timeout=20.0, what='a moving dry-run twist')
+    assert twist[3] == 'panda_link0'
+    assert abs(twist[0] - probe.now()) < 5.0  # a fresh stamp, not zero
+    ros_client.spin_for(0.5)
+    assert probe.records['dry_gripper'][-1][1].data.tolist() == [0.04]  # action gripper 1: open
+    assert not probe.records['twist'] and not probe.records['gripper'], 'dry run reached the arm'
+
+    assert probe.transition('deactivate')
+    ros_client.spin_for(0.5)
+    count = len(probe.records['dry_twist'])
+    assert is_zero(probe.twists()[-1]), 'deactivate must end with a zero twist'
+    ros_client.spin_for(1.0)
+    assert len(probe.records['dry_twist']) == count, 'inactive node kept publishing'
+
+    # A bad value is refused with the reason; dry_run false takes effect on configure.
+    (result,) = probe.set_parameters(max_linear_norm=-1.0)
+    assert not result.successful and 'max_linear_norm (-1.0) must be > 0' in result.reason
+    assert all(r.successful for r in probe.set_parameters(dry_run=False, frame_id='base'))
+    assert probe.transition('cleanup') and probe.transition('configure')
+    assert probe.transition('activate')
+    twist = probe.wait_for_twist(moving, key='twist', timeout=20.0, what='a live twist')
+    assert twist[3] == 'base'
+    ros_client.spin_for(0.5)
+    assert probe.records['gripper'][-1][1].data.tolist() == [0.04]
+    assert len(probe.records['dry_twist']) == count, 'live commands also went to dry run'
+    assert 'LIVE, commands to /servo_node/delta_twist_cmds' in controller.log_text()
+
+
+@pytest.mark.ros
+def test_estop_latch_watchdogs_and_bad_actions_zero_within_one_period(ros_nodes, ros_client):
+    _, probe = start_controller(ros_nodes, ros_client)
+    assert probe.transition('configure') and probe.transition('activate')
+    probe.wait_for_twist(moving, timeout=20.0, what='a moving twist')
+
+    # E-stop: zero within one period, held against fresh actions after release.
+    stopped = probe.estop(True)
+    probe.wait_for_twist(is_zero, since=stopped, what='the e-stop zero')
+    ros_client.spin_for(0.5)
+    released = probe.estop(False)
+    ros_client.spin_for(1.0)
+    assert_zero_after(probe, stopped + PERIOD + LATENCY)
+    probe.estop(True)
+    ros_client.spin_for(0.3)
+    ok, message = probe.reset()
+    assert not ok and 'still engaged' in message
+    probe.estop(False)
+    ros_client.spin_for(0.3)
+    assert_zero_after(probe, released)
+    ok, message = probe.reset()
+    assert ok, message
+    probe.wait_for_twist(moving, since=probe.now(), what='motion after the reset')
+
+    # Camera stall, then pose stall: zero within the watchdog time plus one period.
+    for feed, timeout, reason in (('camera', 0.3, 'stale_image'), ('pose', 0.3, 'stale_pose')):
+        probe.feed[feed] = False
+        ros_client.spin_for(1.0)
+        assert_zero_after(probe, probe.last_sent[feed] + timeout + PERIOD + LATENCY)
+        probe.status.clear()
+        ros_client.spin_until(probe.latest_status, 5.0, 'a status')
+        assert reason in probe.latest_status()['stop_reasons']
+        probe.feed[feed] = True
+        probe.wait_for_twist(moving, since=probe.now(), what=f'motion after the {feed} stall')
+
+    # NaN and inf actions: zero at once, no non-finite value ever leaves.
+    for bad in (math.nan, math.inf):
+        probe.action = [0.2, 0.0, bad, 0.0, 0.0, 0.0, 1.0]
+        sent = probe.now()
+        ros_client.spin_for(1.0)
+        assert_zero_after(probe, sent + PERIOD + LATENCY)
+        probe.action = [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+        probe.wait_for_twist(moving, since=probe.now(), what='motion after a valid action')
+    assert all(is_finite(tw) for tw in probe.twists())
+
+    probe.status.clear()
+    ros_client.spin_until(probe.latest_status, 5.0, 'a status')
+    status = probe.latest_status()
+    assert status['lifecycle'] == 'active' and status['dry_run'] is True
+    counters = status['counters']
+    assert counters['estop_events'] == 1 and counters['resets'] == 1
+    assert counters['resets_refused'] == 1 and counters['nonfinite_actions'] >= 2
+    assert counters['stale_image'] >= 2 and counters['stale_pose'] >= 2
+    assert not probe.records['twist'], 'dry run reached the arm topic'
+
+
+@pytest.mark.ros
+def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
+    diagnostic_msgs = pytest.importorskip(
+        'diagnostic_msgs.msg', reason='needs the ros-jazzy-diagnostic-msgs wheel')
+    _, probe = start_controller(ros_nodes, ros_client)
+    arrays = []
+    ros_client.node.create_subscription(diagnostic_msgs.DiagnosticArray, '/diagnostics',
+                                        arrays.append, 10)
+    assert probe.transition('configure') and probe.transition('activate')
+    probe.wait_for_twist(moving, timeout=20.0, what='a moving twist')
+    probe.estop(True)
+    ros_client.spin_until(lambda: arrays and arrays[-1].status[0].level
+                          == diagnostic_msgs.DiagnosticStatus.ERROR, 10.0, 'an ERROR status')
+    status = arrays[-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.name == '/safety_controller' and 'estop' in status.message
+    assert values['lifecycle'] == 'active' and values['estop_latched'] == 'true'
+    assert int(values['estop_events']) == 1 and values['dry_run'] == 'true'
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_client):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import JointState
+
+    from tgrpo_ros.nodes import arm_topics
+
+    sim = ros_nodes.start(SIM_ARM, name='sim_arm', parameters={'camera_rate_hz': 5.0})
+    # 25 Hz: several commands inside sim_arm's (Servo's) 0.1 s command timeout.
+    parameters = dict(PARAMETERS, control_rate_hz=25.0, dry_run=False, frame_id='world',
+                      image_timeout=1.0,
+                      workspace_min=[-0.6, -0.5, 0.1], workspace_max=[0.3, 0.5, 0.8])
+    _, probe = start_controller(ros_nodes, ros_client, **parameters)
+    probe.follow_camera()
+    probe.action = [0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # 0.1 m/s along x, close the gripper
+    poses, joints = [], []
+    node = ros_client.node
+    node.create_subscription(
+        PoseStamped, '/' + arm_topics.POSE_TOPIC,
+        lambda msg: poses.append((probe.now(), msg.pose.position.x, msg.pose.position.y,
+                                  msg.pose.position.z)), arm_topics.SENSOR_QOS)
+    node.create_subscription(JointState, '/' + arm_topics.JOINT_STATES_TOPIC,
+                             lambda msg: joints.append(msg), arm_topics.SENSOR_QOS)
+    ros_client.spin_until(lambda: poses and joints and probe.last_image_stamp, 120.0,
+                          'pose, joint states and camera from sim_arm')
+    assert len(joints[-1].name) == 9  # 7 arm joints and 2 fingers
+    fingers = joints[-1].position[7]
+    start = np.array(poses[-1][1:])
+
+    assert probe.transition('configure') and probe.transition('activate')
+    probe.wait_for_twist(lambda tw: np.allclose(tw[1], [0.1, 0.0, 0.0]), key='twist',
+                         timeout=30.0, what='live twists')
+    # 0.1 m/s: 5 cm take 0.5 s of simulated time (more of wall time on a loaded machine).
+    ros_client.spin_until(lambda: poses[-1][1] - start[0] > 0.05, 30.0,
+                          '5 cm of motion along x')
+    moved = np.array(poses[-1][1:]) - start
+    assert np.all(np.abs(moved[1:]) < 0.2 * moved[0]), moved  # m: along x
+    assert joints[-1].position[7] < fingers - 0.005, 'the gripper did not close'
+    assert sim.alive
+
+    probe.feed['action'] = False  # the policy stalls: stale action after 1 s, then zero
+    ros_client.spin_for(2.5)
+    held = np.array(poses[-1][1:])
+    ros_client.spin_for(1.0)
+    assert np.linalg.norm(np.array(poses[-1][1:]) - held) < 0.005  # m: holds still
+
+    # ~/reset puts the scene back: the end effector returns to where it started.
+    from std_srvs.srv import Trigger
+    response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
+                               timeout=60.0)
+    assert response.success, response.message
+    ros_client.spin_for(0.5)
+    assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01

@@ -1,0 +1,58 @@
+"""
+Topic names and QoS profiles of the arm deployment graph (docs/deploy.md).
+
+Relative names resolve in the node's namespace and are meant to be remapped to
+the arm's own topics (``-r ee_pose:=/franka/ee_pose``). MoveIt Servo and
+ros2_control conventions: docs/references.md §6.
+
+QoS choices
+-----------
+* Camera and end-effector pose: sensor-data QoS (best effort, keep last 5) on
+  the subscriber side, which matches both best-effort drivers and reliable
+  publishers; ``sim_arm`` publishes them best effort, as camera drivers do.
+* sim_arm can publish its camera reliable (depth 2) for a subscriber that
+  takes only reliable publishers.
+* Twist and gripper commands: reliable, keep last 1. Only the newest command
+  matters; a stale one must never be delivered late from a queue.
+* E-stop: reliable, transient local, depth 1: a controller that starts after
+  the e-stop was pressed still gets the pressed state.
+* Status and diagnostics: reliable, volatile, depth 10.
+"""
+
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
+
+# Inputs of the safety controller (relative: remap them to the arm's topics).
+ACTION_TOPIC = 'action'                 # sensor_msgs/JointState, see messages.encode_action
+CAMERA_TOPIC = 'camera/image'           # sensor_msgs/Image; only its arrival is used
+POSE_TOPIC = 'ee_pose'                  # geometry_msgs/PoseStamped, end effector
+ESTOP_TOPIC = '/estop'                  # std_msgs/Bool, true = stop (latched)
+
+# Outputs: MoveIt Servo's twist input and a ros2_control forward command controller.
+TWIST_TOPIC = '/servo_node/delta_twist_cmds'        # geometry_msgs/TwistStamped
+GRIPPER_TOPIC = '/gripper_controller/commands'      # std_msgs/Float64MultiArray
+DRY_RUN_TWIST_TOPIC = '~/dry_run/delta_twist_cmds'  # the same messages when dry_run is true
+DRY_RUN_GRIPPER_TOPIC = '~/dry_run/gripper_commands'
+SERVO_COMMAND_TYPE_SERVICE = '/servo_node/switch_command_type'  # moveit_msgs ServoCommandType
+
+# Reporting.
+RESET_SERVICE = '~/reset'               # std_srvs/Trigger: clear a latched e-stop
+STATUS_TOPIC = '~/status'               # std_msgs/String JSON, the same content as diagnostics
+DIAGNOSTICS_TOPIC = '/diagnostics'      # diagnostic_msgs/DiagnosticArray
+
+# sim_arm's extra outputs.
+JOINT_STATES_TOPIC = 'joint_states'     # sensor_msgs/JointState of the Panda
+
+SENSOR_QOS = qos_profile_sensor_data
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CAMERA_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                                 reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.VOLATILE)
+STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                        reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)

@@ -1,0 +1,361 @@
+"""
+safety_controller: a managed node between the policy server and MoveIt Servo.
+
+It turns the newest policy action (``action``, sensor_msgs/JointState from the
+policy server) into ``geometry_msgs/TwistStamped`` commands for MoveIt Servo's
+``/servo_node/delta_twist_cmds`` at ``control_rate_hz`` (fresh stamp,
+``frame_id`` from a parameter) and ``std_msgs/Float64MultiArray`` gripper
+commands for a ros2_control forward command controller, through the safety
+filter of ``tgrpo_ros.arm.safety``: speed, acceleration and workspace limits,
+watchdogs on the camera (``camera/image``), the action and the end-effector pose
+(``ee_pose``), and a latched e-stop (``/estop``, std_msgs/Bool; reset with the
+``~/reset`` std_srvs/Trigger service once released).
+
+Lifecycle (rclpy.lifecycle): the ArmConfig parameters are read and checked on
+``configure``; commands flow only while ``active``; ``deactivate`` sends one zero
+twist and stops. With ``dry_run`` (the default) the commands go to
+``~/dry_run/delta_twist_cmds`` and ``~/dry_run/gripper_commands`` and nothing is
+published on the arm's topics. The e-stop input, the reset service and the
+status (``~/status`` JSON and ``/diagnostics``) work in every state.
+
+``moveit_msgs`` and ``control_msgs`` are not on PyPI: where ``moveit_msgs`` is
+installed, activation (not in dry run) also asks Servo for twist commands
+through ``servo_command_type_service``. See docs/deploy.md.
+"""
+
+import json
+import sys
+
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from tgrpo_ros.arm import ArmConfig, SafetyFilter
+from tgrpo_ros.nodes import arm_topics, messages, topics
+from tgrpo_ros.nodes.node_main import run_node
+
+try:  # not on PyPI: /diagnostics only where the ROS install has it
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+except ImportError:  # pragma: no cover - depends on the install
+    DiagnosticArray = None
+try:  # MoveIt is not on PyPI
+    from moveit_msgs.srv import ServoCommandType
+except ImportError:  # pragma: no cover - depends on the install
+    ServoCommandType = None
+
+NODE_PARAMETERS = (
+    # name, default, description
+    ('frame_id', 'panda_link0', 'frame of the twist commands (header.frame_id); the policy '
+     'deltas are in the robot base frame'),
+    ('diagnostics_rate_hz', 2.0, 'rate (Hz) of ~/status and /diagnostics'),
+    ('servo_command_type_service', arm_topics.SERVO_COMMAND_TYPE_SERVICE,
+     "MoveIt Servo's switch_command_type service, called with TWIST on activation (not in "
+     "dry run) where moveit_msgs is installed; '' disables"),
+)
+
+
+def _seconds(stamp):
+    return messages.stamp_to_ns(stamp) * 1e-9
+
+
+class SafetyController(LifecycleNode):
+    """Policy actions -> limited Servo twists and gripper commands, as a managed node."""
+
+    def __init__(self):
+        """Declare the parameters; wire the e-stop, reset and status (alive in every state)."""
+        super().__init__('safety_controller')
+        defaults = ArmConfig().to_dict()
+        for name, help_text in ArmConfig.field_help().items():
+            # Dynamic typing: YAML may write 1 for 1.0; ArmConfig checks the values.
+            self.declare_parameter(name, defaults[name], ParameterDescriptor(
+                description=help_text, dynamic_typing=True))
+        for name, default, description in NODE_PARAMETERS:
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.safety = SafetyFilter(self._read_config())  # ValueError: bad parameters at start
+        self.add_on_set_parameters_callback(self.parameters_callback)
+        self.lifecycle_state = 'unconfigured'
+        self.frame_id = self.get_parameter('frame_id').value
+        self.active_entities = []  # publishers, subscriptions, timer made by configure
+        self.twist_pub = self.gripper_pub = self.control_timer = None
+        self.last_reasons = None
+        self.messages_dropped = 0  # malformed actions and poses
+
+        self.estop_sub = self.create_subscription(
+            Bool, arm_topics.ESTOP_TOPIC, self.estop_callback, arm_topics.ESTOP_QOS)
+        self.reset_srv = self.create_service(Trigger, arm_topics.RESET_SERVICE,
+                                             self.reset_callback)
+        self.status_pub = self.create_publisher(String, arm_topics.STATUS_TOPIC,
+                                                arm_topics.STATUS_QOS)
+        self.diagnostics_pub = None
+        if DiagnosticArray is not None:
+            self.diagnostics_pub = self.create_publisher(
+                DiagnosticArray, arm_topics.DIAGNOSTICS_TOPIC, arm_topics.STATUS_QOS)
+        else:
+            self.get_logger().warning(
+                'diagnostic_msgs is not installed (pip install ros-jazzy-diagnostic-msgs): '
+                'no /diagnostics; the same status goes to ~/status as JSON')
+        rate = float(self.get_parameter('diagnostics_rate_hz').value)
+        if not rate > 0:
+            raise ValueError(f'diagnostics_rate_hz ({rate}) must be > 0')
+        self.status_timer = self.create_timer(1.0 / rate, self.publish_status)
+        self.get_logger().info('unconfigured; configure and activate me through the lifecycle '
+                               'services (dry_run is read on configure)')
+
+    # ------------------------------------------------------------------ parameters
+    def _read_config(self, changes=None):
+        values = {name: self.get_parameter(name).value for name in ArmConfig.field_help()}
+        values.update(changes or {})
+        return ArmConfig.from_dict(values)
+
+    def parameters_callback(self, params):
+        """Reject a parameter change that would make an invalid ArmConfig."""
+        changes = {p.name: p.value for p in params if p.name in ArmConfig.field_help()}
+        for param in params:
+            if param.name == 'diagnostics_rate_hz':
+                return SetParametersResult(successful=False, reason='diagnostics_rate_hz is '
+                                           'read once at start')
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            self._read_config(changes)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def now(self):
+        """Return the node clock in seconds (the clock of every watchdog)."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state):
+        """Read and check the parameters; create the command publishers and inputs."""
+        try:
+            config = self._read_config()
+        except ValueError as error:
+            self.get_logger().error(f'configure failed: {error}')
+            return TransitionCallbackReturn.FAILURE
+        old = self.safety
+        self.safety = SafetyFilter(config)
+        self.safety.estop_engaged, self.safety.estop_latched = old.estop_engaged, \
+            old.estop_latched
+        self.frame_id = self.get_parameter('frame_id').value
+        if config.dry_run:
+            twist_topic, gripper_topic = (arm_topics.DRY_RUN_TWIST_TOPIC,
+                                          arm_topics.DRY_RUN_GRIPPER_TOPIC)
+        else:
+            twist_topic, gripper_topic = arm_topics.TWIST_TOPIC, arm_topics.GRIPPER_TOPIC
+        self.twist_pub = self.create_lifecycle_publisher(TwistStamped, twist_topic,
+                                                         arm_topics.COMMAND_QOS)
+        self.gripper_pub = self.create_lifecycle_publisher(Float64MultiArray, gripper_topic,
+                                                           arm_topics.COMMAND_QOS)
+        self.active_entities = [
+            self.create_subscription(JointState, arm_topics.ACTION_TOPIC, self.action_callback,
+                                     topics.ACTION_QOS),
+            # Only the arrival matters: take the serialized bytes, skip decoding the pixels.
+            self.create_subscription(Image, arm_topics.CAMERA_TOPIC, self.image_callback,
+                                     arm_topics.SENSOR_QOS, raw=True),
+            self.create_subscription(PoseStamped, arm_topics.POSE_TOPIC, self.pose_callback,
+                                     arm_topics.SENSOR_QOS),
+        ]
+        self.control_timer = self.create_timer(config.period, self.control_callback)
+        self.control_timer.cancel()
+        self.lifecycle_state = 'inactive'
+        self.get_logger().info(
+            f"configured: {'DRY RUN, commands to ' if config.dry_run else 'LIVE, commands to '}"
+            f'{self.twist_pub.topic_name} and {self.gripper_pub.topic_name} at '
+            f'{config.control_rate_hz} Hz in frame {self.frame_id!r}')
+        self.publish_status()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        """Start commanding: forget old actions, enable the publishers, start the timer."""
+        self.safety.reset_motion()
+        self.last_reasons = None
+        result = super().on_activate(state)
+        self.control_timer.reset()
+        self.lifecycle_state = 'active'
+        if not self.safety.config.dry_run:
+            self._switch_servo_to_twist()
+        self.get_logger().info('active')
+        self.publish_status()
+        return result
+
+    def on_deactivate(self, state):
+        """Send one zero twist, stop the timer and disable the publishers."""
+        self.control_timer.cancel()
+        self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        self.safety.reset_motion()
+        self.lifecycle_state = 'inactive'
+        self.get_logger().info('inactive: sent a zero twist')
+        self.publish_status()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        """Drop the publishers, subscriptions and timer made by configure."""
+        self._destroy_active_entities()
+        self.lifecycle_state = 'unconfigured'
+        self.publish_status()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        """Zero the arm if it was commanding, then drop everything configure made."""
+        if self.lifecycle_state == 'active':
+            self.control_timer.cancel()
+            self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        self._destroy_active_entities()
+        self.lifecycle_state = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_active_entities(self):
+        for subscription in self.active_entities:
+            self.destroy_subscription(subscription)
+        self.active_entities = []
+        if self.control_timer is not None:
+            self.destroy_timer(self.control_timer)
+        for publisher in (self.twist_pub, self.gripper_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self.twist_pub = self.gripper_pub = self.control_timer = None
+
+    def _switch_servo_to_twist(self):
+        name = self.get_parameter('servo_command_type_service').value
+        if not name:
+            return
+        if ServoCommandType is None:
+            self.get_logger().warning(
+                f'moveit_msgs is not installed: call {name} (moveit_msgs/srv/ServoCommandType, '
+                'command_type 1 = TWIST) yourself, or Servo ignores the twists')
+            return
+        client = self.create_client(ServoCommandType, name)
+        if not client.service_is_ready():
+            self.get_logger().warning(f'{name} is not available; Servo must be switched to '
+                                      'TWIST commands before it moves')
+            return
+        future = client.call_async(ServoCommandType.Request(
+            command_type=ServoCommandType.Request.TWIST))
+        future.add_done_callback(lambda f: self.get_logger().info(
+            f'{name}: success={getattr(f.result(), "success", None)}'))
+
+    def destroy_node(self):
+        """Send a last zero twist if still commanding (Ctrl-C while active), then destroy."""
+        if self.lifecycle_state == 'active' and self.twist_pub is not None:
+            try:
+                self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+            except Exception as error:  # noqa: B902 - the context may be shut down already
+                self.get_logger().warning(f'could not send the final zero twist: {error}')
+        super().destroy_node()
+
+    # ------------------------------------------------------------------ inputs
+    def action_callback(self, msg):
+        """Hand a policy action and its image stamp to the filter."""
+        try:
+            reply = messages.decode_action(msg)
+        except ValueError as error:
+            self.messages_dropped += 1
+            self.get_logger().error(f'dropped a malformed action: {error}',
+                                    throttle_duration_sec=1.0)
+            return
+        error = self.safety.observe_action(reply.action, reply.stamp_ns * 1e-9)
+        if error:
+            self.get_logger().error(error, throttle_duration_sec=1.0)
+
+    def image_callback(self, _serialized):
+        """Record that a camera image arrived (its pixels are the policy's business)."""
+        self.safety.observe_image(self.now())
+
+    def pose_callback(self, msg):
+        """Record the end-effector position."""
+        p = msg.pose.position
+        try:
+            self.safety.observe_pose(self.now(), (p.x, p.y, p.z))
+        except ValueError as error:
+            self.messages_dropped += 1
+            self.get_logger().error(f'dropped a pose: {error}', throttle_duration_sec=1.0)
+
+    def estop_callback(self, msg):
+        """Take the e-stop input; when it engages, zero the arm at once."""
+        was_latched = self.safety.estop_latched
+        self.safety.set_estop(msg.data)
+        if self.safety.estop_latched and not was_latched:
+            self.get_logger().error('E-STOP engaged: commanding zero until reset')
+            if self.lifecycle_state == 'active':
+                self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+            self.publish_status()
+
+    def reset_callback(self, request, response):
+        """Clear a latched e-stop (std_srvs/Trigger) if the e-stop input is released."""
+        response.success, response.message = self.safety.reset()
+        if response.success:  # rclpy binds one severity to each logging call site
+            self.get_logger().info(f'reset: {response.message}')
+        else:
+            self.get_logger().warning(f'reset refused: {response.message}')
+        self.publish_status()
+        return response
+
+    # ------------------------------------------------------------------ output
+    def control_callback(self):
+        """Run one filter tick and publish its twist (and gripper command)."""
+        command = self.safety.tick(self.now())
+        self._publish_twist(command.linear, command.angular)
+        if command.gripper is not None:
+            self.gripper_pub.publish(Float64MultiArray(data=[float(command.gripper)]))
+        stops = tuple(r for r in command.reasons if command.stopped)
+        if stops != self.last_reasons:
+            if stops:
+                self.get_logger().warning(f'commanding zero: {", ".join(stops)}')
+            elif self.last_reasons:
+                self.get_logger().info('moving: every input is fresh')
+            self.last_reasons = stops
+
+    def _publish_twist(self, linear, angular):
+        msg = TwistStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()  # Servo drops stale stamps
+        msg.header.frame_id = self.frame_id
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in linear)
+        msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v)
+                                                                         for v in angular)
+        self.twist_pub.publish(msg)
+
+    def status(self):
+        """Return the status dict: lifecycle state, filter state, counters."""
+        status = self.safety.status(self.now())
+        status['lifecycle'] = self.lifecycle_state
+        status['counters']['messages_dropped'] = self.messages_dropped
+        return status
+
+    def publish_status(self):
+        """Publish ~/status (JSON) and, where available, /diagnostics."""
+        status = self.status()
+        self.status_pub.publish(String(data=json.dumps(status)))
+        if self.diagnostics_pub is None:
+            return
+        level = DiagnosticStatus.OK
+        if status['state'] == 'estop':
+            level = DiagnosticStatus.ERROR
+        elif status['lifecycle'] == 'active' and status['state'] != 'running':
+            level = DiagnosticStatus.WARN
+        message = (f"{status['lifecycle']}, {status['state']}"
+                   + (f" ({', '.join(status['stop_reasons'])})" if status['stop_reasons'] else '')
+                   + (', dry run' if status['dry_run'] else ', LIVE'))
+        values = [KeyValue(key='lifecycle', value=status['lifecycle']),
+                  KeyValue(key='state', value=status['state']),
+                  KeyValue(key='dry_run', value=str(status['dry_run']).lower()),
+                  KeyValue(key='estop_latched', value=str(status['estop_latched']).lower())]
+        values += [KeyValue(key=k, value=str(v)) for k, v in status['counters'].items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [DiagnosticStatus(level=level, name=self.get_fully_qualified_name(),
+                                         message=message, hardware_id='', values=values)]
+        self.diagnostics_pub.publish(array)
+
+
+def main(args=None):
+    """Run the safety controller until interrupted."""
+    return run_node(SafetyController, 'safety_controller', args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""
+sim_arm: the LIBERO Panda behind the interface of a real arm with MoveIt Servo.
+
+It stands in for the arm driver and MoveIt Servo in tests and demos:
+
+* **Input**, with Servo's semantics: ``geometry_msgs/TwistStamped`` on
+  ``/servo_node/delta_twist_cmds`` (its ``header.frame_id`` must be ``frame_id``)
+  and ``std_msgs/Float64MultiArray`` on ``/gripper_controller/commands``. A twist
+  whose stamp is older than ``command_timeout`` (Servo's incoming_command_timeout,
+  0.1 s) is stale: the arm holds still. The gripper keeps its last command, as a
+  forward command controller does.
+* **Stepping**: one LIBERO control step (20 Hz, OSC pose deltas) per 50 ms of
+  wall clock. A step that falls behind is caught up (at most ``max_catch_up``
+  steps at once; beyond that the time is skipped and counted).
+* **Conversion**: LIBERO action = twist / scale per axis, clipped to [-1, 1]
+  (``tgrpo_ros.arm.command.twist_to_libero``), the inverse of the safety
+  controller's action -> twist scale; keep ``linear_scale``/``angular_scale`` equal
+  on both nodes and an unclipped policy action reaches LIBERO unchanged. The
+  gripper command nearer ``gripper_close`` closes (LIBERO +1), else opens (-1).
+* **Output**: ``camera/image`` (sensor_msgs/Image rgb8, sensor-data QoS) at
+  ``camera_rate_hz``: the agentview render rotated 180 degrees, i.e. the view
+  LIBERO-trained policies saw before their resize and crop, so the policy server
+  preprocesses it as a real camera (no rotation); ``ee_pose``
+  (geometry_msgs/PoseStamped, world frame, m) and ``joint_states``
+  (sensor_msgs/JointState, 7 arm + 2 finger joints), sensor-data QoS. Every
+  simulated step publishes its pose stamped with the time the step stands for
+  (50 ms apart), so the trajectory can be checked from the topic. ``~/status``
+  (std_msgs/String JSON) once a second; ``~/reset`` (std_srvs/Trigger) puts
+  the scene back to its initial state.
+"""
+
+import json
+import sys
+import time
+
+from geometry_msgs.msg import PoseStamped, TwistStamped
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from tgrpo_ros.arm import ArmConfig
+from tgrpo_ros.arm.command import gripper_to_libero, LIBERO_OPEN, twist_to_libero
+from tgrpo_ros.nodes import arm_topics, messages
+from tgrpo_ros.nodes.node_main import run_node
+
+STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
+AGENTVIEW_IMAGE = 'agentview_image'  # robosuite observable of the front camera
+_ARM_DEFAULTS = ArmConfig().to_dict()
+
+PARAMETERS = (
+    # name, default, description
+    ('suite', 'libero_object', 'LIBERO suite'),
+    ('task_id', 0, 'task index within the suite'),
+    ('init_state_id', 0, 'fixed initial state the scene starts from'),
+    ('camera_size', 128, 'agentview render size (px, square): 128, 224 or 256'),
+    ('camera_rate_hz', 5.0, 'rate (Hz) of camera/image; each frame costs a render '
+     '(~70-150 ms here), so keep it low on a CPU-only machine'),
+    ('multisample', False, '4x multisample anti-aliasing of the render (slower)'),
+    ('command_timeout', 0.1, 's: a twist older than this is stale, the arm holds still '
+     "(MoveIt Servo's incoming_command_timeout)"),
+    ('frame_id', 'world', 'frame of the end-effector pose, and the only twist frame accepted'),
+    ('camera_frame_id', 'agentview', 'frame_id of the camera images'),
+    ('camera_qos', 'sensor_data', "'sensor_data' (best effort, as camera drivers publish) or "
+     "'reliable' (for a subscriber that only takes reliable publishers)"),
+    ('linear_scale', _ARM_DEFAULTS['linear_scale'],
+     'm/s per unit of LIBERO action; keep equal to the safety controller scale'),
+    ('angular_scale', _ARM_DEFAULTS['angular_scale'],
+     'rad/s per unit of LIBERO action; keep equal to the safety controller scale'),
+    ('gripper_open', _ARM_DEFAULTS['gripper_open'], 'gripper command meaning open'),
+    ('gripper_close', _ARM_DEFAULTS['gripper_close'], 'gripper command meaning closed'),
+    ('max_catch_up', 4, 'most steps run at once to catch up with the wall clock'),
+)
+
+
+class SimArm(Node):
+    """One LIBERO scene stepped in real time from Servo-style twist commands."""
+
+    def __init__(self):
+        """Read the parameters, create the scene, wire the topics, start the clock."""
+        super().__init__('sim_arm')
+        for name, default, description in PARAMETERS:
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, read_only=True, dynamic_typing=True))
+        p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
+        # ArmConfig checks the scales and gripper values the way the controller does.
+        arm = ArmConfig(linear_scale=p['linear_scale'], angular_scale=p['angular_scale'],
+                        gripper_open=p['gripper_open'], gripper_close=p['gripper_close'])
+        self.linear_scale, self.angular_scale = arm.linear_scale, arm.angular_scale
+        self.gripper_values = (arm.gripper_open, arm.gripper_close)
+        for name in ('camera_rate_hz', 'command_timeout'):
+            if not float(p[name]) > 0:
+                raise ValueError(f'{name} ({p[name]}) must be > 0')
+        if int(p['max_catch_up']) < 1:
+            raise ValueError(f"max_catch_up ({p['max_catch_up']}) must be >= 1")
+        self.camera_period = 1.0 / float(p['camera_rate_hz'])  # s
+        self.command_timeout = float(p['command_timeout'])  # s
+        self.frame_id = str(p['frame_id'])
+        self.camera_frame_id = str(p['camera_frame_id'])
+        self.max_catch_up = int(p['max_catch_up'])
+
+        from tgrpo_ros.sim import LiberoEnv  # heavy: mujoco, robosuite, libero
+        start = time.perf_counter()
+        self.env = LiberoEnv(suite=p['suite'], task_id=int(p['task_id']),
+                             camera_size=int(p['camera_size']),
+                             multisample=bool(p['multisample']), max_steps=10 ** 9)
+        obs = self.env.reset(int(p['init_state_id']))
+        self.raw_env = self.env.raw_env
+        self.inner = self.raw_env.env
+        self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)  # render on demand
+        robot = self.inner.robots[0]
+        self.eef_site = robot.eef_site_id  # the grip site, robot0_eef_pos in observations
+        self.eef_body = robot.robot_model.eef_name  # its orientation, robot0_eef_quat
+        self.joint_names = list(robot.robot_joints) + list(robot.gripper.joints)
+        self.joint_indexes = list(robot._ref_joint_pos_indexes) \
+            + list(robot._ref_gripper_joint_pos_indexes)
+        self.instruction = obs['instruction']
+
+        self.twist = None          # newest TwistStamped
+        self.gripper = LIBERO_OPEN  # LIBERO gripper action, held
+        self.counters = {'steps': 0, 'held_steps': 0, 'frames': 0, 'skipped_steps': 0,
+                         'rejected_twists': 0, 'rejected_gripper_commands': 0}
+        self.success = False
+        self.bad_frames = set()
+
+        self.create_subscription(TwistStamped, arm_topics.TWIST_TOPIC, self.twist_callback,
+                                 arm_topics.COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
+                                 self.gripper_callback, arm_topics.COMMAND_QOS)
+        camera_qos = {'sensor_data': arm_topics.SENSOR_QOS,
+                      'reliable': arm_topics.CAMERA_RELIABLE_QOS}
+        if p['camera_qos'] not in camera_qos:
+            raise ValueError(f"unknown camera_qos {p['camera_qos']!r}; available: "
+                             f'{", ".join(camera_qos)}')
+        self.image_pub = self.create_publisher(Image, arm_topics.CAMERA_TOPIC,
+                                               camera_qos[p['camera_qos']])
+        self.pose_pub = self.create_publisher(PoseStamped, arm_topics.POSE_TOPIC,
+                                              arm_topics.SENSOR_QOS)
+        self.joint_pub = self.create_publisher(JointState, arm_topics.JOINT_STATES_TOPIC,
+                                               arm_topics.SENSOR_QOS)
+        self.status_pub = self.create_publisher(String, arm_topics.STATUS_TOPIC,
+                                                arm_topics.STATUS_QOS)
+        self.reset_srv = self.create_service(Trigger, '~/reset', self.reset_callback)
+        self.init_state_id = int(p['init_state_id'])
+        self.episodes = 0
+        self.restart_clock()
+        self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
+        self.create_timer(1.0, self.publish_status)
+        self.get_logger().info(
+            f"{p['suite']} task {p['task_id']} ({self.instruction!r}) init state "
+            f"{p['init_state_id']} ready in {time.perf_counter() - start:.1f} s; camera "
+            f"{p['camera_size']} px at {p['camera_rate_hz']} Hz, twists in {self.frame_id!r}")
+
+    def restart_clock(self):
+        """Make now step 0 of real time and publish the current state."""
+        self.start_time = time.monotonic()  # s, wall clock of step 0
+        self.start_ros_ns = self.get_clock().now().nanoseconds  # the same instant, ROS time
+        self.next_frame = self.start_time
+        stamp = messages.ns_to_stamp(self.start_ros_ns)
+        self.publish_pose(stamp)
+        self.publish_joints(stamp)
+
+    def reset_callback(self, request, response):
+        """Put the scene back to its initial state (std_srvs/Trigger) and restart the clock."""
+        start = time.perf_counter()
+        try:
+            self.env.reset(self.init_state_id)
+        except Exception as error:  # noqa: B902 - report any simulator failure to the caller
+            response.success, response.message = False, f'reset failed: {error}'
+            self.get_logger().error(response.message)
+            return response
+        self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)
+        self.twist, self.gripper, self.success = None, LIBERO_OPEN, False
+        for key in self.counters:
+            self.counters[key] = 0
+        self.episodes += 1
+        self.restart_clock()
+        response.success = True
+        response.message = (f'reset to init state {self.init_state_id} in '
+                            f'{time.perf_counter() - start:.2f} s')
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ inputs
+    def twist_callback(self, msg):
+        """Keep the newest twist in the accepted frame."""
+        if msg.header.frame_id != self.frame_id:
+            self.counters['rejected_twists'] += 1
+            if msg.header.frame_id not in self.bad_frames:
+                self.bad_frames.add(msg.header.frame_id)
+                self.get_logger().error(f'ignoring twists in frame {msg.header.frame_id!r}; '
+                                        f'only {self.frame_id!r} is accepted')
+            return
+        self.twist = msg
+
+    def gripper_callback(self, msg):
+        """Hold the newest gripper command (one value)."""
+        try:
+            if len(msg.data) != 1:
+                raise ValueError(f'gripper command must hold 1 value, got {len(msg.data)}')
+            self.gripper = gripper_to_libero(msg.data[0], *self.gripper_values)
+        except ValueError as error:
+            self.counters['rejected_gripper_commands'] += 1
+            self.get_logger().error(f'ignored gripper command: {error}',
+                                    throttle_duration_sec=1.0)
+
+    # ------------------------------------------------------------------ stepping
+    def current_action(self, step_time_ns):
+        """
+        Return the LIBERO action [7] for the step due at ``step_time_ns`` (ROS time).
+
+        The newest twist is used if its stamp was fresh at the step's own time, so a
+        step that is caught up after a slow render is judged at the time it stands for.
+        """
+        action = np.zeros(7)
+        action[6] = self.gripper
+        twist = self.twist
+        if twist is None or step_time_ns - messages.stamp_to_ns(twist.header.stamp) \
+                > self.command_timeout * 1e9:
+            self.counters['held_steps'] += 1
+            return action
+        linear, angular = twist.twist.linear, twist.twist.angular
+        try:
+            action[:6] = twist_to_libero((linear.x, linear.y, linear.z),
+                                         (angular.x, angular.y, angular.z),
+                                         self.linear_scale, self.angular_scale)
+        except ValueError as error:  # non-finite: Servo would refuse it too
+            self.counters['rejected_twists'] += 1
+            self.counters['held_steps'] += 1
+            self.get_logger().error(f'holding still: {error}', throttle_duration_sec=1.0)
+        return action
+
+    def clock_callback(self):
+        """Run the steps that are due by the wall clock, then a camera frame if due."""
+        now = time.monotonic()
+        due = int((now - self.start_time) / STEP_PERIOD) - self.counters['steps'] \
+            - self.counters['skipped_steps']
+        if due > self.max_catch_up:
+            self.counters['skipped_steps'] += due - self.max_catch_up
+            due = self.max_catch_up
+        raw = None
+        for _ in range(max(due, 0)):
+            index = self.counters['steps'] + self.counters['skipped_steps']
+            step_time_ns = self.start_ros_ns + int((index + 1) * STEP_PERIOD * 1e9)
+            raw, _, _, _ = self.raw_env.step(self.current_action(step_time_ns))
+            self.counters['steps'] += 1
+            self.success = self.success or bool(self.raw_env.check_success())
+            self.publish_pose(messages.ns_to_stamp(step_time_ns))
+        if raw is None:
+            return
+        self.publish_joints(self.get_clock().now().to_msg())
+        if now >= self.next_frame:
+            self.next_frame = max(self.next_frame + self.camera_period, now)
+            self.publish_frame()
+
+    # ------------------------------------------------------------------ outputs
+    def eef_pose(self):
+        """
+        Return the end-effector position [3] (m, grip site) and quaternion xyzw, read now.
+
+        Read from the physics state rather than robosuite's observables, whose
+        cached values can lag a step behind after a render forced an update.
+        """
+        data = self.inner.sim.data
+        position = np.array(data.site_xpos[self.eef_site])
+        w, x, y, z = data.get_body_xquat(self.eef_body)  # MuJoCo order: wxyz
+        return position, (x, y, z, w)
+
+    def publish_pose(self, stamp):
+        """
+        Publish the end-effector pose of the physics state now, stamped ``stamp``.
+
+        The stamp is the wall-clock time the step stands for (step index x 50 ms
+        from the start), so consecutive simulated steps are exactly 50 ms apart
+        and a gap of more shows skipped steps.
+        """
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, self.frame_id
+        pos, quat = self.eef_pose()  # m; quaternion xyzw
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, pos)
+        (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
+         pose.pose.orientation.w) = map(float, quat)
+        self.pose_pub.publish(pose)
+
+    def publish_joints(self, stamp):
+        """Publish the arm and finger joint positions and velocities."""
+        joints = JointState()
+        joints.header.stamp = stamp
+        joints.name = self.joint_names
+        data = self.inner.sim.data
+        joints.position = [float(data.qpos[i]) for i in self.joint_indexes]
+        joints.velocity = [float(data.qvel[i]) for i in self.joint_indexes]
+        self.joint_pub.publish(joints)
+
+    def publish_frame(self):
+        """Render agentview and publish it upright for a LIBERO-trained policy (rgb8)."""
+        stamp = self.get_clock().now().to_msg()  # the scene does not move while it renders
+        self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', True)
+        try:
+            raw = self.inner._get_observations(force_update=True)
+        finally:
+            self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)
+        frame = raw[AGENTVIEW_IMAGE][::-1, ::-1]  # the 180-degree turn LIBERO policies saw
+        self.image_pub.publish(messages.numpy_to_image(
+            frame, stamp=stamp, frame_id=self.camera_frame_id))
+        self.counters['frames'] += 1
+
+    def publish_status(self):
+        """Publish the counters and task success as JSON on ~/status."""
+        lag = time.monotonic() - self.start_time - STEP_PERIOD * (
+            self.counters['steps'] + self.counters['skipped_steps'])  # s
+        status = dict(self.counters, success=self.success, lag_s=round(lag, 4),
+                      episodes=self.episodes,
+                      instruction=self.instruction)
+        self.status_pub.publish(String(data=json.dumps(status)))
+
+    def destroy_node(self):
+        """Close the simulator, then the node."""
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    """Run the simulated arm until interrupted."""
+    return run_node(SimArm, 'sim_arm', args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
