@@ -119,7 +119,7 @@ def run(args, log_dir):
     from geometry_msgs.msg import PoseStamped
     from std_srvs.srv import Trigger
 
-    from tgrpo_ros.node_process import NodeGroup
+    from tgrpo_ros.orchestration.processes import NodeGroup
     from tgrpo_ros.nodes import arm_topics
     from tgrpo_ros.testing.arm_client import ArmProbe
     from tgrpo_ros.testing.ros_client import RosClient
@@ -204,7 +204,7 @@ def latency_run(args, log_dir):
 
     from tgrpo_ros.nodes import messages, topics
     from tgrpo_ros.nodes import arm_topics
-    from tgrpo_ros.node_process import NodeGroup
+    from tgrpo_ros.orchestration.processes import NodeGroup
     from tgrpo_ros.policy import cached_standin
     from tgrpo_ros.testing.arm_client import ArmProbe
     from tgrpo_ros.testing.ros_client import RosClient
@@ -277,18 +277,14 @@ def latency_run(args, log_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not netns.in_private_netns():
-        ok, reason = netns.netns_available()
-        if not ok:
-            print(f'bench/deploy.py needs a private network namespace for DDS: {reason}',
-                  file=sys.stderr)
-            return 1
-        command = netns.netns_command([sys.executable, os.path.abspath(__file__)]
-                                      + list(sys.argv[1:] if argv is None else argv))
-        os.execvpe(command[0], command, netns.private_netns_env())
+    error = netns.run_script_in_private_netns(
+        __file__, list(sys.argv[1:] if argv is None else argv), 'bench/deploy.py')
+    if error:
+        print(error, file=sys.stderr)
+        return 1
     import tempfile
 
-    from tgrpo_ros.node_process import prepare_environment
+    from tgrpo_ros.orchestration.processes import prepare_environment
 
     prepare_environment()
     started = time.perf_counter()

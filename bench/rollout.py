@@ -126,15 +126,11 @@ def plain_path(args, model_path, parallel):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not netns.in_private_netns():
-        ok, reason = netns.netns_available()
-        if not ok:
-            print(f'bench/rollout.py needs a private network namespace for DDS: {reason}',
-                  file=sys.stderr)
-            return 2
-        command = netns.netns_command([sys.executable, os.path.abspath(__file__)]
-                                      + list(sys.argv[1:] if argv is None else argv))
-        os.execvpe(command[0], command, netns.private_netns_env())
+    error = netns.run_script_in_private_netns(
+        __file__, list(sys.argv[1:] if argv is None else argv), 'bench/rollout.py')
+    if error:
+        print(error, file=sys.stderr)
+        return 2
     import tempfile
 
     from tgrpo_ros.policy import cached_standin

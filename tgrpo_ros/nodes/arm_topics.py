@@ -19,8 +19,9 @@ QoS choices
 * Status and diagnostics: reliable, volatile, depth 10.
 """
 
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
-                       ReliabilityPolicy)
+from rclpy.qos import qos_profile_sensor_data
+
+from tgrpo_ros.nodes.topics import reliable_qos
 
 # Inputs of the safety controller (relative: remap them to the arm's topics).
 ACTION_TOPIC = 'action'                 # sensor_msgs/JointState, see messages.encode_action
@@ -44,15 +45,7 @@ DIAGNOSTICS_TOPIC = '/diagnostics'      # diagnostic_msgs/DiagnosticArray
 JOINT_STATES_TOPIC = 'joint_states'     # sensor_msgs/JointState of the Panda
 
 SENSOR_QOS = qos_profile_sensor_data
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
-CAMERA_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
-                                 reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.VOLATILE)
-STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                        reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
+COMMAND_QOS = reliable_qos(1)
+ESTOP_QOS = reliable_qos(1, transient_local=True)  # latched: a late subscriber sees the stop
+CAMERA_RELIABLE_QOS = reliable_qos(2)
+STATUS_QOS = reliable_qos(10)

@@ -65,6 +65,22 @@ def reexec_in_private_netns(argv, cwd):
     os.execvpe(command[0], command, private_netns_env())
 
 
+def run_script_in_private_netns(script, argv, name):
+    """
+    Make sure a bench script runs inside a private network namespace.
+
+    Returns None inside one; otherwise re-executes ``script`` with ``argv`` there (this
+    call does not return), or returns an error message naming ``name`` and the reason
+    when the machine cannot make one.
+    """
+    if in_private_netns():
+        return None
+    ok, reason = netns_available()
+    if not ok:
+        return f'{name} needs a private network namespace for DDS: {reason}'
+    reexec_in_private_netns([sys.executable, os.path.abspath(script), *argv], os.getcwd())
+
+
 def exit_if_required_but_unavailable(reason):
     """Stop the session when a private namespace is required (CI) but cannot be made."""
     if os.environ.get(REQUIRE_ENV) == '1':
