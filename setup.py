@@ -36,6 +36,7 @@ setup(
             'tgrpo_eval = tgrpo_ros.sim.evaluate:main',
             'tgrpo_demos = tgrpo_ros.sim.demos:main',
             'tgrpo_replay = tgrpo_ros.nodes.replay:main',
+            'tgrpo_record = tgrpo_ros.nodes.record:main',
             'tgrpo_plot = tgrpo_ros.training.metrics:main',
         ],
     },
