@@ -55,7 +55,7 @@ class TopicInfo:
 class _Connection:
     """A connection found by the salvage scan of a damaged MCAP file."""
 
-    id: int
+    channel_id: int
     topic: str
     msgtype: str
     msgdef: object
@@ -106,7 +106,10 @@ class Bag:
             return None
 
     def _storage_files(self):
-        found = sorted(p for p in self.path.rglob('*') if p.suffix in ('.mcap', '.db3'))
+        # Storage files, and the split a SplitWriter is writing (<name>_<i>/<name>_<i>.mcap).
+        found = sorted(p for p in self.path.glob('*') if p.suffix in ('.mcap', '.db3')) + \
+            sorted(p for p in self.path.glob('*/*') if p.suffix in ('.mcap', '.db3')
+                   and p.parent.name == p.stem)
         if self.metadata is not None:
             listed = [self.path / Path(name).name
                       for name in self.metadata.get('relative_file_paths', [])]
@@ -270,6 +273,8 @@ def _qos_of(conn):
 
 
 class _Damaged(Exception):
+    """A storage file that is damaged, with what could be salvaged from it."""
+
     def __init__(self, text, connections, reader):
         super().__init__(text)
         self.connections = connections
@@ -279,16 +284,17 @@ class _Damaged(Exception):
 # ---------------------------------------------------------------------- MCAP salvage
 
 class _Salvage:
+    """The connections and messages recovered from a damaged MCAP file."""
+
     def __init__(self, connections, messages, summary):
         self.connections = connections
         self._messages = messages
         self.summary = summary
 
     def reader(self, connections):
-        ids = {c.id for c in connections}
-        by_id = {c.id: c for c in connections}
+        by_id = {c.channel_id: c for c in connections}
         for channel, timestamp, data in self._messages:
-            if channel in ids:
+            if channel in by_id:
                 yield by_id[channel], timestamp, data
 
 
@@ -322,12 +328,14 @@ def _salvage_mcap(path):
     for channel, _, _ in messages:
         counts[channel] = counts.get(channel, 0) + 1
     for conn in connections:
-        conn.msgcount = counts.get(conn.id, 0)
+        conn.msgcount = counts.get(conn.channel_id, 0)
     summary = f'{stop}; recovered {len(messages)} message(s) on {len(connections)} topic(s)'
     return _Salvage(connections, sorted(messages, key=lambda m: m[1]), summary)
 
 
 class _Truncated(Exception):
+    """The scan of a damaged MCAP file stopped at ``offset`` (B)."""
+
     def __init__(self, text, offset):
         super().__init__(text)
         self.offset = offset
@@ -355,7 +363,7 @@ def _scan_records(data, offset, end, schemas, channels, messages, in_chunk=False
             reader = _Fields(body)
             channel_id, schema_id = reader.u16(), reader.u16()
             topic, encoding = reader.string(), reader.string()
-            channels[channel_id] = (schema_id, topic, encoding, reader.map())
+            channels[channel_id] = (schema_id, topic, encoding, reader.mapping())
         elif op == 0x05:
             channel, _, log_time, _ = struct.unpack_from('<HIQQ', body, 0)
             messages.append((channel, log_time, bytes(body[22:])))
@@ -383,6 +391,8 @@ def _decompress(data, compression, size, crc):
 
 
 class _Fields:
+    """Little-endian MCAP record fields read one after the other."""
+
     def __init__(self, view):
         self.view, self.pos = view, 0
 
@@ -411,7 +421,7 @@ class _Fields:
     def string(self):
         return bytes(self.raw(self.u32())).decode('utf-8', errors='replace')
 
-    def map(self):
+    def mapping(self):
         size, out = self.u32(), {}
         end = self.pos + size
         while self.pos < end:

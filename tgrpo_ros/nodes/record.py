@@ -114,7 +114,7 @@ def load_profile(name, clients=None):
                            'max_bag_duration_s', 'topics'}
     if unknown:
         raise ValueError(f'profile {path}: unknown keys {sorted(unknown)}; allowed: '
-                         "description, clients, storage, max_bag_size_mb, "
+                         'description, clients, storage, max_bag_size_mb, '
                          'max_bag_duration_s, topics')
     clients = [('/' + c.strip('/')) for c in (clients or data.get('clients') or [])]
     specs = []
@@ -295,7 +295,7 @@ def build_parser():
     parser.add_argument('-o', '--output', help='bag directory to create '
                         '(default rosbag2_<date>-<time>)')
     parser.add_argument('-s', '--storage', choices=bag_io.STORAGES, help='storage '
-                        '(default: the profile\'s, else mcap)')
+                        '(default: the one of the profile, else mcap)')
     parser.add_argument('--max-bag-size', type=float, metavar='MB',
                         help='start a new file past this size (0: never)')
     parser.add_argument('--max-bag-duration', type=float, metavar='S',
@@ -380,4 +380,3 @@ def main(argv=None):
 
 if __name__ == '__main__':
     sys.exit(main())
-
