@@ -134,7 +134,7 @@ def stream_steps(bag, clients, counters):
             if stamp in s['images'] or stamp in s['answered']:
                 continue  # a re-published request: the same picture
             counters['images'] += 1
-            s['images'][stamp] = (msg, list(s['instructions']))
+            s['images'][stamp] = msg
             reply = s['replies'].pop(stamp, None)
         else:
             try:
@@ -152,9 +152,11 @@ def stream_steps(bag, clients, counters):
                 continue
         if reply is None:
             continue
-        image_msg, instructions = s['images'].pop(stamp)
+        image_msg = s['images'].pop(stamp)
         s['answered'].add(stamp)
-        instruction = next((t for t in reversed(instructions)
+        # The recent instructions when the pair completes: an image can arrive before the
+        # instruction that was published just ahead of it (two topics, no order).
+        instruction = next((t for t in reversed(s['instructions'])
                             if messages.instruction_crc32(t) == reply.instruction_crc32), None)
         if instruction is None:
             counters['unknown_instruction'] += 1
