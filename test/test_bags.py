@@ -172,7 +172,7 @@ def test_report_maths_on_hand_computed_steps():
 
 @pytest.fixture(scope='module')
 def policy_episodes(tmp_path_factory):
-    """Write a bag of 2 episodes sampled by the stand-in with adapter v1, and a perturbed v2."""
+    """Write a bag of 2 episodes of the stand-in with adapter v1 (the second greedy), and v2."""
     import torch
 
     from tgrpo_ros.policy import cached_standin, load_policy
@@ -187,7 +187,7 @@ def policy_episodes(tmp_path_factory):
     episodes = []
     for index, length in enumerate((3, 2)):
         images = random_images(length, seed=index)
-        out = policy.sample(images, [INSTRUCTION] * length,
+        out = policy.sample(images, [INSTRUCTION] * length, greedy=index == 1,
                             generator=torch.Generator().manual_seed(index))
         episodes.append(Episode(
             images=images, action_tokens=out.action_tokens.numpy().astype(np.int64),
@@ -199,7 +199,11 @@ def policy_episodes(tmp_path_factory):
     perturb_trainable(policy, seed=2, scale=0.5)
     policy.save_adapter(str(root / 'v2'))
     bag = root / 'bag'
-    replay.write_episodes(bag, [(10 + i, e) for i, e in enumerate(episodes)])
+    with bag_io.SplitWriter(bag, max_bytes=1) as writer:  # one episode per file
+        writer.add_topic(topics.EPISODE_TOPIC, replay.EPISODE_TYPE)
+        for i, episode in enumerate(episodes):
+            writer.write(topics.EPISODE_TOPIC, 10 + i,
+                         replay._episode_cdr(episode, bag_io.typestore()))
     return {'model': model, 'root': root, 'bag': bag}
 
 
@@ -214,6 +218,8 @@ def test_check_reproduces_the_recording_and_flags_another_adapter(policy_episode
     data = json.loads(report.read_text())
     assert data['steps'] == 5 and data['source'] == 'episodes' and data['passed']
     assert data['logp']['max_abs_diff'] < 1e-4
+    # The greedy episode (2 of the 5 steps) agrees with the greedy re-run in every dimension.
+    assert all(a >= 2 / 5 for a in data['greedy_agreement']['per_dim'])
     assert data['episodes']['per_task']['0']['successes'] == 1
     assert data['episodes']['per_adapter_version']['1']['episodes'] == 2
     assert (p['root'] / 'same.png').is_file()
@@ -231,3 +237,28 @@ def test_check_reproduces_the_recording_and_flags_another_adapter(policy_episode
     write_strings(empty, 2)
     assert replay.main(['check', str(empty), '--model', p['model']]) == 1
     assert 'has neither episodes on /tgrpo/episodes nor a client' in capsys.readouterr().err
+
+
+def test_check_and_play_of_damaged_bags_name_the_damage_and_use_the_rest(
+        policy_episodes, tmp_path, capsys):
+    import shutil
+
+    p = policy_episodes
+    bag = tmp_path / 'bag'
+    shutil.copytree(p['bag'], bag)
+    second = bag / 'bag_1.mcap'
+    second.write_bytes(second.read_bytes()[:5000])  # cut inside the second episode
+    report = tmp_path / 'damaged.json'
+    status = replay.main(['check', str(bag), '--model', p['model'], '--adapter',
+                          str(p['root'] / 'v1'), '--report', str(report)])
+    assert status == 4  # within tolerance, but the bag is damaged
+    data = json.loads(report.read_text())
+    assert data['steps'] == 3 and data['passed']  # the first episode was still checked
+    (problem,) = data['problems']
+    assert 'bag_1.mcap: not a complete MCAP file' in problem and 'truncated at byte' in problem
+    assert 'bag_1.mcap: not a complete MCAP file' in capsys.readouterr().err
+    # Play: an unknown topic is named with the topics of the bag.
+    assert replay.main(['play', str(bag), '--topics', '/nope']) == 1
+    err = capsys.readouterr().err
+    assert "topic '/nope' is not in bag" in err and "['/tgrpo/episodes']" in err
+    assert 'nothing to play' in err

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLES = ['policy_server', 'sim_bridge', 'learner', 'tgrpo_launch',
-               'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay', 'tgrpo_plot']
+               'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay', 'tgrpo_plot',
+               'tgrpo_record']
 
 
 def _console_scripts():

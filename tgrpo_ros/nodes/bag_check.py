@@ -174,15 +174,28 @@ def stream_steps(bag, clients, counters):
         counters['unpaired_replies'] += len(s['replies'])
 
 
+def adapter_dir(root, version):
+    """Return the adapter directory of ``version`` under a learner's adapter root."""
+    return os.path.join(root, f'v{int(version):05d}')  # the learner's layout
+
+
 def load_policy_for_check(args):
     """Load the policy of ``args`` (model, adapter, temperature ...); layout from the adapter."""
     from tgrpo_ros.policy.config import PolicyLoadConfig
 
     values = {'model_path': args.model, 'device': args.device, 'dtype': args.dtype,
               'temperature': args.temperature, 'num_threads': args.num_threads}
-    if args.adapter:
+    layout = args.adapter
+    if args.adapter_root:
+        found = sorted(d for d in os.listdir(args.adapter_root) if d.startswith('v')
+                       and os.path.isdir(os.path.join(args.adapter_root, d)))
+        if not found:
+            raise ValueError(f'--adapter-root {args.adapter_root} holds no adapter '
+                             'directory v<NNNNN>')
+        layout = os.path.join(args.adapter_root, found[0])
+    if layout:
         from tgrpo_ros.policy.adapters import read_adapter
-        config, _, metadata = read_adapter(args.adapter)
+        config, _, metadata = read_adapter(layout)
         values['trainable'] = metadata.get('tgrpo_trainable', 'lora')
         if 'r' in config:
             values.update(lora_rank=int(config['r']), lora_alpha=float(config['lora_alpha']),
@@ -195,13 +208,48 @@ def load_policy_for_check(args):
     return policy
 
 
-def rescore(policy, steps, batch_size):
-    """Re-score ``steps`` (an iterable of Step) in batches; return check_report.Steps."""
+class AdapterSwitch:
+    """Serves each step's own adapter version from a learner's adapter root."""
+
+    def __init__(self, policy, root, problems):
+        """Swap adapters of ``policy`` from ``root`` on demand; report missing ones."""
+        self.policy, self.root, self.problems = policy, root, problems
+        self.prepared = {}
+        self.missing = set()
+
+    def use(self, version):
+        """Serve ``version``; return False (once reported) if it has no adapter."""
+        if version == self.policy.adapter_version:
+            return True
+        if version in self.missing:
+            return False
+        if version not in self.prepared:
+            path = adapter_dir(self.root, version)
+            try:
+                self.prepared[version] = self.policy.prepare_adapter(path)
+            except Exception as error:  # noqa: B902 - AdapterError, OSError: name it
+                self.missing.add(version)
+                self.problems.append(f'steps of adapter version {version} are not checked: '
+                                     f'{type(error).__name__}: {error}')
+                return False
+        self.policy.swap_adapter(self.prepared[version], version)
+        return True
+
+
+def rescore(policy, steps, batch_size, switch=None):
+    """
+    Re-score ``steps`` (an iterable of Step) in batches; return check_report.Steps.
+
+    ``switch`` (AdapterSwitch): each batch holds one adapter version, served first.
+    """
     import torch
 
     parts, batch = [], []
 
     def flush():
+        if switch is not None and not switch.use(batch[0].version):
+            batch.clear()
+            return
         images = np.stack([s.image for s in batch])
         instructions = [s.instruction for s in batch]
         tokens = np.stack([np.asarray(s.tokens, np.int64) for s in batch])  # [B, 7]
@@ -220,6 +268,8 @@ def rescore(policy, steps, batch_size):
         batch.clear()
 
     for step in steps:
+        if batch and switch is not None and step.version != batch[0].version:
+            flush()
         batch.append(step)
         if len(batch) == batch_size:
             flush()
@@ -236,6 +286,9 @@ def add_arguments(parser):
                         'are read from it); default: the bare base')
     parser.add_argument('--adapter-version', type=int, default=0,
                         help='version label of --adapter (report only)')
+    parser.add_argument('--adapter-root', help="a learner's adapter directory "
+                        '(v00000, v00001, ...): each step is re-scored with the adapter '
+                        'version that produced it')
     parser.add_argument('--trainable', help="override the adapter's trainable mode")
     parser.add_argument('--temperature', type=float, default=1.0,
                         help='temperature the recording was sampled with (default 1.0)')
@@ -271,6 +324,8 @@ def run(args, out=None, err=None):
             min_greedy_agreement=args.min_agreement, action_mean_abs_diff=args.action_tol)
         if args.batch_size < 1:
             raise ValueError(f'--batch-size ({args.batch_size}) must be >= 1')
+        if args.adapter and args.adapter_root:
+            raise ValueError('give --adapter or --adapter-root, not both')
         bag = bag_io.Bag(args.bag)
         topics_in_bag = bag.topics
     except ValueError as error:
@@ -298,7 +353,9 @@ def run(args, out=None, err=None):
         steps_in = episode_steps(bag, args.episode_topic, episodes)
     else:
         steps_in = stream_steps(bag, clients, counters)
-    steps = rescore(policy, steps_in, args.batch_size)
+    switch = AdapterSwitch(policy, args.adapter_root, bag.problems) if args.adapter_root \
+        else None
+    steps = rescore(policy, steps_in, args.batch_size, switch)
     if not len(steps):
         for problem in bag.problems:
             print(f'tgrpo_replay check: {problem}', file=err)
@@ -308,7 +365,8 @@ def run(args, out=None, err=None):
         return EXIT_ERROR
     report = check_report.build_report(
         steps, episodes, tolerances, bag.problems, bag=str(args.bag), source=source,
-        model=args.model, adapter=args.adapter or '', temperature=args.temperature,
+        model=args.model, adapter=args.adapter or args.adapter_root or '',
+        temperature=args.temperature,
         clients=clients if source == 'streams' else [], pairing=counters or None)
     path = args.report or (str(args.bag).rstrip('/') + '.check.json')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
