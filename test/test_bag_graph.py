@@ -22,6 +22,8 @@ from tgrpo_ros.nodes import bag_io, messages, replay, topics
 
 START_TIMEOUT = 180.0  # s: bridge and server import heavy libraries; the env takes ~8 s
 MAX_STEPS = 3
+FRAMES = 20
+INSTRUCTION = 'pick up the ketchup and place it in the basket'
 
 
 @pytest.fixture(scope='module')
@@ -136,3 +138,65 @@ def test_record_check_and_play_a_training_graph(ros_nodes, ros_client, adapters,
     assert len(frames & answered) / len(frames) >= 0.99
     assert server.alive
     assert np.isfinite(data['actions']['mean_abs_diff'])
+
+
+@pytest.mark.ros
+def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
+        ros_nodes, ros_client, tmp_path):
+    """A camera driver's best-effort stream is recorded and played back best effort."""
+    from rclpy.qos import qos_profile_sensor_data, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool, String
+
+    node = ros_client.node
+    camera = node.create_publisher(Image, '/arm/camera/image', qos_profile_sensor_data)
+    latched = topics.reliable_qos(1, transient_local=True)
+    instruction = node.create_publisher(String, '/arm/instruction', latched)
+    estop = node.create_publisher(Bool, '/estop', latched)
+    instruction.publish(String(data=INSTRUCTION))
+    estop.publish(Bool(data=False))
+    bag = tmp_path / 'deploy_bag'
+    recorder = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.record'], args=[
+        '--profile', 'deploy', '-o', str(bag), '--status-period', '0'])
+    ros_client.wait_for_subscribers(camera, timeout=60.0)
+    ros_client.wait_for_subscribers(instruction, timeout=60.0)
+    image = np.zeros((48, 64, 3), np.uint8)
+    for i in range(FRAMES):
+        image[:] = i
+        camera.publish(messages.numpy_to_image(image, stamp=1_000_000_000 + i * 50_000_000))
+        ros_client.spin_for(0.05)  # 20 Hz
+    ros_client.spin_for(0.5)
+    recorder.signal(signal.SIGINT)
+    recorder.process.wait(timeout=30)
+    assert recorder.returncode == 0, recorder.log_text()[-2000:]
+
+    recorded = bag_io.Bag(bag)
+    camera_info = recorded.topics['/arm/camera/image']
+    assert bag_io.qos_names(camera_info.qos[0])[:2] == ('best_effort', 'volatile')
+    assert camera_info.count >= FRAMES - 2  # best effort on loopback: nearly all
+    assert bag_io.qos_names(recorded.topics['/arm/instruction'].qos[0])[:2] == (
+        'reliable', 'transient_local')
+    assert recorded.topics['/estop'].count == 1
+
+    stamps = []
+    node.create_subscription(
+        Image, '/replayed/image', lambda msg: stamps.append(messages.stamp_to_ns(
+            msg.header.stamp)), qos_profile_sensor_data)
+    player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
+                              str(bag), '--topics', '/arm/camera/image', '--loop',
+                              '--start-offset', '0.5', '--rate', '2',
+                              '--remap', '/arm/camera/image:=/replayed/image'])
+    ros_client.spin_until(lambda: node.get_publishers_info_by_topic('/replayed/image'),
+                          60.0, 'the player')
+    offered = node.get_publishers_info_by_topic('/replayed/image')[0].qos_profile
+    assert offered.reliability == ReliabilityPolicy.BEST_EFFORT
+    recorded_stamps = [messages.stamp_to_ns(recorded.decode(*m).header.stamp)
+                       for m in recorded.messages(['/arm/camera/image'])]
+    ros_client.spin_until(lambda: len(stamps) > len(recorded_stamps), 60.0,
+                          'a second pass of the loop')
+    player.stop()
+    # The first half second (about 10 frames at 20 Hz) is skipped on every pass.
+    assert stamps[0] >= 1_000_000_000 + 5 * 50_000_000
+    assert recorded_stamps[0] not in stamps
+    assert set(stamps) <= set(recorded_stamps)
+    assert 'played' in player.log_text()
