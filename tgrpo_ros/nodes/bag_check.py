@@ -236,7 +236,17 @@ class AdapterSwitch:
         return True
 
 
-def rescore(policy, steps, batch_size, switch=None):
+def preprocessor(name):
+    """Return the image preprocessing function ``name`` ('none': identity)."""
+    if name == 'none':
+        return None
+    from tgrpo_ros.policy import contract
+    if not hasattr(contract, 'get_preprocessor'):
+        raise ValueError(f"unknown image preprocessing '{name}'; available: none")
+    return contract.get_preprocessor(name)
+
+
+def rescore(policy, steps, batch_size, switch=None, preprocess=None):
     """
     Re-score ``steps`` (an iterable of Step) in batches; return check_report.Steps.
 
@@ -250,7 +260,9 @@ def rescore(policy, steps, batch_size, switch=None):
         if switch is not None and not switch.use(batch[0].version):
             batch.clear()
             return
-        images = np.stack([s.image for s in batch])
+        images = [s.image if preprocess is None else preprocess(s.image) for s in batch]
+        if len({image.shape for image in images}) == 1:
+            images = np.stack(images)  # else a list: the policy resizes each
         instructions = [s.instruction for s in batch]
         tokens = np.stack([np.asarray(s.tokens, np.int64) for s in batch])  # [B, 7]
         with torch.no_grad():
@@ -296,6 +308,10 @@ def add_arguments(parser):
     parser.add_argument('--dtype', default='float32', help='weights dtype (default float32)')
     parser.add_argument('--num-threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--batch-size', type=int, default=8, help='steps per policy call')
+    parser.add_argument('--preprocess', default='none',
+                        help='image preprocessing the server applied to the recorded images '
+                        "('none': as recorded, e.g. the policy view of the bridges; else a "
+                        'name of policy.contract.get_preprocessor, e.g. camera)')
     parser.add_argument('--source', choices=SOURCES, default='auto',
                         help='episodes, camera/action streams, or auto (episodes if the bag '
                         'has any, else streams)')
@@ -326,6 +342,7 @@ def run(args, out=None, err=None):
             raise ValueError(f'--batch-size ({args.batch_size}) must be >= 1')
         if args.adapter and args.adapter_root:
             raise ValueError('give --adapter or --adapter-root, not both')
+        preprocess = preprocessor(args.preprocess)
         bag = bag_io.Bag(args.bag)
         topics_in_bag = bag.topics
     except ValueError as error:
@@ -355,7 +372,7 @@ def run(args, out=None, err=None):
         steps_in = stream_steps(bag, clients, counters)
     switch = AdapterSwitch(policy, args.adapter_root, bag.problems) if args.adapter_root \
         else None
-    steps = rescore(policy, steps_in, args.batch_size, switch)
+    steps = rescore(policy, steps_in, args.batch_size, switch, preprocess)
     if not len(steps):
         for problem in bag.problems:
             print(f'tgrpo_replay check: {problem}', file=err)
@@ -366,7 +383,7 @@ def run(args, out=None, err=None):
     report = check_report.build_report(
         steps, episodes, tolerances, bag.problems, bag=str(args.bag), source=source,
         model=args.model, adapter=args.adapter or args.adapter_root or '',
-        temperature=args.temperature,
+        temperature=args.temperature, preprocess=args.preprocess,
         clients=clients if source == 'streams' else [], pairing=counters or None)
     path = args.report or (str(args.bag).rstrip('/') + '.check.json')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
