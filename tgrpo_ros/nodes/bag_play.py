@@ -79,10 +79,14 @@ class Player:
         self.publishers = {}
         for name in names:
             info = bag.topics[name]
-            cls = import_message(info.msgtype)
+            try:
+                cls = import_message(info.msgtype)
+            except ValueError as error:  # that topic is skipped, the others play
+                bag.problems.append(f"topic '{name}' is not played: {error}")
+                continue
             self.publishers[name] = node.create_publisher(cls, remaps.get(name, name),
                                                           qos_of(info))
-        self.counts = dict.fromkeys(names, 0)
+        self.counts = dict.fromkeys(self.publishers, 0)
 
     def wait_for_subscribers(self, timeout):
         """Spin until every publisher is matched, or ``timeout`` seconds pass."""
@@ -157,10 +161,11 @@ def run(args, out=None, err=None):
     node = rclpy.create_node('tgrpo_replay_play')
     status = 0
     try:
-        try:
-            player = Player(node, bag, names, remaps)
-        except ValueError as error:
-            print(f'tgrpo_replay play: {error}', file=err)
+        player = Player(node, bag, names, remaps)
+        for problem in bag.problems[reported:]:
+            print(f'tgrpo_replay play: {problem}', file=err)
+        reported = len(bag.problems)
+        if not player.publishers:
             return 1
         if args.wait_for_subscribers > 0:
             matched = player.wait_for_subscribers(args.wait_for_subscribers)
