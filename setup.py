@@ -39,6 +39,7 @@ setup(
             'tgrpo_demos = tgrpo_ros.sim.demos:main',
             'tgrpo_sft = tgrpo_ros.training.sft:main',
             'tgrpo_replay = tgrpo_ros.nodes.replay:main',
+            'tgrpo_record = tgrpo_ros.nodes.record:main',
             'tgrpo_plot = tgrpo_ros.training.metrics:main',
         ],
     },

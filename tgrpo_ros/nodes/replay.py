@@ -5,8 +5,11 @@ Read (and write) rosbag2 recordings of tgrpo_ros topics, without a ROS install.
 std_msgs/UInt8MultiArray; this module reads such bags (MCAP or SQLite3) with the
 pure-Python ``rosbags`` package and decodes them with ``tgrpo_ros.nodes.messages``.
 
-Command line (console script ``tgrpo_replay``)::
+Command line (console script ``tgrpo_replay``, docs/bags.md)::
 
+    tgrpo_replay info BAG                 # topics, types, counts, QoS, damage
+    tgrpo_replay check BAG --model M [--adapter A]   # re-score through a policy
+    tgrpo_replay play BAG [--rate R] [--loop] [--start-offset S]
     tgrpo_replay BAG                      # one line per episode
     tgrpo_replay BAG --export DIR         # also write each episode as DIR/<id>.npz
     tgrpo_replay BAG --images /sim0/camera/image   # one line per image
@@ -137,8 +140,59 @@ def _episode_cdr(item, store):
         return bytes(store.serialize_cdr(Array(layout=layout, data=data), EPISODE_TYPE))
 
 
+SUBCOMMANDS = ('info', 'check', 'play')
+
+
+def info(args, out=None, err=None):
+    """Print the topics of a bag (type, count, recorded QoS) and what is damaged."""
+    out, err = out or sys.stdout, err or sys.stderr
+    from tgrpo_ros.nodes import bag_io
+    try:
+        bag = bag_io.Bag(args.bag)
+        found = bag.topics
+    except ValueError as error:
+        print(f'tgrpo_replay info: {error}', file=err)
+        return 1
+    print(f'{args.bag}: {len(bag.files)} file(s)', file=out)
+    for name, topic in sorted(found.items()):
+        qos = ', '.join('/'.join(map(str, bag_io.qos_names(q))) for q in topic.qos) or '-'
+        print(f'  {name}  {topic.msgtype}  {topic.count} msg  qos {qos}', file=out)
+    for problem in bag.problems:
+        print(f'problem: {problem}', file=err)
+    return 4 if bag.problems else 0
+
+
+def _subcommand(argv):
+    from tgrpo_ros.nodes import bag_check, bag_play
+    ros_args = None
+    if '--ros-args' in argv:
+        at = argv.index('--ros-args')
+        argv, ros_args = argv[:at], argv[at:]
+    parser = argparse.ArgumentParser(
+        prog='tgrpo_replay', description='Inspect, re-score or play rosbag2 recordings of '
+        'tgrpo_ros graphs (docs/bags.md).')
+    sub = parser.add_subparsers(dest='command', required=True)
+    info_parser = sub.add_parser('info', help='topics, types, counts, QoS and damage')
+    info_parser.add_argument('bag', help='rosbag2 directory (or one .mcap file)')
+    bag_check.add_arguments(sub.add_parser(
+        'check', help='re-score every recorded step through a policy; exit 3 past a '
+        'tolerance, 4 on a damaged bag'))
+    bag_play.add_arguments(sub.add_parser(
+        'play', help='republish the camera/instruction stream with its timing and QoS'))
+    args = parser.parse_args(argv)
+    args.ros_args = ['tgrpo_replay'] + ros_args if ros_args else None
+    if args.command == 'info':
+        return info(args)
+    if args.command == 'check':
+        return bag_check.run(args)
+    return bag_play.run(args)
+
+
 def main(argv=None):
     """Summarise (and optionally export) the episodes or images of a recorded bag."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv)
     parser = argparse.ArgumentParser(
         prog='tgrpo_replay', description='Decode tgrpo_ros episodes or images from a '
         'rosbag2 recording (MCAP or SQLite3), e.g. one made with '

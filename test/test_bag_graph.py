@@ -1,0 +1,202 @@
+"""
+Record, check and play a real training graph over DDS (real processes, real bags).
+
+policy_server (serving a perturbed adapter, version 1) and one sim_bridge run a
+3-step episode while tgrpo_record records the training profile; SIGTERM closes the
+bag. The check reproduces the recorded log-probs with adapter v1 (from the
+episode and from the camera/action streams) and flags a perturbed v2. Then the
+recorded camera/instruction stream is played into the server, which answers
+every frame.
+"""
+
+import json
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tgrpo_ros.episode import Assignment
+from tgrpo_ros.nodes import bag_io, messages, replay, topics
+
+START_TIMEOUT = 180.0  # s: bridge and server import heavy libraries; the env takes ~8 s
+MAX_STEPS = 3
+FRAMES = 20
+INSTRUCTION = 'pick up the ketchup and place it in the basket'
+
+
+@pytest.fixture(scope='module')
+def adapters(tmp_path_factory):
+    """Save a perturbed LoRA adapter v1 (served) and a further perturbed v2."""
+    import torch
+
+    from tgrpo_ros.policy import cached_standin, load_policy
+    from tgrpo_ros.testing.policy_helpers import perturb_trainable
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp('adapters')
+    model = cached_standin(seed=0)
+    policy = load_policy(model, trainable='lora', adapter_root=str(root))
+    perturb_trainable(policy, seed=1, scale=0.05)
+    policy.save_adapter(str(root / 'v1'))
+    perturb_trainable(policy, seed=2, scale=0.05)
+    policy.save_adapter(str(root / 'v2'))
+    return {'model': model, 'root': root}
+
+
+def wait_for_subscribers(ros_client, names, count, timeout=START_TIMEOUT):
+    node = ros_client.node
+    ros_client.spin_until(lambda: all(node.count_subscribers(n) >= count for n in names),
+                          timeout, f'{count} subscribers on each of {names}')
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_record_check_and_play_a_training_graph(ros_nodes, ros_client, adapters, tmp_path,
+                                                capsys):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String, UInt8MultiArray
+
+    model, root = adapters['model'], adapters['root']
+    server = ros_nodes.start('policy_server', name='policy_server', parameters={
+        'model_path': model, 'trainable': 'lora', 'adapter_root': str(root),
+        'adapter_path': str(root / 'v1'), 'adapter_version': 1, 'clients': ['/sim0'],
+        'seed': 3})
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'max_steps': MAX_STEPS, 'multisample': False,
+        'action_timeout': 60.0})
+    bag = tmp_path / 'training_bag'
+    recorder = ros_nodes.start(
+        [sys.executable, '-m', 'tgrpo_ros.nodes.record'],
+        args=['--profile', 'training', '--clients', '/sim0', '-o', str(bag),
+              '--status-period', '1'])
+    episodes = []
+    ros_client.node.create_subscription(UInt8MultiArray, topics.EPISODE_TOPIC,
+                                        episodes.append, topics.EPISODE_QOS)
+    assign = ros_client.node.create_publisher(
+        String, topics.client_topic('/sim0', topics.ASSIGNMENT_TOPIC), topics.ASSIGNMENT_QOS)
+    # The recorder and the server listen before the episode starts.
+    wait_for_subscribers(ros_client, ['/sim0/camera/image', '/sim0/instruction'], 2)
+    wait_for_subscribers(ros_client, ['/sim0/action', topics.EPISODE_TOPIC], 1)
+    ros_client.spin_until(lambda: ros_client.node.count_subscribers('/sim0/action') >= 2,
+                          START_TIMEOUT, 'the recorder on /sim0/action')
+    assign.publish(messages.encode_assignment(
+        Assignment(group_id=4, task_id=0, init_state_id=1, seed=2, max_steps=MAX_STEPS)))
+    ros_client.spin_until(lambda: episodes, START_TIMEOUT, 'the episode')
+    ros_client.spin_until(lambda: "'/tgrpo/episodes': 1" in recorder.log_text()
+                          or '/tgrpo/episodes 1' in recorder.log_text(), 30.0,
+                          'the episode in the recorder')
+    recorder.signal(signal.SIGTERM)
+    recorder.process.wait(timeout=30)
+    log = recorder.log_text()
+    assert recorder.returncode == 0, log[-3000:]
+    assert 'tgrpo_record: wrote' in log and '/tgrpo/episodes 1' in log
+
+    recorded = bag_io.Bag(bag)
+    assert not recorded.problems
+    counts = {name: info.count for name, info in recorded.topics.items()}
+    assert counts['/tgrpo/episodes'] == 1
+    assert counts['/sim0/action'] >= MAX_STEPS and counts['/sim0/camera/image'] >= MAX_STEPS
+    assert counts['/sim0/assignment'] == 1
+    qos = recorded.topics[topics.EPISODE_TOPIC].qos[0]
+    assert bag_io.qos_names(qos)[:2] == ('reliable', 'transient_local')
+
+    # Same adapter: the recorded log-probs come back, from the episode and the streams.
+    for source in ('episodes', 'streams'):
+        report = tmp_path / f'{source}.json'
+        status = replay.main(['check', str(bag), '--model', model, '--adapter',
+                              str(root / 'v1'), '--adapter-version', '1', '--source', source,
+                              '--report', str(report)])
+        data = json.loads(report.read_text())
+        assert status == 0, capsys.readouterr()
+        assert data['steps'] == MAX_STEPS and data['logp']['max_abs_diff'] < 1e-4
+        assert list(data['per_adapter_version']) == ['1']
+    assert data['pairing']['paired'] == MAX_STEPS
+    # Another adapter: drift, and a non-zero exit at a tight tolerance.
+    status = replay.main(['check', str(bag), '--model', model, '--adapter', str(root / 'v2'),
+                          '--report', str(tmp_path / 'v2.json'), '--logp-tol', '1e-4'])
+    assert status == 3
+    assert json.loads((tmp_path / 'v2.json').read_text())['logp']['max_abs_diff'] > 1e-4
+
+    # Play: the recorded frames go to the server (the bridge is gone); it answers each.
+    bridge.stop()
+    answered = set()
+    ros_client.node.create_subscription(
+        JointState, '/sim0/action',
+        lambda msg: answered.add(messages.decode_action(msg).stamp_ns), topics.ACTION_QOS)
+    frames = {messages.stamp_to_ns(recorded.decode(*m).header.stamp)
+              for m in recorded.messages(['/sim0/camera/image'])}
+    player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
+                              str(bag), '--rate', '1.0'])
+    deadline = time.monotonic() + 120.0
+    while player.alive and time.monotonic() < deadline:
+        ros_client.spin_for(0.2)
+    ros_client.spin_until(lambda: frames <= answered, 10.0, 'replies to every played frame')
+    assert player.returncode == 0, player.log_text()[-2000:]
+    assert f'/sim0/camera/image {counts["/sim0/camera/image"]}' in player.log_text()
+    assert len(frames & answered) / len(frames) >= 0.99
+    assert server.alive
+    assert np.isfinite(data['actions']['mean_abs_diff'])
+
+
+@pytest.mark.ros
+def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
+        ros_nodes, ros_client, tmp_path):
+    """A camera driver's best-effort stream is recorded and played back best effort."""
+    from rclpy.qos import qos_profile_sensor_data, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool, String
+
+    node = ros_client.node
+    camera = node.create_publisher(Image, '/arm/camera/image', qos_profile_sensor_data)
+    latched = topics.reliable_qos(1, transient_local=True)
+    instruction = node.create_publisher(String, '/arm/instruction', latched)
+    estop = node.create_publisher(Bool, '/estop', latched)
+    instruction.publish(String(data=INSTRUCTION))
+    estop.publish(Bool(data=False))
+    bag = tmp_path / 'deploy_bag'
+    recorder = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.record'], args=[
+        '--profile', 'deploy', '-o', str(bag), '--status-period', '0'])
+    ros_client.wait_for_subscribers(camera, timeout=60.0)
+    ros_client.wait_for_subscribers(instruction, timeout=60.0)
+    image = np.zeros((48, 64, 3), np.uint8)
+    for i in range(FRAMES):
+        image[:] = i
+        camera.publish(messages.numpy_to_image(image, stamp=1_000_000_000 + i * 50_000_000))
+        ros_client.spin_for(0.05)  # 20 Hz
+    ros_client.spin_for(0.5)
+    recorder.signal(signal.SIGINT)
+    recorder.process.wait(timeout=30)
+    assert recorder.returncode == 0, recorder.log_text()[-2000:]
+
+    recorded = bag_io.Bag(bag)
+    camera_info = recorded.topics['/arm/camera/image']
+    assert bag_io.qos_names(camera_info.qos[0])[:2] == ('best_effort', 'volatile')
+    assert camera_info.count >= FRAMES - 2  # best effort on loopback: nearly all
+    assert bag_io.qos_names(recorded.topics['/arm/instruction'].qos[0])[:2] == (
+        'reliable', 'transient_local')
+    assert recorded.topics['/estop'].count == 1
+
+    stamps = []
+    node.create_subscription(
+        Image, '/replayed/image', lambda msg: stamps.append(messages.stamp_to_ns(
+            msg.header.stamp)), qos_profile_sensor_data)
+    player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
+                              str(bag), '--topics', '/arm/camera/image', '--loop',
+                              '--start-offset', '0.5', '--rate', '2',
+                              '--remap', '/arm/camera/image:=/replayed/image'])
+    ros_client.spin_until(lambda: node.get_publishers_info_by_topic('/replayed/image'),
+                          60.0, 'the player')
+    offered = node.get_publishers_info_by_topic('/replayed/image')[0].qos_profile
+    assert offered.reliability == ReliabilityPolicy.BEST_EFFORT
+    recorded_stamps = [messages.stamp_to_ns(recorded.decode(*m).header.stamp)
+                       for m in recorded.messages(['/arm/camera/image'])]
+    ros_client.spin_until(lambda: len(stamps) > len(recorded_stamps), 60.0,
+                          'a second pass of the loop')
+    player.stop()
+    # The first half second (about 10 frames at 20 Hz) is skipped on every pass.
+    assert stamps[0] >= 1_000_000_000 + 5 * 50_000_000
+    assert recorded_stamps[0] not in stamps
+    assert set(stamps) <= set(recorded_stamps)
+    assert 'played' in player.log_text()

@@ -1,0 +1,264 @@
+"""
+Bags without DDS: split writing, damaged bags, profiles, report maths, check on real bags.
+
+The bags here are real rosbag2 directories written by the same writer as tgrpo_record;
+the check runs the real stand-in policy. The DDS tests are in test/test_bag_graph.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from tgrpo_ros import check_report
+from tgrpo_ros.episode import Episode
+from tgrpo_ros.nodes import bag_io, record, replay, topics
+
+INSTRUCTION = 'pick up the alphabet soup and place it in the basket'
+STRING = 'std_msgs/msg/String'
+
+
+def string_cdr(text):
+    from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__String as String
+    return bytes(bag_io.typestore().serialize_cdr(String(data=text), STRING))
+
+
+def write_strings(path, count, **limits):
+    with bag_io.SplitWriter(path, **limits) as writer:
+        writer.add_topic('/a', STRING, [bag_io.rosbags_qos('reliable', 'transient_local', 1)])
+        writer.add_topic('/b', STRING)
+        for i in range(count):
+            writer.write('/a' if i % 2 else '/b', 1_000 + i, string_cdr(f'message {i:04d}'))
+    return writer
+
+
+def test_split_writer_rotates_and_every_reader_sees_one_bag(tmp_path):
+    writer = write_strings(tmp_path / 'bag', 100, max_bytes=1500)
+    files = sorted(p.name for p in (tmp_path / 'bag').glob('*.mcap'))
+    assert len(files) == writer.split_index >= 3
+    bag = bag_io.Bag(tmp_path / 'bag')
+    assert bag.files == [tmp_path / 'bag' / f'bag_{i}.mcap' for i in range(len(files))]
+    assert {n: (t.msgtype, t.count) for n, t in bag.topics.items()} == {
+        '/a': (STRING, 50), '/b': (STRING, 50)}
+    assert bag_io.qos_names(bag.topics['/a'].qos[0]) == ('reliable', 'transient_local', 1)
+    got = list(bag.messages(['/a']))
+    assert [t for _, _, t, _ in got] == list(range(1_001, 1_100, 2))
+    assert bag.decode(*got[3]).data == 'message 0007' and not bag.problems
+    from rosbags.rosbag2 import Reader  # rosbags' own reader agrees (same metadata as rosbag2)
+    with Reader(tmp_path / 'bag') as reader:
+        assert reader.message_count == 100
+    # Rotation by duration: receive times 1000..1099 ns, 25 ns per file.
+    write_strings(tmp_path / 'timed', 100, max_duration_ns=25)
+    assert len(list((tmp_path / 'timed').glob('*.mcap'))) == 4
+
+
+def test_a_truncated_file_is_salvaged_and_the_other_files_still_read(tmp_path):
+    write_strings(tmp_path / 'bag', 100, max_bytes=1500)
+    damaged = tmp_path / 'bag' / 'bag_1.mcap'
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:len(data) - 60])  # footer and summary gone
+    bag = bag_io.Bag(tmp_path / 'bag')
+    got = list(bag.messages())
+    assert len(got) == 100  # the chunk before the cut is complete: nothing lost
+    assert len(bag.problems) == 1
+    assert 'bag_1.mcap: not a complete MCAP file (File end magic is invalid.)' in bag.problems[0]
+    assert 'recovered' in bag.problems[0]
+    # Cut inside the chunk: that file's messages are lost, the others still read, and
+    # the problem says where the file ends.
+    damaged.write_bytes(data[:200])
+    bag = bag_io.Bag(tmp_path / 'bag')
+    got = list(bag.messages())
+    assert 0 < len(got) < 100
+    assert 'runs past the end' in bag.problems[0] and 'truncated at byte' in bag.problems[0]
+    # Garbage instead of a file.
+    damaged.write_bytes(b'not an mcap file at all')
+    bag = bag_io.Bag(tmp_path / 'bag')
+    assert len(list(bag.messages())) == len(got)
+    assert 'does not start with the MCAP magic' in bag.problems[0]
+
+
+def test_a_recorder_killed_before_closing_leaves_a_readable_bag(tmp_path):
+    writer = bag_io.SplitWriter(tmp_path / 'bag')
+    writer.add_topic('/a', STRING)
+    for i in range(5):
+        writer.write('/a', 10 + i, string_cdr(f'kept {i}'))
+    writer.flush()  # what tgrpo_record does every second
+    writer.write('/a', 99, string_cdr('lost'))  # never flushed: the "kill" comes now
+    bag = bag_io.Bag(tmp_path / 'bag')
+    got = [bag.decode(*m).data for m in bag.messages()]
+    assert got == [f'kept {i}' for i in range(5)]
+    assert 'metadata.yaml is missing' in bag.problems[0]
+    assert 'not a complete MCAP file' in bag.problems[1]
+    writer.close()
+
+
+def test_wrong_types_unknown_topics_and_bad_messages_are_named(tmp_path, capsys):
+    with bag_io.SplitWriter(tmp_path / 'bag') as writer:
+        writer.add_topic('/sim0/camera/image', STRING)  # a string where an image belongs
+        writer.add_topic(topics.EPISODE_TOPIC, 'std_msgs/msg/UInt8MultiArray')
+        writer.write('/sim0/camera/image', 1, string_cdr('not an image'))
+        writer.write(topics.EPISODE_TOPIC, 2, b'\x00\x01\x00\x00garbage')
+    bag = bag_io.Bag(tmp_path / 'bag')
+    assert bag.require('/nope', STRING) is None
+    assert "topic '/nope' is not in bag" in bag.problems[-1]
+    assert "['/sim0/camera/image', '/tgrpo/episodes']" in bag.problems[-1]
+    assert bag.require('/sim0/camera/image', 'sensor_msgs/msg/Image') is None
+    assert 'has type std_msgs/msg/String; expected sensor_msgs/msg/Image' in bag.problems[-1]
+    (message,) = bag.messages([topics.EPISODE_TOPIC])
+    assert bag.decode(*message, index=0) is None
+    assert 'message 0 on /tgrpo/episodes (received at 2 ns) does not decode' in bag.problems[-1]
+    assert replay.main(['info', str(tmp_path / 'bag')]) == 0
+    assert '/sim0/camera/image  std_msgs/msg/String  1 msg' in capsys.readouterr().out
+    with pytest.raises(bag_io.BagError, match='no metadata.yaml and no .mcap or .db3'):
+        bag_io.Bag(tmp_path)
+    assert replay.main(['info', str(tmp_path / 'missing')]) == 1
+    assert 'not a rosbag2 directory' in capsys.readouterr().err
+
+
+def test_profiles_expand_clients_and_agree_with_the_ros2_bag_override_file():
+    training = record.load_profile('training', clients=['/sim0', '/sim1'])
+    names = [spec.name for spec in training.topics]
+    assert {'/tgrpo/episodes', '/tgrpo/policy_server/stats', '/sim0/camera/image',
+            '/sim1/action', '/sim1/instruction', '/sim0/assignment'} <= set(names)
+    with open(record.profile_path('training').replace('record_training', 'record_qos_overrides')
+              ) as stream:
+        overrides = yaml.safe_load(stream)
+    for spec in training.topics:
+        assert overrides[spec.name] == {'history': 'keep_last', 'depth': spec.depth,
+                                        'reliability': spec.reliability,
+                                        'durability': spec.durability}, spec.name
+    deploy = record.load_profile('deploy')
+    assert {'/arm/camera/image', '/arm/instruction', '/arm/action',
+            '/servo_node/delta_twist_cmds', '/diagnostics', '/estop'} <= {
+        s.name for s in deploy.topics}
+    assert all(s.msgtype for s in deploy.topics)
+    with pytest.raises(ValueError, match="unknown profile 'x'; choose one of"):
+        record.load_profile('x')
+    with pytest.raises(ValueError, match="reliability 'sometimes' is not one of"):
+        record.parse_topic('/a', reliability='sometimes')
+
+
+def test_report_maths_on_hand_computed_steps():
+    recorded = np.zeros((2, 7))
+    rescored = recorded.copy()
+    rescored[0, 2], rescored[1, 6] = 0.5, -0.25
+    tokens = np.full((2, 7), 31800)
+    greedy = tokens.copy()
+    greedy[1, :3] = 31801
+    actions = np.zeros((2, 7))
+    steps = check_report.Steps(recorded, rescored, tokens, greedy, actions, actions + 0.1,
+                               np.array([3, 4]), np.array([0, 0]))
+    episodes = [{'task_id': 0, 'adapter_version': 3, 'success': True, 'return': 2.0,
+                 'length': 4},
+                {'task_id': 0, 'adapter_version': 4, 'success': False, 'return': 1.0,
+                 'length': 6}]
+    report = check_report.build_report(steps, episodes, check_report.Tolerances(
+        logp_max_abs_diff=0.4, min_greedy_agreement=0.9), bag='b')
+    assert report['logp']['max_abs_diff'] == 0.5
+    assert report['logp']['mean_abs_diff'] == pytest.approx(0.75 / 14)
+    assert report['logp']['per_dim_max'] == [0, 0, 0.5, 0, 0, 0, 0.25]
+    assert report['greedy_agreement']['per_dim'] == [0.5] * 3 + [1.0] * 4
+    assert report['greedy_agreement']['overall'] == pytest.approx(11 / 14)
+    assert report['actions']['mean_abs_diff'] == pytest.approx(0.1)
+    assert report['per_adapter_version']['4']['logp_max_abs_diff'] == 0.25
+    assert report['episodes']['per_task']['0'] == {
+        'episodes': 2, 'success_rate': 0.5, 'successes': 1, 'mean_return': 1.5,
+        'mean_length': 5.0}
+    assert not report['passed'] and len(report['failures']) == 2
+    assert 'log-prob max abs difference 0.5 exceeds the tolerance 0.4' in report['failures'][0]
+    json.dumps(report)  # JSON-ready
+
+
+@pytest.fixture(scope='module')
+def policy_episodes(tmp_path_factory):
+    """Write a bag of 2 episodes of the stand-in with adapter v1 (the second greedy), and v2."""
+    import torch
+
+    from tgrpo_ros.policy import cached_standin, load_policy
+    from tgrpo_ros.testing.policy_helpers import perturb_trainable, random_images
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp('check')
+    model = cached_standin(seed=0)
+    policy = load_policy(model, trainable='lora', adapter_root=str(root))
+    perturb_trainable(policy, seed=1, scale=0.05)
+    policy.save_adapter(str(root / 'v1'))
+    episodes = []
+    for index, length in enumerate((3, 2)):
+        images = random_images(length, seed=index)
+        out = policy.sample(images, [INSTRUCTION] * length, greedy=index == 1,
+                            generator=torch.Generator().manual_seed(index))
+        episodes.append(Episode(
+            images=images, action_tokens=out.action_tokens.numpy().astype(np.int64),
+            behaviour_logps=out.log_probs.numpy().astype(np.float32),
+            actions=np.asarray(out.actions, np.float32), rewards=np.ones(length, np.float32),
+            success=index == 0, task_id=index, init_state_id=0, group_id=index,
+            adapter_version=1, instruction=INSTRUCTION, bridge='/sim0',
+            episode_id=f'/sim0/{index}'))
+    perturb_trainable(policy, seed=2, scale=0.5)
+    policy.save_adapter(str(root / 'v2'))
+    bag = root / 'bag'
+    with bag_io.SplitWriter(bag, max_bytes=1) as writer:  # one episode per file
+        writer.add_topic(topics.EPISODE_TOPIC, replay.EPISODE_TYPE)
+        for i, episode in enumerate(episodes):
+            writer.write(topics.EPISODE_TOPIC, 10 + i,
+                         replay._episode_cdr(episode, bag_io.typestore()))
+    return {'model': model, 'root': root, 'bag': bag}
+
+
+def test_check_reproduces_the_recording_and_flags_another_adapter(policy_episodes, capsys):
+    p = policy_episodes
+    report = p['root'] / 'same.json'
+    status = replay.main(['check', str(p['bag']), '--model', p['model'], '--adapter',
+                          str(p['root'] / 'v1'), '--adapter-version', '1', '--report',
+                          str(report), '--batch-size', '4'])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    data = json.loads(report.read_text())
+    assert data['steps'] == 5 and data['source'] == 'episodes' and data['passed']
+    assert data['logp']['max_abs_diff'] < 1e-4
+    # The greedy episode (2 of the 5 steps) agrees with the greedy re-run in every dimension.
+    assert all(a >= 2 / 5 for a in data['greedy_agreement']['per_dim'])
+    assert data['episodes']['per_task']['0']['successes'] == 1
+    assert data['episodes']['per_adapter_version']['1']['episodes'] == 2
+    assert (p['root'] / 'same.png').is_file()
+    assert 'log-prob |diff|: max' in out
+    # Another adapter: the drift is reported, and exceeds a tight tolerance.
+    status = replay.main(['check', str(p['bag']), '--model', p['model'], '--adapter',
+                          str(p['root'] / 'v2'), '--report', str(p['root'] / 'other.json')])
+    captured = capsys.readouterr()
+    assert status == 3
+    drift = json.loads((p['root'] / 'other.json').read_text())
+    assert drift['logp']['max_abs_diff'] > 1e-2 and not drift['passed']
+    assert 'FAILED: log-prob max abs difference' in captured.err
+    # A bag without what a check needs: the error names what was looked for.
+    empty = p['root'] / 'strings'
+    write_strings(empty, 2)
+    assert replay.main(['check', str(empty), '--model', p['model']]) == 1
+    assert 'has neither episodes on /tgrpo/episodes nor a client' in capsys.readouterr().err
+
+
+def test_check_and_play_of_damaged_bags_name_the_damage_and_use_the_rest(
+        policy_episodes, tmp_path, capsys):
+    import shutil
+
+    p = policy_episodes
+    bag = tmp_path / 'bag'
+    shutil.copytree(p['bag'], bag)
+    second = bag / 'bag_1.mcap'
+    second.write_bytes(second.read_bytes()[:5000])  # cut inside the second episode
+    report = tmp_path / 'damaged.json'
+    status = replay.main(['check', str(bag), '--model', p['model'], '--adapter',
+                          str(p['root'] / 'v1'), '--report', str(report)])
+    assert status == 4  # within tolerance, but the bag is damaged
+    data = json.loads(report.read_text())
+    assert data['steps'] == 3 and data['passed']  # the first episode was still checked
+    (problem,) = data['problems']
+    assert 'bag_1.mcap: not a complete MCAP file' in problem and 'truncated at byte' in problem
+    assert 'bag_1.mcap: not a complete MCAP file' in capsys.readouterr().err
+    # Play: an unknown topic is named with the topics of the bag.
+    assert replay.main(['play', str(bag), '--topics', '/nope']) == 1
+    err = capsys.readouterr().err
+    assert "topic '/nope' is not in bag" in err and "['/tgrpo/episodes']" in err
+    assert 'nothing to play' in err
