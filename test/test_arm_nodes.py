@@ -251,6 +251,20 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     ros_client.spin_for(0.5)
     assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01
 
+    # init_state_id is settable (checked against the task's init states); ~/reset uses it.
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    set_params = node.create_client(SetParameters, '/sim_arm/set_parameters')
+    results = [ros_client.call(set_params, SetParameters.Request(parameters=[
+        Parameter('init_state_id', value=value).to_parameter_msg()])).results[0]
+        for value in (10 ** 6, 3)]
+    assert not results[0].successful
+    assert 'init_state_id must be an int in [0, 50), got 1000000' in results[0].reason
+    assert results[1].successful, results[1].reason
+    response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
+                               timeout=60.0)
+    assert response.success and response.message.startswith('reset to init state 3 ')
+
 
 def test_sim_arm_config_checks_its_values():
     from tgrpo_ros.nodes.sim_arm import SimArmConfig

@@ -26,7 +26,7 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   simulated step publishes its pose stamped with the time the step stands for
   (50 ms apart), so the trajectory can be checked from the topic. ``~/status``
   (std_msgs/String JSON) once a second; ``~/reset`` (std_srvs/Trigger) puts
-  the scene back to its initial state.
+  the scene back to the initial state ``init_state_id`` (settable).
 """
 
 from dataclasses import dataclass
@@ -37,6 +37,7 @@ from typing import Tuple
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -62,7 +63,9 @@ class SimArmConfig:
 
     suite: str = option('libero_object', 'LIBERO suite.')
     task_id: int = option(0, 'Task index within the suite.')
-    init_state_id: int = option(0, 'Fixed initial state the scene starts from.')
+    init_state_id: int = option(
+        0, 'Initial state the scene starts from, and returns to on ~/reset (settable: the '
+        'next ~/reset uses the new value).', read_only=False)
     camera_size: int = option(128, 'Agentview render size (square): 128, 224 or 256.',
                               unit='px')
     camera_rate_hz: float = option(
@@ -102,6 +105,7 @@ class SimArmConfig:
             setattr(self, name, float(getattr(self, name)))
         check_range('max_catch_up', self.max_catch_up, 1)
         check_choice('camera_qos', self.camera_qos, CAMERA_QOS)
+        check_range('init_state_id', self.init_state_id, 0)
 
 
 class SimArm(Node):
@@ -162,6 +166,7 @@ class SimArm(Node):
                                                 arm_topics.STATUS_QOS)
         self.reset_srv = self.create_service(Trigger, '~/reset', self.reset_callback)
         self.init_state_id = int(p['init_state_id'])
+        self.add_on_set_parameters_callback(self.parameters_callback)
         self.episodes = 0
         self.restart_clock()
         self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
@@ -180,9 +185,23 @@ class SimArm(Node):
         self.publish_pose(stamp)
         self.publish_joints(stamp)
 
+    def parameters_callback(self, params):
+        """Accept an init_state_id of this task (used by the next ~/reset)."""
+        for param in params:
+            if param.name != 'init_state_id':
+                continue
+            count = self.env.num_init_states
+            if isinstance(param.value, bool) or not isinstance(param.value, int) \
+                    or not 0 <= param.value < count:
+                return SetParametersResult(
+                    successful=False, reason=f'init_state_id must be an int in [0, {count}), '
+                    f'got {param.value!r}')
+        return SetParametersResult(successful=True)
+
     def reset_callback(self, request, response):
         """Put the scene back to its initial state (std_srvs/Trigger) and restart the clock."""
         start = time.perf_counter()
+        self.init_state_id = int(self.get_parameter('init_state_id').value)
         try:
             self.env.reset(self.init_state_id)
         except Exception as error:  # noqa: B902 - report any simulator failure to the caller
