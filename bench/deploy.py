@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tgrpo_ros.orchestration import netns  # noqa: E402
 
 POLICIES = ('random', 'constant_max', 'nan_bursts', 'wall')
+INSTRUCTION = 'pick up the alphabet soup and place it in the basket'
 # A box around the LIBERO-Object start pose (-0.15, 0.0, 0.25) m, world frame, with
 # walls a few seconds away at the speed limit. It keeps the fingers (about 0.1 m below
 # the end-effector site) clear of the floor (z = 0) and of the objects in it (up to
@@ -213,13 +214,13 @@ def latency_run(args, log_dir):
     nodes = NodeGroup(log_dir)
     client = None
     try:
-        # Today's server subscribes to cameras reliably: sim_arm publishes reliable here.
+        # The server in stream mode, as on a real arm: sim_arm's camera is best effort
+        # (sensor data), and its frames are LIBERO's view turned upright (docs/deploy.md).
         nodes.start('policy_server', name='policy_server', parameters={
-            'model_path': cached_standin(seed=0), 'clients': [ns], 'max_batch_size': 1,
-            'max_wait_ms': 0.0})
+            'model_path': cached_standin(seed=0), 'clients': [ns], 'mode': 'stream',
+            'preprocessing': 'camera', 'instruction': INSTRUCTION})
         nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.sim_arm'], name='sim_arm',
-                    namespace=ns, parameters={'camera_rate_hz': args.camera_rate,
-                                              'camera_qos': 'reliable'})
+                    namespace=ns, parameters={'camera_rate_hz': args.camera_rate})
         nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.safety_controller'],
                     name='safety_controller', namespace=ns, parameters=dict(
                         LIMITS, control_rate_hz=args.control_rate, dry_run=False,
@@ -240,19 +241,14 @@ def latency_run(args, log_dir):
             Image, topics.client_topic(ns, topics.CAMERA_TOPIC),
             lambda msg: frame_delays.append(
                 probe.now() - messages.stamp_to_ns(msg.header.stamp) * 1e-9),
-            arm_topics.CAMERA_RELIABLE_QOS, raw=False)
+            arm_topics.SENSOR_QOS, raw=False)
         client.node.create_subscription(
             String, topics.SERVER_STATS_TOPIC,
             lambda msg: sample_ms.append(json.loads(msg.data)['sample_ms']),
             topics.DIAGNOSTICS_QOS)
-        instruction = client.node.create_publisher(
-            String, topics.client_topic(ns, topics.INSTRUCTION_TOPIC), topics.INSTRUCTION_QOS)
-        client.wait_for_subscribers(instruction, timeout=180.0)
         probe.wait_for_controller(timeout=180.0)
         assert probe.transition('configure') and probe.transition('activate')
-        text = String(data='pick up the alphabet soup and place it in the basket')
-        client.publish_until(lambda: instruction.publish(text), lambda: len(actions) >= 3,
-                             180.0, 'actions from the policy server', period=1.0)
+        client.spin_until(lambda: len(actions) >= 3, 180.0, 'actions from the policy server')
         actions.clear()
         frame_delays.clear()
         sample_ms.clear()

@@ -24,7 +24,7 @@ PARAMETERS = {
     'control_rate_hz': 10.0, 'linear_scale': [0.25, 0.25, 0.25],
     'max_linear_speed': [0.1, 0.1, 0.1], 'workspace_min': [0.0, -0.5, 0.0],
     'workspace_max': [1.0, 0.5, 1.0], 'image_timeout': 0.3, 'pose_timeout': 0.3,
-    'action_timeout': 1.0,
+    'action_timeout': 1,  # an int for a float field: YAML writes it so (dynamic typing)
 }
 MOVING = np.array([0.05, 0.0, 0.0])  # m/s: action dx 0.2 * 0.25 m/s per unit
 
@@ -46,6 +46,30 @@ def assert_zero_after(probe, since, key='dry_twist'):
     later = probe.twists(key, since=since)
     assert later, f'no twist stamped after {since}'
     assert all(is_zero(tw) for tw in later), [tw[1].tolist() for tw in later if not is_zero(tw)]
+
+
+def test_read_config_applies_changes_and_checks_them():
+    from tgrpo_ros.arm import ArmConfig
+    from tgrpo_ros.nodes.params import read_config
+    from tgrpo_ros.nodes.safety_controller import SafetyControllerConfig
+
+    class Parameters:
+        """The get_parameter side of a node holding the default parameters."""
+
+        def __init__(self, values):
+            self.values = values
+
+        def get_parameter(self, name):
+            return type('Parameter', (), {'value': self.values[name]})
+
+    node = Parameters(dict(ArmConfig().to_dict(), **vars(SafetyControllerConfig())))
+    changed = read_config(node, ArmConfig, {'control_rate_hz': 20, 'frame_id': 'base'})
+    assert changed.control_rate_hz == 20.0 and isinstance(changed.control_rate_hz, float)
+    assert read_config(node, SafetyControllerConfig, {'frame_id': 'base'}).frame_id == 'base'
+    with pytest.raises(ValueError, match=r'max_linear_norm \(-1.0\) must be > 0'):
+        read_config(node, ArmConfig, {'max_linear_norm': -1.0})
+    with pytest.raises(ValueError, match=r'diagnostics_rate_hz \(0\) must be in \(0.0, inf\]'):
+        read_config(node, SafetyControllerConfig, {'diagnostics_rate_hz': 0})
 
 
 @pytest.mark.ros
@@ -226,3 +250,31 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     assert response.success, response.message
     ros_client.spin_for(0.5)
     assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01
+
+    # init_state_id is settable (checked against the task's init states); ~/reset uses it.
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    set_params = node.create_client(SetParameters, '/sim_arm/set_parameters')
+    results = [ros_client.call(set_params, SetParameters.Request(parameters=[
+        Parameter('init_state_id', value=value).to_parameter_msg()])).results[0]
+        for value in (10 ** 6, 3)]
+    assert not results[0].successful
+    assert 'init_state_id must be an int in [0, 50), got 1000000' in results[0].reason
+    assert results[1].successful, results[1].reason
+    response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
+                               timeout=60.0)
+    assert response.success and response.message.startswith('reset to init state 3 ')
+
+
+def test_sim_arm_config_checks_its_values():
+    from tgrpo_ros.nodes.sim_arm import SimArmConfig
+
+    config = SimArmConfig(linear_scale=[1, 1, 1], camera_rate_hz=2)
+    assert config.linear_scale == (1.0, 1.0, 1.0) and config.camera_rate_hz == 2.0
+    with pytest.raises(ValueError, match=r"unknown camera_qos 'best_effort'; choose one of "
+                       r"\['sensor_data', 'reliable'\]"):
+        SimArmConfig(camera_qos='best_effort')
+    with pytest.raises(ValueError, match=r'max_catch_up \(0\) must be in \[1'):
+        SimArmConfig(max_catch_up=0)
+    with pytest.raises(ValueError, match='gripper_open .* and gripper_close .* must differ'):
+        SimArmConfig(gripper_open=0.0)

@@ -15,6 +15,9 @@ from tgrpo_ros.orchestration import graph
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'config', 'train_sim.yaml')
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'train_sim.launch.py')
+DEPLOY_LAUNCH_FILE = os.path.join(ROOT, 'launch', 'deploy_arm.launch.py')
+DEPLOY_CONFIGS = [os.path.join(ROOT, 'config', name)
+                  for name in ('deploy_arm.yaml', 'deploy_sim_arm.yaml')]
 ECHO = [sys.executable, '-m', 'tgrpo_ros.testing.echo_node']
 
 
@@ -83,6 +86,9 @@ def _fake_launch_modules(monkeypatch):
         def __init__(self, *args, **kwargs):
             self.args, self.kwargs = args, kwargs
 
+    class LifecycleNode(Recorder):
+        pass
+
     class LaunchConfiguration(Recorder):
 
         values = {}
@@ -97,7 +103,8 @@ def _fake_launch_modules(monkeypatch):
         'launch.event_handlers': {'OnProcessExit': Recorder},
         'launch.events': {'Shutdown': Recorder},
         'launch.substitutions': {'LaunchConfiguration': LaunchConfiguration},
-        'launch_ros': {}, 'launch_ros.actions': {'Node': Recorder},
+        'launch_ros': {},
+        'launch_ros.actions': {'Node': Recorder, 'LifecycleNode': LifecycleNode},
         'ament_index_python': {},
         'ament_index_python.packages': {'get_package_share_directory':
                                         lambda pkg: f'/opt/share/{pkg}'},
@@ -109,23 +116,27 @@ def _fake_launch_modules(monkeypatch):
     return Recorder, LaunchConfiguration
 
 
-def _node_specs_of_launch_file(monkeypatch, values):
+def _node_specs_of_launch_file(monkeypatch, values, launch_file=LAUNCH_FILE,
+                               config_name='train_sim.yaml', lifecycle=None):
     import importlib.util
     Recorder, LaunchConfiguration = _fake_launch_modules(monkeypatch)
-    spec = importlib.util.spec_from_file_location('train_sim_launch', LAUNCH_FILE)
+    spec = importlib.util.spec_from_file_location('launch_under_test', launch_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     declared = [a.args[0] for a in description.args[0] if a.args and isinstance(a.args[0], str)]
     assert declared == ['config', 'model_path', 'runs_root', 'run_dir']
     assert description.args[0][0].kwargs['default_value'] == \
-        '/opt/share/tgrpo_ros/config/train_sim.yaml'
+        f'/opt/share/tgrpo_ros/config/{config_name}'
     LaunchConfiguration.values = dict(dict.fromkeys(declared, ''), **values)
     actions = module.node_actions(context=None)
-    nodes = [a.kwargs for a in actions if 'executable' in a.kwargs]
-    assert all(a['package'] == 'tgrpo_ros' for a in nodes)
-    return [(a['executable'], a['namespace'], a['name'], a['parameters'],
-             dict(a['remappings'])) for a in nodes]
+    nodes = [a for a in actions if 'executable' in a.kwargs]
+    assert all(a.kwargs['package'] == 'tgrpo_ros' for a in nodes)
+    if lifecycle is not None:  # {executable: started as a LifecycleNode}
+        assert {a.kwargs['executable']: type(a).__name__ == 'LifecycleNode'
+                for a in nodes} == lifecycle
+    return [(a.kwargs['executable'], a.kwargs['namespace'], a.kwargs['name'],
+             a.kwargs['parameters'], dict(a.kwargs['remappings'])) for a in nodes]
 
 
 def test_both_launchers_start_identical_nodes_from_one_configuration(monkeypatch, tmp_path):
@@ -218,3 +229,102 @@ def test_launcher_ends_with_zero_when_the_finisher_exits_cleanly(tmp_path):
     assert run_graph(nodes, tmp_path / 'b', stream=out, timeout=60, finisher='/learner') == 0
     assert '[learner] all updates done' in out.getvalue()
     assert '/learner finished: stopping the graph' in out.getvalue()
+
+
+@pytest.mark.parametrize('config', DEPLOY_CONFIGS, ids=os.path.basename)
+def test_both_launchers_start_identical_deploy_graphs(monkeypatch, tmp_path, config):
+    from tgrpo_ros.orchestration import launcher
+    from tgrpo_ros.policy import cached_standin
+
+    model = cached_standin(0)
+    run_dir = tmp_path / 'run'
+    sim = 'sim_arm' in os.path.basename(config)
+    lifecycle = {'policy_server': False, 'safety_controller': True}
+    if sim:
+        lifecycle['sim_arm'] = False
+    from_launch_file = _node_specs_of_launch_file(
+        monkeypatch, {'config': config, 'model_path': model, 'run_dir': str(run_dir)},
+        DEPLOY_LAUNCH_FILE, 'deploy_arm.yaml', lifecycle)
+    args = launcher._parser().parse_args(['--config', config, '--model-path', model,
+                                          '--run-dir', str(run_dir)])
+    run = launcher.plan(args)
+    from_tgrpo_launch = [(n.executable, n.namespace or '', n.name, [n.parameters], n.remaps)
+                         for n in run.nodes]
+    assert from_launch_file == from_tgrpo_launch
+    assert [n.full_name for n in run.nodes] == \
+        ['/policy_server', '/arm/safety_controller'] + (['/arm/sim_arm'] if sim else [])
+    server = graph.find_node(run.nodes, 'policy_server')
+    controller = graph.find_node(run.nodes, 'safety_controller')
+    assert controller.lifecycle and not server.lifecycle
+    assert server.parameters['clients'] == ['/arm']
+    assert server.parameters['mode'] == 'stream'
+    assert server.parameters['preprocessing'] == 'camera'
+    assert server.parameters['model_path'] == model
+    assert 'adapter_root' not in server.parameters  # no learner: adapters from anywhere
+    assert controller.parameters['dry_run'] is True
+    if sim:  # sim_arm speaks the default names: nothing to remap
+        assert server.remaps == controller.remaps == {}
+        assert graph.find_node(run.nodes, 'sim_arm').parameters['camera_qos'] == 'sensor_data'
+    else:  # graph.arm_topics, written once, remaps both nodes
+        assert server.remaps == {'/arm/camera/image': '/camera/color/image_raw'}
+        assert controller.remaps == {'camera/image': '/camera/color/image_raw',
+                                     'ee_pose': '/ee_pose'}
+    assert os.path.basename(run.run_dir) == 'run'
+
+
+def test_deploy_graph_configuration_errors_name_the_choices():
+    config = graph.load_config(DEPLOY_CONFIGS[1])
+    config['graph']['arm_topics'] = {'camera': '/cam', 'twist': '/my_servo/twist',
+                                     'gripper': '/gripper_controller/commands'}
+    nodes = graph.build_graph(config)
+    assert graph.find_node(nodes, 'sim_arm').remaps == {
+        'camera/image': '/cam', '/servo_node/delta_twist_cmds': '/my_servo/twist'}
+    assert graph.find_node(nodes, 'policy_server').remaps == {'/arm/camera/image': '/cam'}
+    config['graph']['arm_topics'] = {'image': '/cam'}
+    with pytest.raises(ValueError, match=r"unknown keys \['image'\]; valid keys: \['camera'"):
+        graph.build_graph(config)
+    config['graph'].pop('arm_topics')
+    config['learner'] = {}
+    with pytest.raises(ValueError, match=r"a deploy graph has no \['learner'\] section"):
+        graph.build_graph(config)
+    config.pop('learner')
+    config['graph']['kind'] = 'serve'
+    with pytest.raises(ValueError, match=r"unknown graph.kind 'serve'; choose one of "
+                       r"\['train', 'deploy'\]"):
+        graph.build_graph(config)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_tgrpo_launch_brings_the_sim_arm_deploy_graph_up(tmp_path, ros_client):
+    """tgrpo_launch starts the deploy graph; configured and activated, it commands (dry run)."""
+    import subprocess
+
+    from tgrpo_ros.testing.arm_client import ArmProbe, is_finite
+
+    command = [sys.executable, '-m', 'tgrpo_ros.orchestration.launcher', '--config',
+               DEPLOY_CONFIGS[1], '--timeout', '60', '--runs-root', str(tmp_path)]
+    log = open(tmp_path / 'launch.log', 'w')
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        probe = ArmProbe(ros_client, namespace='/arm')
+        probe.feed.update(camera=False, pose=False, action=False)  # the graph feeds itself
+        probe.wait_for_controller(timeout=60.0)
+        assert probe.transition('configure') and probe.transition('activate')
+        # sim_arm's camera and pose, the policy server's actions (stream mode, best-effort
+        # camera), the controller's twists on its ~/dry_run topic, never the arm's.
+        twist = probe.wait_for_twist(is_finite, timeout=45.0, what='a dry-run twist')
+        assert twist[3] == 'world'
+        ros_client.spin_until(lambda: any(s.get('counters', {}).get('actions', 0) > 0
+                                          for s in probe.status), 20.0, 'an action counted')
+        assert not probe.records['twist'], 'dry run reached the arm topic'
+        assert process.poll() is None, open(tmp_path / 'launch.log').read()
+    finally:
+        if process.poll() is None:
+            process.send_signal(2)  # Ctrl-C
+        code = process.wait(timeout=60)
+        log.close()
+    text = open(tmp_path / 'launch.log').read()
+    assert 'nodes: /policy_server, /arm/safety_controller, /arm/sim_arm' in text
+    assert 'deploy graph: running until Ctrl-C or 60.0 s' in text
+    assert code == 130, text

@@ -1,26 +1,31 @@
 """
 ArmConfig: how policy actions become arm commands, and the limits that guard them.
 
-Standard library only. Every field has a help text in ``metadata['help']``; the
-safety controller declares one ROS parameter per field from it (docs/deploy.md
-lists them). Vectors are (x, y, z) in the twist frame (``frame_id`` of the
-controller); angular axes are (roll, pitch, yaw) rates about x, y, z.
+Standard library only. Every field is a ``tgrpo_ros.options.option`` with its
+help text; the safety controller declares one ROS parameter per field from it
+(``tgrpo_ros.nodes.params.declare_config``; docs/deploy.md lists them). They may
+change while the node runs and take effect on the next ``configure``.
+Vectors are (x, y, z) in the twist frame (``frame_id`` of the controller);
+angular axes are (roll, pitch, yaw) rates about x, y, z.
 
 The defaults are conservative first-run values for a Franka-sized arm, not
 tuned limits: set ``workspace_min``/``workspace_max`` for your cell before
 going live.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
+import functools
 import math
 from typing import Any, Dict, Mapping, Tuple
+
+from tgrpo_ros import options
 
 VECTOR_FIELDS = ('linear_scale', 'angular_scale', 'max_linear_speed', 'max_angular_speed',
                  'workspace_min', 'workspace_max')
 
 
-def _help(default: Any, text: str) -> Any:
-    return field(default=default, metadata={'help': text})
+# Settable while the node runs: read again on every configure.
+_option = functools.partial(options.option, read_only=False)
 
 
 @dataclass
@@ -29,64 +34,64 @@ class ArmConfig:
 
     # MoveIt Servo's default publish_period is 0.01 s and its incoming_command_timeout
     # 0.1 s (docs/references.md §6): 50 Hz sends five commands inside one timeout.
-    control_rate_hz: float = _help(
+    control_rate_hz: float = _option(
         50.0, 'Rate (Hz) at which twist commands are sent; also the period of the watchdogs.')
     # LIBERO-equivalent scales, measured here on the LIBERO-Object Panda (sim_arm's
     # physics, 20 Hz OSC): a constant action of 1 moves the end effector at 0.24-0.27 m/s
     # (0.3 -> 0.077 m/s, so about linear); a rotation action of 0.3 turns it at 0.65
     # rad/s (1.0 -> 1.3 rad/s: it saturates; policy rotations stay within +-0.16). With
     # these scales a twist moves the arm about as the policy moved it in training.
-    linear_scale: Tuple[float, ...] = _help(
+    linear_scale: Tuple[float, ...] = _option(
         (0.25, 0.25, 0.25), 'm/s of twist per unit of policy action (dx, dy, dz).')
-    angular_scale: Tuple[float, ...] = _help(
+    angular_scale: Tuple[float, ...] = _option(
         (2.0, 2.0, 2.0), 'rad/s of twist per unit of policy action (droll, dpitch, dyaw).')
-    max_linear_speed: Tuple[float, ...] = _help(
+    max_linear_speed: Tuple[float, ...] = _option(
         (0.1, 0.1, 0.1), 'Per-axis limit (m/s) on the linear twist; larger values are clipped.')
-    max_linear_norm: float = _help(
+    max_linear_norm: float = _option(
         0.15, 'Limit (m/s) on the norm of the linear twist; a longer vector is scaled down '
         'keeping its direction.')
-    max_angular_speed: Tuple[float, ...] = _help(
+    max_angular_speed: Tuple[float, ...] = _option(
         (0.5, 0.5, 0.5), 'Per-axis limit (rad/s) on the angular twist.')
     # Servo's default scale.rotational (docs/references.md §6).
-    max_angular_norm: float = _help(
+    max_angular_norm: float = _option(
         0.8, 'Limit (rad/s) on the norm of the angular twist.')
     # On the LIBERO Panda a 1.3 rad/s turn also moves the end-effector site at ~0.14 m/s
     # (measured here): about 0.1 m of lever, the hand's length on a Franka.
-    rotation_lever_arm: float = _help(
+    rotation_lever_arm: float = _option(
         0.0, 'Lever (m) of points that turn with the end effector (fingertips): the linear '
         'norm limit then bounds |linear| + lever * |angular|, and both parts are scaled '
         'down together when it is exceeded. 0 limits the linear twist alone.')
-    max_linear_accel: float = _help(
+    max_linear_accel: float = _option(
         1.0, 'Limit (m/s^2) on the change of the linear twist between consecutive commands '
         '(norm of the change / dt). Stops (zero commands) are not slowed by it.')
-    max_angular_accel: float = _help(
+    max_angular_accel: float = _option(
         5.0, 'Limit (rad/s^2) on the change of the angular twist between consecutive commands.')
-    workspace_min: Tuple[float, ...] = _help(
+    workspace_min: Tuple[float, ...] = _option(
         (0.25, -0.4, 0.05), 'Lower corner (m) of the end-effector box, in the frame of the pose '
         'topic.')
-    workspace_max: Tuple[float, ...] = _help(
+    workspace_max: Tuple[float, ...] = _option(
         (0.75, 0.4, 0.6), 'Upper corner (m) of the end-effector box, in the frame of the pose '
         'topic.')
-    workspace_horizon: float = _help(
+    workspace_horizon: float = _option(
         0.1, 'Look-ahead (s): on an axis where position + twist * (horizon + age of the '
         'pose) leaves the box, the motion towards the wall is zeroed (motion back inside is '
         'allowed).')
-    image_timeout: float = _help(
+    image_timeout: float = _option(
         0.5, 'Watchdog (s): with no camera image received for this long, command zero.')
-    action_timeout: float = _help(
+    action_timeout: float = _option(
         1.0, 'Watchdog (s): an action whose image stamp is older than this is stale: command '
         'zero. Covers inference time plus transport; camera and controller clocks must agree.')
-    pose_timeout: float = _help(
+    pose_timeout: float = _option(
         0.2, 'Watchdog (s): with no end-effector pose received for this long, command zero '
         '(the workspace box cannot be checked without it).')
-    gripper_open: float = _help(
+    gripper_open: float = _option(
         0.04, 'Gripper command (forward command controller units, e.g. m of finger travel) '
         'for an open gripper.')
-    gripper_close: float = _help(0.0, 'Gripper command for a closed gripper.')
+    gripper_close: float = _option(0.0, 'Gripper command for a closed gripper.')
     # OpenVLA's gripper output is in [0, 1] with 1 = open (docs/references.md §2).
-    gripper_threshold: float = _help(
+    gripper_threshold: float = _option(
         0.5, 'Policy gripper values >= this open the gripper, lower values close it.')
-    dry_run: bool = _help(
+    dry_run: bool = _option(
         True, "Send commands to the controller's ~/dry_run topics instead of the arm's.")
 
     def __post_init__(self) -> None:
@@ -146,17 +151,14 @@ class ArmConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> 'ArmConfig':
         """Build from a mapping (YAML, ROS parameters); unknown keys are an error."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f'unknown ArmConfig keys {unknown}; valid keys: {known}')
-        return cls(**dict(values))
+        return options.from_mapping(cls, values)
 
     def to_dict(self) -> Dict[str, Any]:
         """Return the fields as a plain dict (vectors as lists, as ROS parameters hold them)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in options.to_dict(self).items()}
 
     @classmethod
     def field_help(cls) -> Dict[str, str]:
         """Return the help text of every field, by name."""
-        return {f.name: f.metadata['help'] for f in fields(cls)}
+        return options.field_help(cls)

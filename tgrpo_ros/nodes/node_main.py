@@ -18,7 +18,8 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
 
     A ValueError from the constructor is a bad parameter: it is logged as FATAL
     under ``name`` without a traceback and gives status 1. Ctrl-C or an external
-    shutdown gives ``interrupted_status``.
+    shutdown gives ``interrupted_status``, also when it lands in the middle of a
+    callback that then fails to publish on the shut-down context.
     """
     # DDS discovery stays on this machine unless the caller chose otherwise (multi-host
     # deployments set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET explicitly).
@@ -34,6 +35,10 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
         return spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         return interrupted_status
+    except Exception:  # noqa: B902 - only a failure caused by the shutdown is forgiven
+        if node is not None and not rclpy.ok():
+            return interrupted_status
+        raise
     finally:
         if node is not None:
             node.destroy_node()

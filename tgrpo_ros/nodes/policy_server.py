@@ -1,5 +1,5 @@
 """
-policy_server: answers the camera images of M sim bridges with batched policy actions.
+policy_server: answers camera images with policy actions, for sim bridges or a real camera.
 
 For each client namespace ``ns`` in the ``clients`` parameter it subscribes to
 ``ns/camera/image`` (sensor_msgs/Image, rgb8 or bgr8, any size) and
@@ -13,6 +13,26 @@ after the first request arrived, whichever comes first: one ``policy.sample`` ca
 answers the whole batch. Each batch is reported on ``/tgrpo/policy_server/stats``.
 A request re-published with the stamp of the last answered one gets the same reply
 again (one stamp, one action); a bridge that wants a fresh sample uses a new stamp.
+
+Modes (parameter ``mode``):
+
+* ``bridge`` (the default): the request/reply handshake of the sim bridges above,
+  reliable QoS (``topics.IMAGE_QOS``).
+* ``stream``: a camera stream, e.g. a real camera driver (docs/deploy.md). Images
+  are taken with best-effort QoS of depth 1 (``topics.STREAM_IMAGE_QOS``), which a
+  best-effort driver matches; any rgb8/bgr8 size. Inference starts on a frame as
+  soon as the previous inference is done, and only on the newest frame: frames
+  arriving meanwhile replace each other and never queue. The instruction comes
+  from the ``instruction`` parameter or from a latched (transient-local)
+  ``ns/instruction`` topic, the newest of the two winning.
+
+``preprocessing`` turns each received frame into the policy's 224 x 224 view:
+``none`` (the sim bridges send that view already; other sizes are resized),
+``libero`` or ``camera`` (``tgrpo_ros.policy.contract.get_preprocessor``).
+Instructions longer than ``max_instruction_chars`` are refused in both modes:
+the error is logged and published on ``/tgrpo/policy_server/errors`` (JSON), and
+that client gets no action until a valid instruction arrives (a long prompt
+would hold the server, and every client, for seconds).
 
 Adapter push: set ``adapter_version`` and ``adapter_path`` together with the
 standard ``~/set_parameters_atomically`` service. The on-set callback validates
@@ -40,17 +60,35 @@ from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
-from tgrpo_ros.options import option
+from tgrpo_ros.options import check_choice, check_range, option
+from tgrpo_ros.policy import contract
 from tgrpo_ros.policy.config import PolicyLoadConfig
 
 ADAPTER_PARAMETERS = ('adapter_version', 'adapter_path')
+MODES = ('bridge', 'stream')
+PREPROCESSING = ('none', 'libero', 'camera')
 
 
 @dataclass
 class PolicyServerConfig:
     """Parameters of the policy server (the policy itself: ``PolicyLoadConfig``)."""
 
-    clients: List[str] = option(['/sim0'], 'Namespaces of the clients served (sim bridges).')
+    clients: List[str] = option(
+        ['/sim0'], 'Namespaces of the clients served (sim bridges, or cameras in stream mode).')
+    mode: str = option(
+        'bridge', "'bridge': request/reply with sim bridges, reliable QoS; 'stream': a camera "
+        'stream (best effort), inference on the newest frame whenever the policy is free.')
+    preprocessing: str = option(
+        'none', "Image preprocessing: 'none' (the image is the policy view already, as sim "
+        "bridges send it), 'libero' (LIBERO frame: 180 degree turn, resize, centre crop) or "
+        "'camera' (real camera: resize, centre crop).")
+    instruction: str = option(
+        '', "Instruction for every client until one arrives on its instruction topic ('' = "
+        'wait for the topic).')
+    # A 20,000-character instruction held the server for ~25 s on the stand-in (CPU);
+    # LIBERO's longest instruction has under 100 characters.
+    max_instruction_chars: int = option(
+        512, 'Longer instructions are refused with an error (they would hold the server).')
     max_batch_size: int = option(8, 'Most requests answered by one policy call.')
     max_wait_ms: float = option(
         20.0, 'How long a request may wait for others to join its batch.', unit='ms')
@@ -77,6 +115,22 @@ class PolicyServerConfig:
             raise ValueError(f'max_batch_size ({self.max_batch_size}) must be >= 1')
         if not self.max_wait_ms >= 0:
             raise ValueError(f'max_wait_ms ({self.max_wait_ms}) must be >= 0')
+        check_choice('mode', self.mode, MODES)
+        check_choice('preprocessing', self.preprocessing, PREPROCESSING)
+        check_range('max_instruction_chars', self.max_instruction_chars, 1)
+        error = instruction_error(self.instruction, self.max_instruction_chars)
+        if self.instruction and error:
+            raise ValueError(f'parameter instruction: {error}')
+
+
+def instruction_error(text, max_chars):
+    """Return why instruction ``text`` is refused ('' when it is fine)."""
+    if not text.strip():
+        return 'the instruction is empty'
+    if len(text) > max_chars:
+        return (f'the instruction has {len(text)} characters, more than max_instruction_chars '
+                f'({max_chars}): {text[:60]!r}...')
+    return ''
 
 
 class PolicyServer(Node):
@@ -94,23 +148,33 @@ class PolicyServer(Node):
         self.add_on_set_parameters_callback(self.validate_parameters_callback)
         self.add_post_set_parameters_callback(self.apply_parameters_callback)
 
-        self.instructions = {}  # namespace -> latest instruction
+        self.stream = c.mode == 'stream'
+        self.preprocess = (None if c.preprocessing == 'none'
+                           else contract.get_preprocessor(c.preprocessing))
+        # namespace -> latest instruction
+        self.instructions = {ns: c.instruction for ns in self.client_namespaces
+                             if c.instruction}
         self.pending = {}  # namespace -> (Image, decoded RGB array, arrival time in s)
         self.last_reply = {}  # namespace -> (stamp ns, JointState) of the latest reply
         self.publishers_ = {}
         self.subscriptions_ = []
+        image_qos, instruction_qos = ((topics.STREAM_IMAGE_QOS, topics.LATCHED_INSTRUCTION_QOS)
+                                      if self.stream else
+                                      (topics.IMAGE_QOS, topics.INSTRUCTION_QOS))
         for ns in self.client_namespaces:
             self.publishers_[ns] = self.create_publisher(
                 JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
                 topics.ACTION_QOS)
             self.subscriptions_.append(self.create_subscription(
                 Image, topics.client_topic(ns, topics.CAMERA_TOPIC),
-                lambda msg, ns=ns: self.image_callback(ns, msg), topics.IMAGE_QOS))
+                lambda msg, ns=ns: self.image_callback(ns, msg), image_qos))
             self.subscriptions_.append(self.create_subscription(
                 String, topics.client_topic(ns, topics.INSTRUCTION_TOPIC),
-                lambda msg, ns=ns: self.instruction_callback(ns, msg), topics.INSTRUCTION_QOS))
+                lambda msg, ns=ns: self.instruction_callback(ns, msg), instruction_qos))
         self.stats_publisher = self.create_publisher(
             String, topics.SERVER_STATS_TOPIC, topics.DIAGNOSTICS_QOS)
+        self.errors_publisher = self.create_publisher(
+            String, topics.SERVER_ERRORS_TOPIC, topics.DIAGNOSTICS_QOS)
         # One-shot deadline timer: armed when the first request of a batch arrives.
         self.deadline_timer = self.create_timer(max(self.max_wait, 1e-4), self.deadline_callback)
         self.deadline_timer.cancel()
@@ -119,9 +183,9 @@ class PolicyServer(Node):
         self.get_logger().info(
             f'serving {self.policy.name_or_path} (adapter version '
             f'{self.policy.adapter_version}) to {len(self.client_namespaces)} client(s) '
-            f'{self.client_namespaces}; max_batch_size {c.max_batch_size}, max_wait '
-            f'{c.max_wait_ms:.1f} ms, temperature {self.policy.temperature}, '
-            f'greedy {c.greedy}')
+            f'{self.client_namespaces} in {c.mode} mode (preprocessing {c.preprocessing}); '
+            f'max_batch_size {c.max_batch_size}, max_wait {c.max_wait_ms:.1f} ms, '
+            f'temperature {self.policy.temperature}, greedy {c.greedy}')
 
     # ------------------------------------------------------------------ parameters
     def _load_policy(self):
@@ -197,19 +261,45 @@ class PolicyServer(Node):
     # ------------------------------------------------------------------ requests
     def instruction_callback(self, ns, msg):
         """Remember the newest instruction of client ``ns``; answer a waiting image."""
+        error = instruction_error(msg.data, self.config.max_instruction_chars)
+        if error:
+            # Refused: this client gets no action until a valid instruction arrives
+            # (acting on the previous one would not be what its operator asked for);
+            # None marks the refusal, so that images meanwhile are dropped, not kept.
+            self.instructions[ns] = None
+            self.pending.pop(ns, None)
+            self._report_error(ns, f'refused the instruction: {error}')
+            return
         self.instructions[ns] = msg.data
         if ns in self.pending:
             self._maybe_run()
+
+    def _report_error(self, ns, text):
+        self.get_logger().error(f'{ns}: {text}')
+        self.errors_publisher.publish(String(data=json.dumps({'client': ns, 'error': text})))
 
     def image_callback(self, ns, msg):
         """Queue the newest image of client ``ns`` (replacing an unanswered older one)."""
         try:
             image = messages.image_to_numpy(msg)  # [H, W, 3] uint8 RGB
+            if self.preprocess is not None:
+                image = self.preprocess(image)  # [224, 224, 3] uint8, the policy view
         except ValueError as error:
             self.get_logger().error(f'dropped image from {ns} (stamp '
                                     f'{messages.stamp_to_ns(msg.header.stamp)} ns): {error}')
             return
         stamp = messages.stamp_to_ns(msg.header.stamp)
+        if ns in self.instructions and self.instructions[ns] is None:
+            self.get_logger().debug(f'{ns}: dropped an image: its instruction was refused')
+            return
+        if self.stream:
+            # The newest frame replaces any unanswered one and runs at once: the
+            # subscription's depth of 1 dropped the frames that came during the last
+            # inference, so nothing queues.
+            self.pending[ns] = (msg, image, time.monotonic())
+            if self.instructions.get(ns):
+                self.run_batch()
+            return
         cached = self.last_reply.get(ns)
         if cached is not None and cached[0] == stamp:
             # A re-published request that was answered already (the reply may have been
@@ -223,7 +313,7 @@ class PolicyServer(Node):
         self._maybe_run()
 
     def _maybe_run(self):
-        ready = [ns for ns in self.pending if ns in self.instructions]
+        ready = [ns for ns in self.pending if self.instructions.get(ns)]
         if not ready:
             return
         if len(ready) >= min(self.config.max_batch_size, len(self.client_namespaces)):
@@ -239,7 +329,7 @@ class PolicyServer(Node):
 
     def run_batch(self):
         """Answer up to max_batch_size pending requests (oldest first) with one policy call."""
-        ready = sorted((ns for ns in self.pending if ns in self.instructions),
+        ready = sorted((ns for ns in self.pending if self.instructions.get(ns)),
                        key=lambda ns: self.pending[ns][2])[:self.config.max_batch_size]
         if not ready:
             return

@@ -23,11 +23,12 @@ installed, activation (not in dry run) also asks Servo for twist commands
 through ``servo_command_type_service``. See docs/deploy.md.
 """
 
+from dataclasses import dataclass
 import json
 import sys
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
@@ -36,6 +37,8 @@ from std_srvs.srv import Trigger
 from tgrpo_ros.arm import ArmConfig, SafetyFilter
 from tgrpo_ros.nodes import arm_topics, messages, topics
 from tgrpo_ros.nodes.node_main import run_node
+from tgrpo_ros.nodes.params import declare_config, read_config
+from tgrpo_ros.options import check_range, option
 
 try:  # not on PyPI: /diagnostics only where the ROS install has it
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -46,15 +49,28 @@ try:  # MoveIt is not on PyPI
 except ImportError:  # pragma: no cover - depends on the install
     ServoCommandType = None
 
-NODE_PARAMETERS = (
-    # name, default, description
-    ('frame_id', 'panda_link0', 'frame of the twist commands (header.frame_id); the policy '
-     'deltas are in the robot base frame'),
-    ('diagnostics_rate_hz', 2.0, 'rate (Hz) of ~/status and /diagnostics'),
-    ('servo_command_type_service', arm_topics.SERVO_COMMAND_TYPE_SERVICE,
-     "MoveIt Servo's switch_command_type service, called with TWIST on activation (not in "
-     "dry run) where moveit_msgs is installed; '' disables"),
-)
+
+@dataclass
+class SafetyControllerConfig:
+    """The controller's own parameters (the safety limits: ``tgrpo_ros.arm.ArmConfig``)."""
+
+    frame_id: str = option(
+        'panda_link0', 'Frame of the twist commands (header.frame_id); the policy deltas are '
+        'in the robot base frame. Read on configure.', read_only=False)
+    diagnostics_rate_hz: float = option(
+        2.0, 'Rate of ~/status and /diagnostics; read once at start.', unit='Hz')
+    servo_command_type_service: str = option(
+        arm_topics.SERVO_COMMAND_TYPE_SERVICE,
+        "MoveIt Servo's switch_command_type service, called with TWIST on activation (not in "
+        "dry run) where moveit_msgs is installed; '' disables.", read_only=False)
+
+    def __post_init__(self):
+        """Reject impossible values, quoting them."""
+        for name in ('frame_id', 'servo_command_type_service'):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f'{name} must be a string, got {getattr(self, name)!r}')
+        check_range('diagnostics_rate_hz', self.diagnostics_rate_hz, 0.0, low_open=True)
+        self.diagnostics_rate_hz = float(self.diagnostics_rate_hz)
 
 
 def _seconds(stamp):
@@ -67,17 +83,13 @@ class SafetyController(LifecycleNode):
     def __init__(self):
         """Declare the parameters; wire the e-stop, reset and status (alive in every state)."""
         super().__init__('safety_controller')
-        defaults = ArmConfig().to_dict()
-        for name, help_text in ArmConfig.field_help().items():
-            # Dynamic typing: YAML may write 1 for 1.0; ArmConfig checks the values.
-            self.declare_parameter(name, defaults[name], ParameterDescriptor(
-                description=help_text, dynamic_typing=True))
-        for name, default, description in NODE_PARAMETERS:
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        self.safety = SafetyFilter(self._read_config())  # ValueError: bad parameters at start
+        # Dynamic typing: YAML may write 1 for 1.0; ArmConfig checks and converts the values.
+        # ValueError: bad parameters at start.
+        self.safety = SafetyFilter(declare_config(self, ArmConfig, dynamic_typing=True))
+        self.node_config = declare_config(self, SafetyControllerConfig, dynamic_typing=True)
         self.add_on_set_parameters_callback(self.parameters_callback)
         self.lifecycle_state = 'unconfigured'
-        self.frame_id = self.get_parameter('frame_id').value
+        self.frame_id = self.node_config.frame_id
         self.active_entities = []  # publishers, subscriptions, timer made by configure
         self.twist_pub = self.gripper_pub = self.control_timer = None
         self.last_reasons = None
@@ -97,31 +109,19 @@ class SafetyController(LifecycleNode):
             self.get_logger().warning(
                 'diagnostic_msgs is not installed (pip install ros-jazzy-diagnostic-msgs): '
                 'no /diagnostics; the same status goes to ~/status as JSON')
-        rate = float(self.get_parameter('diagnostics_rate_hz').value)
-        if not rate > 0:
-            raise ValueError(f'diagnostics_rate_hz ({rate}) must be > 0')
-        self.status_timer = self.create_timer(1.0 / rate, self.publish_status)
+        self.status_timer = self.create_timer(1.0 / self.node_config.diagnostics_rate_hz,
+                                              self.publish_status)
         self.get_logger().info('unconfigured; configure and activate me through the lifecycle '
                                'services (dry_run is read on configure)')
 
     # ------------------------------------------------------------------ parameters
-    def _read_config(self, changes=None):
-        values = {name: self.get_parameter(name).value for name in ArmConfig.field_help()}
-        values.update(changes or {})
-        return ArmConfig.from_dict(values)
-
     def parameters_callback(self, params):
-        """Reject a parameter change that would make an invalid ArmConfig."""
-        changes = {p.name: p.value for p in params if p.name in ArmConfig.field_help()}
-        for param in params:
-            if param.name == 'diagnostics_rate_hz':
-                return SetParametersResult(successful=False, reason='diagnostics_rate_hz is '
-                                           'read once at start')
-        if not changes:
-            return SetParametersResult(successful=True)
+        """Reject a parameter change that would make an invalid configuration."""
+        changes = {p.name: p.value for p in params}
         try:
-            self._read_config(changes)
-        except ValueError as error:
+            read_config(self, ArmConfig, changes)
+            read_config(self, SafetyControllerConfig, changes)
+        except (TypeError, ValueError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
 
@@ -133,15 +133,16 @@ class SafetyController(LifecycleNode):
     def on_configure(self, state):
         """Read and check the parameters; create the command publishers and inputs."""
         try:
-            config = self._read_config()
-        except ValueError as error:
+            config = read_config(self, ArmConfig)
+            self.node_config = read_config(self, SafetyControllerConfig)
+        except (TypeError, ValueError) as error:
             self.get_logger().error(f'configure failed: {error}')
             return TransitionCallbackReturn.FAILURE
         old = self.safety
         self.safety = SafetyFilter(config)
         self.safety.estop_engaged, self.safety.estop_latched = old.estop_engaged, \
             old.estop_latched
-        self.frame_id = self.get_parameter('frame_id').value
+        self.frame_id = self.node_config.frame_id
         if config.dry_run:
             twist_topic, gripper_topic = (arm_topics.DRY_RUN_TWIST_TOPIC,
                                           arm_topics.DRY_RUN_GRIPPER_TOPIC)
@@ -221,7 +222,7 @@ class SafetyController(LifecycleNode):
         self.twist_pub = self.gripper_pub = self.control_timer = None
 
     def _switch_servo_to_twist(self):
-        name = self.get_parameter('servo_command_type_service').value
+        name = self.get_parameter('servo_command_type_service').value  # may change any time
         if not name:
             return
         if ServoCommandType is None:

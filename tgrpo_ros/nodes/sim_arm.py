@@ -26,16 +26,18 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   simulated step publishes its pose stamped with the time the step stands for
   (50 ms apart), so the trajectory can be checked from the topic. ``~/status``
   (std_msgs/String JSON) once a second; ``~/reset`` (std_srvs/Trigger) puts
-  the scene back to its initial state.
+  the scene back to the initial state ``init_state_id`` (settable).
 """
 
+from dataclasses import dataclass
 import json
 import sys
 import time
+from typing import Tuple
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -45,34 +47,65 @@ from tgrpo_ros.arm import ArmConfig
 from tgrpo_ros.arm.command import gripper_to_libero, LIBERO_OPEN, twist_to_libero
 from tgrpo_ros.nodes import arm_topics, messages
 from tgrpo_ros.nodes.node_main import run_node
+from tgrpo_ros.nodes.params import declare_config
+from tgrpo_ros.options import check_choice, check_range, option
 
 STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
 AGENTVIEW_IMAGE = 'agentview_image'  # robosuite observable of the front camera
 _ARM_DEFAULTS = ArmConfig().to_dict()
 
-PARAMETERS = (
-    # name, default, description
-    ('suite', 'libero_object', 'LIBERO suite'),
-    ('task_id', 0, 'task index within the suite'),
-    ('init_state_id', 0, 'fixed initial state the scene starts from'),
-    ('camera_size', 128, 'agentview render size (px, square): 128, 224 or 256'),
-    ('camera_rate_hz', 5.0, 'rate (Hz) of camera/image; each frame costs a render '
-     '(~70-150 ms here), so keep it low on a CPU-only machine'),
-    ('multisample', False, '4x multisample anti-aliasing of the render (slower)'),
-    ('command_timeout', 0.1, 's: a twist older than this is stale, the arm holds still '
-     "(MoveIt Servo's incoming_command_timeout)"),
-    ('frame_id', 'world', 'frame of the end-effector pose, and the only twist frame accepted'),
-    ('camera_frame_id', 'agentview', 'frame_id of the camera images'),
-    ('camera_qos', 'sensor_data', "'sensor_data' (best effort, as camera drivers publish) or "
-     "'reliable' (for a subscriber that only takes reliable publishers)"),
-    ('linear_scale', _ARM_DEFAULTS['linear_scale'],
-     'm/s per unit of LIBERO action; keep equal to the safety controller scale'),
-    ('angular_scale', _ARM_DEFAULTS['angular_scale'],
-     'rad/s per unit of LIBERO action; keep equal to the safety controller scale'),
-    ('gripper_open', _ARM_DEFAULTS['gripper_open'], 'gripper command meaning open'),
-    ('gripper_close', _ARM_DEFAULTS['gripper_close'], 'gripper command meaning closed'),
-    ('max_catch_up', 4, 'most steps run at once to catch up with the wall clock'),
-)
+CAMERA_QOS = ('sensor_data', 'reliable')
+
+
+@dataclass
+class SimArmConfig:
+    """Parameters of sim_arm (read once at start)."""
+
+    suite: str = option('libero_object', 'LIBERO suite.')
+    task_id: int = option(0, 'Task index within the suite.')
+    init_state_id: int = option(
+        0, 'Initial state the scene starts from, and returns to on ~/reset (settable: the '
+        'next ~/reset uses the new value).', read_only=False)
+    camera_size: int = option(128, 'Agentview render size (square): 128, 224 or 256.',
+                              unit='px')
+    camera_rate_hz: float = option(
+        5.0, 'Rate of camera/image; each frame costs a render (~70-150 ms here), so keep it '
+        'low on a CPU-only machine.', unit='Hz')
+    multisample: bool = option(False, '4x multisample anti-aliasing of the render (slower).')
+    command_timeout: float = option(
+        0.1, "A twist older than this is stale: the arm holds still (MoveIt Servo's "
+        'incoming_command_timeout).', unit='s')
+    frame_id: str = option(
+        'world', 'Frame of the end-effector pose, and the only twist frame accepted.')
+    camera_frame_id: str = option('agentview', 'frame_id of the camera images.')
+    camera_qos: str = option(
+        'sensor_data', "'sensor_data' (best effort, as camera drivers publish) or 'reliable' "
+        '(for a subscriber that only takes reliable publishers).')
+    linear_scale: Tuple[float, ...] = option(
+        tuple(_ARM_DEFAULTS['linear_scale']),
+        'Twist per unit of LIBERO action; keep equal to the safety controller scale.',
+        unit='m/s')
+    angular_scale: Tuple[float, ...] = option(
+        tuple(_ARM_DEFAULTS['angular_scale']),
+        'Twist per unit of LIBERO action; keep equal to the safety controller scale.',
+        unit='rad/s')
+    gripper_open: float = option(_ARM_DEFAULTS['gripper_open'], 'Gripper command meaning open.')
+    gripper_close: float = option(_ARM_DEFAULTS['gripper_close'],
+                                  'Gripper command meaning closed.')
+    max_catch_up: int = option(4, 'Most steps run at once to catch up with the wall clock.')
+
+    def __post_init__(self):
+        """Check the values (scales and gripper values as the controller's ArmConfig does)."""
+        arm = ArmConfig(linear_scale=self.linear_scale, angular_scale=self.angular_scale,
+                        gripper_open=self.gripper_open, gripper_close=self.gripper_close)
+        self.linear_scale, self.angular_scale = arm.linear_scale, arm.angular_scale
+        self.gripper_open, self.gripper_close = arm.gripper_open, arm.gripper_close
+        for name in ('camera_rate_hz', 'command_timeout'):
+            check_range(name, getattr(self, name), 0.0, low_open=True)
+            setattr(self, name, float(getattr(self, name)))
+        check_range('max_catch_up', self.max_catch_up, 1)
+        check_choice('camera_qos', self.camera_qos, CAMERA_QOS)
+        check_range('init_state_id', self.init_state_id, 0)
 
 
 class SimArm(Node):
@@ -81,25 +114,17 @@ class SimArm(Node):
     def __init__(self):
         """Read the parameters, create the scene, wire the topics, start the clock."""
         super().__init__('sim_arm')
-        for name, default, description in PARAMETERS:
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=True, dynamic_typing=True))
-        p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
-        # ArmConfig checks the scales and gripper values the way the controller does.
-        arm = ArmConfig(linear_scale=p['linear_scale'], angular_scale=p['angular_scale'],
-                        gripper_open=p['gripper_open'], gripper_close=p['gripper_close'])
-        self.linear_scale, self.angular_scale = arm.linear_scale, arm.angular_scale
-        self.gripper_values = (arm.gripper_open, arm.gripper_close)
-        for name in ('camera_rate_hz', 'command_timeout'):
-            if not float(p[name]) > 0:
-                raise ValueError(f'{name} ({p[name]}) must be > 0')
-        if int(p['max_catch_up']) < 1:
-            raise ValueError(f"max_catch_up ({p['max_catch_up']}) must be >= 1")
-        self.camera_period = 1.0 / float(p['camera_rate_hz'])  # s
-        self.command_timeout = float(p['command_timeout'])  # s
-        self.frame_id = str(p['frame_id'])
-        self.camera_frame_id = str(p['camera_frame_id'])
-        self.max_catch_up = int(p['max_catch_up'])
+        # Dynamic typing: YAML may write 1 for 1.0; SimArmConfig checks the values.
+        self.config = c = declare_config(self, SimArmConfig, dynamic_typing=True)
+        self.linear_scale, self.angular_scale = c.linear_scale, c.angular_scale
+        self.gripper_values = (c.gripper_open, c.gripper_close)
+        self.camera_period = 1.0 / c.camera_rate_hz  # s
+        self.command_timeout = c.command_timeout  # s
+        self.frame_id = str(c.frame_id)
+        self.camera_frame_id = str(c.camera_frame_id)
+        self.max_catch_up = int(c.max_catch_up)
+        p = {name: getattr(c, name) for name in (
+            'suite', 'task_id', 'init_state_id', 'camera_size', 'camera_rate_hz', 'multisample')}
 
         from tgrpo_ros.sim import LiberoEnv  # heavy: mujoco, robosuite, libero
         start = time.perf_counter()
@@ -131,11 +156,8 @@ class SimArm(Node):
                                  self.gripper_callback, arm_topics.COMMAND_QOS)
         camera_qos = {'sensor_data': arm_topics.SENSOR_QOS,
                       'reliable': arm_topics.CAMERA_RELIABLE_QOS}
-        if p['camera_qos'] not in camera_qos:
-            raise ValueError(f"unknown camera_qos {p['camera_qos']!r}; available: "
-                             f'{", ".join(camera_qos)}')
         self.image_pub = self.create_publisher(Image, arm_topics.CAMERA_TOPIC,
-                                               camera_qos[p['camera_qos']])
+                                               camera_qos[c.camera_qos])
         self.pose_pub = self.create_publisher(PoseStamped, arm_topics.POSE_TOPIC,
                                               arm_topics.SENSOR_QOS)
         self.joint_pub = self.create_publisher(JointState, arm_topics.JOINT_STATES_TOPIC,
@@ -144,6 +166,7 @@ class SimArm(Node):
                                                 arm_topics.STATUS_QOS)
         self.reset_srv = self.create_service(Trigger, '~/reset', self.reset_callback)
         self.init_state_id = int(p['init_state_id'])
+        self.add_on_set_parameters_callback(self.parameters_callback)
         self.episodes = 0
         self.restart_clock()
         self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
@@ -162,9 +185,23 @@ class SimArm(Node):
         self.publish_pose(stamp)
         self.publish_joints(stamp)
 
+    def parameters_callback(self, params):
+        """Accept an init_state_id of this task (used by the next ~/reset)."""
+        for param in params:
+            if param.name != 'init_state_id':
+                continue
+            count = self.env.num_init_states
+            if isinstance(param.value, bool) or not isinstance(param.value, int) \
+                    or not 0 <= param.value < count:
+                return SetParametersResult(
+                    successful=False, reason=f'init_state_id must be an int in [0, {count}), '
+                    f'got {param.value!r}')
+        return SetParametersResult(successful=True)
+
     def reset_callback(self, request, response):
         """Put the scene back to its initial state (std_srvs/Trigger) and restart the clock."""
         start = time.perf_counter()
+        self.init_state_id = int(self.get_parameter('init_state_id').value)
         try:
             self.env.reset(self.init_state_id)
         except Exception as error:  # noqa: B902 - report any simulator failure to the caller

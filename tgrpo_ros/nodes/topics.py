@@ -30,6 +30,14 @@ QoS choices
   the learner published its assignment still receives the current one, and
   only the newest assignment matters.
 * Diagnostics (server batch sizes, bridge status): RELIABLE, VOLATILE, depth 10.
+* The policy server's stream mode (a real camera, docs/deploy.md): images
+  BEST_EFFORT, VOLATILE, KEEP_LAST depth 1 (STREAM_IMAGE_QOS): the sensor-data
+  reliability, which matches best-effort camera drivers and reliable
+  publishers alike, with a history of one so that frames arriving during an
+  inference never queue: the reader keeps only the newest. Instructions
+  RELIABLE, TRANSIENT_LOCAL, depth 1 (LATCHED_INSTRUCTION_QOS): the operator
+  publishes an instruction once, latched, and a server that starts later still
+  gets it; the publisher must be transient-local too.
 """
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -46,6 +54,7 @@ BRIDGE_STATUS_TOPIC = 'bridge_status'  # std_msgs/String JSON, one line per brid
 # Global topics.
 EPISODE_TOPIC = '/tgrpo/episodes'    # std_msgs/UInt8MultiArray, see messages.encode_episode
 SERVER_STATS_TOPIC = '/tgrpo/policy_server/stats'  # std_msgs/String JSON per batch
+SERVER_ERRORS_TOPIC = '/tgrpo/policy_server/errors'  # std_msgs/String JSON per refused input
 
 # Default image frame (LIBERO's front camera).
 CAMERA_FRAME_ID = 'agentview'
@@ -73,6 +82,10 @@ ACTION_QOS = reliable_qos(ACTION_DEPTH)
 EPISODE_QOS = reliable_qos(EPISODE_DEPTH, transient_local=True)
 ASSIGNMENT_QOS = reliable_qos(ASSIGNMENT_DEPTH, transient_local=True)
 DIAGNOSTICS_QOS = reliable_qos(DIAGNOSTICS_DEPTH)
+STREAM_IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                              reliability=ReliabilityPolicy.BEST_EFFORT,
+                              durability=DurabilityPolicy.VOLATILE)
+LATCHED_INSTRUCTION_QOS = reliable_qos(1, transient_local=True)
 
 
 def client_topic(namespace, topic):

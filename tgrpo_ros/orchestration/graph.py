@@ -1,5 +1,5 @@
 """
-The node graph of a training run, built from one YAML configuration.
+The node graph of a training run or of an arm deployment, built from one YAML configuration.
 
 Both launchers read this module: ``launch/train_sim.launch.py`` (launch_ros, for
 real ROS installs) and ``tgrpo_ros.orchestration.launcher`` (plain processes, for pip installs).
@@ -15,6 +15,25 @@ Configuration layout (see ``config/train_sim.yaml``)::
     policy_server: {name: policy_server, namespace: '', parameters: {...}, remaps: {}}
     sim_bridge:    {name: sim_bridge, parameters: {...}, remaps: {}}
     learner:       {name: learner, namespace: '', parameters: {...}, remaps: {}}
+
+A deployment graph (``graph.kind: deploy``, see ``config/deploy_arm.yaml`` and
+docs/deploy.md) has the policy server in stream mode and the safety controller (a
+lifecycle node) in the arm's namespace, plus ``sim_arm`` when the configuration
+has a ``sim_arm`` section (``config/deploy_sim_arm.yaml``)::
+
+    graph:
+      kind: deploy
+      package: tgrpo_ros
+      arm_namespace: /arm         # safety_controller and sim_arm; the server's client
+      arm_topics: {camera: /camera/color/image_raw, ee_pose: ..., twist: ..., gripper: ...}
+      policy_parameters: {...}    # given to the policy server
+    policy_server:     {parameters: {instruction: ..., ...}, remaps: {}}
+    safety_controller: {parameters: {...}, remaps: {}}
+    sim_arm:           {parameters: {...}, remaps: {}}    # optional
+
+``graph.arm_topics`` names the arm's own topics once; the graph turns it into the
+remaps of every node that uses them (the camera for the policy server, all four
+for the safety controller and sim_arm).
 
 ``plan_run`` is the one place that turns a configuration into a run: it resolves
 the model path (default: the stand-in, built on first use in the user cache
@@ -40,9 +59,18 @@ import yaml
 from tgrpo_ros.names import normalize_namespace
 
 PACKAGE = 'tgrpo_ros'
-NODE_KINDS = ('policy_server', 'sim_bridge', 'learner')
+GRAPH_KINDS = ('train', 'deploy')
+TRAIN_KINDS = ('policy_server', 'sim_bridge', 'learner')
+DEPLOY_KINDS = ('policy_server', 'safety_controller', 'sim_arm')
+NODE_KINDS = ('policy_server', 'sim_bridge', 'learner', 'safety_controller', 'sim_arm')
+LIFECYCLE_KINDS = ('safety_controller',)  # managed nodes (rclpy.lifecycle)
 EXECUTABLES = {kind: kind for kind in NODE_KINDS}  # console scripts of setup.py
-TOP_LEVEL_KEYS = ('graph', 'policy_server', 'sim_bridge', 'learner', 'main')
+TOP_LEVEL_KEYS = ('graph',) + NODE_KINDS + ('main',)
+# The arm's topics as the deploy nodes name them (tgrpo_ros.nodes.arm_topics; relative
+# names resolve in the arm namespace), by the key of ``graph.arm_topics``.
+ARM_TOPICS = {'camera': 'camera/image', 'ee_pose': 'ee_pose',
+              'twist': '/servo_node/delta_twist_cmds', 'gripper': '/gripper_controller/commands'}
+DEFAULT_ARM_NAMESPACE = '/arm'
 NODE_KEYS = ('name', 'namespace', 'parameters', 'remaps', 'executable')
 DEFAULT_CONFIG = 'train_sim.yaml'
 STANDIN_PREFIX = 'standin_seed'  # default model: <user cache>/standin_seed<seed>
@@ -58,6 +86,7 @@ class NodeSpec:
     namespace: str = ''
     parameters: Dict[str, object] = field(default_factory=dict)
     remaps: Dict[str, str] = field(default_factory=dict)
+    lifecycle: bool = False  # a managed node: configure and activate it to run
 
     @property
     def full_name(self) -> str:
@@ -110,11 +139,56 @@ def bridge_namespaces(config: Mapping) -> List[str]:
     return [f'/{prefix}{i}' for i in range(count)]
 
 
+def graph_kind(config: Mapping) -> str:
+    """Return 'train' or 'deploy' (``graph.kind``, default 'train'); check the sections."""
+    kind = (config.get('graph') or {}).get('kind', 'train')
+    if kind not in GRAPH_KINDS:
+        raise ValueError(f'unknown graph.kind {kind!r}; choose one of {list(GRAPH_KINDS)}')
+    allowed = TRAIN_KINDS if kind == 'train' else DEPLOY_KINDS
+    wrong = [k for k in NODE_KINDS if k in config and k not in allowed]
+    if wrong:
+        raise ValueError(f'a {kind} graph has no {wrong} section(s); its node sections: '
+                         f'{list(allowed)}')
+    return kind
+
+
+def arm_namespace(config: Mapping) -> str:
+    """Return the namespace of a deploy graph's arm nodes (``graph.arm_namespace``)."""
+    graph = dict(config.get('graph') or {})
+    ns = normalize_namespace(graph.get('arm_namespace', DEFAULT_ARM_NAMESPACE))
+    if not ns:
+        raise ValueError("graph.arm_namespace must not be empty (e.g. '/arm')")
+    return ns
+
+
+def arm_remaps(config: Mapping, kind: str) -> Dict[str, str]:
+    """Return the remaps that ``graph.arm_topics`` gives node ``kind`` of a deploy graph."""
+    topics = dict((config.get('graph') or {}).get('arm_topics') or {})
+    unknown = sorted(set(topics) - set(ARM_TOPICS))
+    if unknown:
+        raise ValueError(f'graph.arm_topics: unknown keys {unknown}; valid keys: '
+                         f'{list(ARM_TOPICS)}')
+    remaps = {}
+    for key, target in topics.items():
+        if not target or target == ARM_TOPICS[key]:
+            continue
+        if kind == 'policy_server':
+            if key == 'camera':  # the server names its clients' topics absolutely
+                remaps[f'{arm_namespace(config)}/{ARM_TOPICS[key]}'] = str(target)
+        else:
+            remaps[ARM_TOPICS[key]] = str(target)
+    return remaps
+
+
 def build_graph(config: Mapping, *, model_path: Optional[str] = None,
                 overrides: Optional[Mapping[str, Mapping[str, object]]] = None
                 ) -> List[NodeSpec]:
     """
-    Return the nodes of ``config``: the policy server, M sim bridges, the learner.
+    Return the nodes of ``config``.
+
+    A training graph: the policy server, M sim bridges, the learner. A deploy graph:
+    the policy server (stream mode), the safety controller and, when configured,
+    sim_arm.
 
     ``model_path`` (when given) replaces every node's ``model_path`` parameter.
     ``overrides`` maps a node kind ('policy_server', 'sim_bridge', 'learner') to
@@ -122,33 +196,51 @@ def build_graph(config: Mapping, *, model_path: Optional[str] = None,
     """
     graph = dict(config.get('graph') or {})
     package = str(graph.get('package', PACKAGE))
+    kind_of_graph = graph_kind(config)
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(NODE_KINDS))
     if unknown:
         raise ValueError(f'overrides for unknown node kinds {unknown}; valid: '
                          f'{list(NODE_KINDS)}')
-    bridges = bridge_namespaces(config)
     shared = dict(graph.get('policy_parameters') or {})
+    with_policy = ('policy_server', 'learner')
 
-    def spec(kind: str, namespace: Optional[str], extra: Mapping[str, object]) -> NodeSpec:
+    def spec(kind: str, namespace: Optional[str], extra: Mapping[str, object],
+             defaults: Optional[Mapping[str, object]] = None,
+             remaps: Optional[Mapping[str, str]] = None) -> NodeSpec:
         section = _section(config, kind)
-        parameters = dict(shared) if kind != 'sim_bridge' else {}
+        parameters = dict(shared) if kind in with_policy else {}
+        parameters.update(defaults or {})
         parameters.update(section.get('parameters') or {})
         parameters.update(extra)
-        if model_path is not None and kind != 'sim_bridge':
+        if model_path is not None and kind in with_policy:
             parameters['model_path'] = str(model_path)
         parameters.update(overrides.get(kind) or {})
         if namespace is None:
             namespace = normalize_namespace(section.get('namespace', ''))
+        all_remaps = dict(remaps or {})
+        all_remaps.update({str(k): str(v) for k, v in (section.get('remaps') or {}).items()})
         return NodeSpec(package=package,
                         executable=str(section.get('executable', EXECUTABLES[kind])),
                         name=str(section.get('name', kind)), namespace=namespace,
-                        parameters=parameters,
-                        remaps={str(k): str(v) for k, v in (section.get('remaps') or {}).items()})
+                        parameters=parameters, remaps=all_remaps,
+                        lifecycle=kind in LIFECYCLE_KINDS)
 
-    nodes = [spec('policy_server', None, {'clients': list(bridges)})]
-    nodes += [spec('sim_bridge', ns, {}) for ns in bridges]
-    nodes.append(spec('learner', None, {'bridges': list(bridges)}))
+    if kind_of_graph == 'deploy':
+        arm = arm_namespace(config)
+        # The policy server streams from the arm's camera (docs/deploy.md).
+        nodes = [spec('policy_server', None, {'clients': [arm]},
+                      defaults={'mode': 'stream', 'preprocessing': 'camera'},
+                      remaps=arm_remaps(config, 'policy_server'))]
+        nodes.append(spec('safety_controller', arm, {},
+                          remaps=arm_remaps(config, 'safety_controller')))
+        if 'sim_arm' in config:
+            nodes.append(spec('sim_arm', arm, {}, remaps=arm_remaps(config, 'sim_arm')))
+    else:
+        bridges = bridge_namespaces(config)
+        nodes = [spec('policy_server', None, {'clients': list(bridges)})]
+        nodes += [spec('sim_bridge', ns, {}) for ns in bridges]
+        nodes.append(spec('learner', None, {'bridges': list(bridges)}))
     names = [n.full_name for n in nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -244,12 +336,14 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
     Resolve the model, create the run directory and build the nodes of ``config``.
 
     The run directory is ``run_dir`` when given (kept if it exists, e.g. to resume),
-    else ``<runs_root>/<task>__tgrpo__<seed>__<time>`` (CleanRL-style run name) with
-    ``runs_root`` from the argument, the configuration's ``main.runs_root``, or
-    ``default_runs_root()``. The learner writes there and adapters go to
-    ``<run_dir>/adapters``, the server's adapter root.
+    else ``<runs_root>/<task>__<tgrpo|deploy>__<seed>__<time>`` (CleanRL-style run
+    name) with ``runs_root`` from the argument, the configuration's ``main.runs_root``,
+    or ``default_runs_root()``. In a training run the learner writes there and
+    adapters go to ``<run_dir>/adapters``, the server's adapter root; a deploy run
+    keeps its node logs there and serves the adapter its configuration names.
     """
     main = dict(config.get('main') or {})
+    deploy = graph_kind(config) == 'deploy'
     shared = dict((config.get('graph') or {}).get('policy_parameters') or {})
     seed = int(main.get('seed', 0))
     config_dir = os.path.dirname(os.path.abspath(config_path)) if config_path else ''
@@ -257,7 +351,8 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
                           main.get('standin_seed', 0), config_dir)
     if run_dir is None:
         root = runs_root or main.get('runs_root') or default_runs_root()
-        name = f"{main.get('task_name', 'task')}__tgrpo__{seed}__{int(time.time())}"
+        label = 'deploy' if deploy else 'tgrpo'
+        name = f"{main.get('task_name', 'task')}__{label}__{seed}__{int(time.time())}"
         run_dir = os.path.join(os.path.expanduser(str(root)), name)
         suffix = 1
         while os.path.exists(run_dir + (f'_{suffix}' if suffix > 1 else '')):
@@ -269,9 +364,10 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
         shutil.copyfile(config_path, os.path.join(run_dir, 'config.yaml'))
     adapter_root = os.path.join(run_dir, 'adapters')
     merged = {kind: dict(values) for kind, values in (overrides or {}).items()}
-    merged.setdefault('learner', {}).update(
-        {'run_dir': run_dir, 'adapter_root': adapter_root, 'seed': seed})
-    merged.setdefault('policy_server', {}).update({'adapter_root': adapter_root})
+    if not deploy:
+        merged.setdefault('learner', {}).update(
+            {'run_dir': run_dir, 'adapter_root': adapter_root, 'seed': seed})
+        merged.setdefault('policy_server', {}).update({'adapter_root': adapter_root})
     nodes = build_graph(config, model_path=model, overrides=merged)
     timeout = main.get('timeout')
     return RunPlan(nodes=nodes, run_dir=run_dir, model_path=model,

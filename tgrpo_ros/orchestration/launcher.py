@@ -20,6 +20,11 @@ tgrpo_launch: run the node graph of a configuration as processes (pip installs, 
    node, and leaves in the run directory: metrics.csv, curves.png, adapters/v*,
    checkpoints/, summary.json, config.yaml and logs/ (one per node, plus the params
    files).
+
+A deploy graph (``config/deploy_arm.yaml``, ``config/deploy_sim_arm.yaml``) has no
+learner: it runs until Ctrl-C, the time-out or a node's death, and its run
+directory holds config.yaml and logs/. Its safety controller is a lifecycle node:
+configure and activate it (docs/deploy.md).
 """
 
 import argparse
@@ -170,11 +175,18 @@ def main(argv=None):
     except (OSError, ValueError) as error:
         print(f'tgrpo_launch: {error}', file=sys.stderr)
         return 2
-    learner = graph.find_node(run.nodes, LEARNER)
     print(f'run directory: {run.run_dir}\nmodel: {run.model_path}\nnetwork: {network}\n'
-          f"nodes: {', '.join(n.full_name for n in run.nodes)}\n"
-          f"updates: {learner.parameters.get('updates')}, group size "
-          f"{learner.parameters.get('group_size')}", flush=True)
+          f"nodes: {', '.join(n.full_name for n in run.nodes)}", flush=True)
+    learners = [n for n in run.nodes if n.executable == LEARNER]
+    if learners:
+        print(f"updates: {learners[0].parameters.get('updates')}, group size "
+              f"{learners[0].parameters.get('group_size')}", flush=True)
+    else:  # a deploy graph: no finisher, it runs until Ctrl-C or the time-out
+        managed = [n.full_name for n in run.nodes if n.lifecycle]
+        print('deploy graph: running until Ctrl-C'
+              + (f' or {args.timeout or run.timeout} s' if (args.timeout or run.timeout) else '')
+              + (f"; configure and activate {', '.join(managed)} (ros2 lifecycle set NODE "
+                 'configure, then activate)' if managed else ''), flush=True)
     timeout = args.timeout if args.timeout is not None else run.timeout
     code = run_graph(run.nodes, run.log_dir, timeout=timeout, verbose=args.verbose)
     _report(run, code, time.monotonic() - started)
