@@ -168,15 +168,11 @@ def sync_run(args, model_path):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not netns.in_private_netns():
-        ok, reason = netns.netns_available()
-        if not ok:
-            print(f'bench/deploy_success.py needs a private network namespace for DDS: '
-                  f'{reason}', file=sys.stderr)
-            return 1
-        command = netns.netns_command([sys.executable, os.path.abspath(__file__)]
-                                      + list(sys.argv[1:] if argv is None else argv))
-        os.execvpe(command[0], command, netns.private_netns_env())
+    error = netns.run_script_in_private_netns(
+        __file__, list(sys.argv[1:] if argv is None else argv), 'bench/deploy_success.py')
+    if error:
+        print(error, file=sys.stderr)
+        return 1
     import tempfile
 
     from tgrpo_ros.orchestration import graph

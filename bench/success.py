@@ -1,5 +1,5 @@
 """
-Success check: does TGRPO from the SFT'd stand-in raise task success, and more than GRPO?
+Success check: TGRPO from the SFT'd stand-in against GRPO and the SFT start, at equal env steps.
 
 Targets and last measured figures: docs/testing.md; the method's claim:
 docs/references.md §1 (OpenVLA SFT 88.4 -> TGRPO 92.2 on LIBERO-Object, trajectory-only
