@@ -22,22 +22,31 @@ At start the learner saves and pushes its initial weights as version 0 (or, when
 resuming from a checkpoint of k updates, version k), so every episode it accepts
 is stamped with the version it trains.
 
-Stale episodes (``stale_policy: drop``, the only policy): an episode whose
-``adapter_version`` differs from the learner's current version is dropped and
-counted (``rollout/stale_dropped``), so the "old" log-probs recomputed with the
-current weights are exactly those of the behaviour policy, and no importance
-ratio across versions is needed. Episodes whose ``episode_id`` was already
-received are dropped too: the episode topic is transient-local, so a restarted
-learner receives the bridges' history again. Episodes of groups that are not
-the current ones are ignored. Group ids are fresh in every learner process (a
-resumed one too), so episodes from before a restart never count as current.
+Which episodes are trained on (``tgrpo_ros.training.collector.GroupCollector``):
+only one episode per (current group, member bridge), every step of it from the
+current adapter version (``stale_policy: drop``, the only policy), so the "old"
+log-probs recomputed with the current weights are exactly those of the behaviour
+policy and no importance ratio across versions is needed. Dropped and counted
+(``rollout/<reason>_dropped``): stale or mixed-version episodes, aborted ones
+(``extras['aborted']``, e.g. a bridge past ``action_retries``) and empty ones,
+duplicates (the episode topic is transient-local, so a restarted learner receives
+the bridges' history again; only accepted ids are remembered) and episodes of
+groups that are not the current ones. Group ids are fresh in every learner process
+(a resumed one too), so episodes from before a restart never count as current.
 
-A group not complete after ``group_timeout`` s has its assignments re-sent. When K
+Each member's assignment carries its own episode id ``<ns>/<group_id>/a<attempt>``;
+a re-sent assignment gets the next attempt, so its run is never mistaken for an
+earlier one. An aborted episode has its member re-assigned at once; a stale one
+too, after the current adapter was pushed again (a restarted policy server comes
+back serving version -1).
+
+A group not complete after ``group_timeout`` s has the assignments of its members
+that owe an episode re-sent. When K
 updates are done the learner writes ``<run_dir>/summary.json`` and exits with 0; a
 failure (push refused or unanswered, a failing update) exits with 1.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import json
 import os
 import time
@@ -57,6 +66,7 @@ from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
 from tgrpo_ros.policy.config import PolicyLoadConfig
+from tgrpo_ros.training.collector import episode_id, GroupCollector, step_versions
 from tgrpo_ros.training.config import TGRPOConfig
 
 STALE_POLICIES = ('drop',)
@@ -158,10 +168,12 @@ class Learner(Node):
         self.push_client = self.create_client(SetParametersAtomically,
                                               server + '/set_parameters_atomically')
         self.version = None  # adapter version the server serves and episodes must carry
-        self.seen_episode_ids = set()
-        self.collected = {}  # group id of the current update -> {episode_id: Episode}
-        self.counts = {'stale_dropped': 0, 'duplicates_dropped': 0, 'foreign_dropped': 0,
-                       'bad_dropped': 0}
+        self.collector = GroupCollector()
+        self.counts = self.collector.counts  # rollout/<name> in the metrics
+        self.current = {}  # group id of the current update -> (members, Assignment)
+        self.attempts = {}  # (group id, bridge) -> attempt number of its latest assignment
+        self.rerun = set()  # (group id, bridge) to assign again at once
+        self.repush = False  # a stale episode came: push the current adapter again
         self.update_seconds = []
         self.last_metrics = {}
         self.last_push_seconds = 0.0
@@ -263,7 +275,8 @@ class Learner(Node):
     def assign(self, k):
         """Publish the assignments of update ``k``: one (task, init state) per group."""
         self.current = {}
-        self.collected = {}
+        self.attempts = {}
+        self.rerun = set()
         for g, members in enumerate(self.groups):
             index = (k - 1) * len(self.groups) + g
             task_id, init_state_id = self.pairs[index % len(self.pairs)]
@@ -272,40 +285,59 @@ class Learner(Node):
                 init_state_id=int(init_state_id), seed=self.config.seed + index,
                 max_steps=self.config.max_steps, suite=self.config.suite)
             self.current[assignment.group_id] = (members, assignment)
-            self.collected[assignment.group_id] = {}
-        self._publish_assignments()
+        self.collector.start({g: members for g, (members, _) in self.current.items()},
+                             self.version)
+        self._publish_assignments({g: members for g, (members, _) in self.current.items()})
 
-    def _publish_assignments(self):
-        for members, assignment in self.current.values():
-            for ns in members:
-                self.assignment_publishers[ns].publish(messages.encode_assignment(assignment))
+    def _publish_assignments(self, targets):
+        """Send group id -> bridges their assignment, each with its next attempt number."""
+        for group_id, bridges in targets.items():
+            assignment = self.current[group_id][1]
+            for ns in bridges:
+                attempt = self.attempts.get((group_id, ns), 0) + 1
+                self.attempts[(group_id, ns)] = attempt
+                self.assignment_publishers[ns].publish(messages.encode_assignment(replace(
+                    assignment, episode_id=episode_id(ns, group_id, attempt))))
 
     def collect(self, k):
-        """Spin until every group of update ``k`` is complete; re-send after group_timeout."""
-        size = self.tgrpo.group_size
+        """Spin until every group of update ``k`` is complete; re-assign what is owed."""
         started = sent = logged = time.monotonic()
 
-        def complete():
-            return all(len(episodes) >= size for episodes in self.collected.values())
+        def done_or_rerun():
+            return self.collector.complete() or self.rerun or self.repush
 
-        while not self.spin_until(complete, min(WAIT_LOG_PERIOD, self.config.group_timeout)):
+        while True:
+            if self.spin_until(done_or_rerun, min(WAIT_LOG_PERIOD, self.config.group_timeout)):
+                if self.collector.complete():
+                    break
+                if self.repush:  # e.g. a restarted server serving version -1
+                    self.repush = False
+                    self.get_logger().warning(
+                        f'a stale episode arrived: pushing adapter version {self.version} '
+                        'again')
+                    self.push(self.version)
+                missing = self.collector.missing()
+                again = {g: [ns for ns in bridges if (g, ns) in self.rerun]
+                         for g, bridges in missing.items()}
+                self.rerun = set()
+                self._publish_assignments({g: b for g, b in again.items() if b})
+                continue
             now = time.monotonic()
             if now - logged >= WAIT_LOG_PERIOD:
                 logged = now
-                have = {g: len(e) for g, e in self.collected.items()}
                 self.get_logger().info(
-                    f'update {k}/{self.config.updates}: waiting for episodes, have {have} of '
-                    f'{size} per group ({now - started:.0f} s)')
+                    f'update {k}/{self.config.updates}: waiting for episodes, have '
+                    f'{self.collector.have()} of {self.tgrpo.group_size} per group '
+                    f'({now - started:.0f} s)')
             if now - sent >= self.config.group_timeout:
+                missing = self.collector.missing()
                 self.get_logger().warning(
                     f'group timeout ({self.config.group_timeout:.0f} s): re-sending the '
-                    'assignments')
-                self._publish_assignments()
+                    f'assignments of {missing}')
+                self._publish_assignments(missing)
                 sent = now
-        episodes = [e for group in self.collected.values()
-                    for e in sorted(group.values(), key=lambda e: e.episode_id)]
-        self.collected = {}  # late episodes of these groups are foreign from now on
-        return episodes, time.monotonic() - started
+        # Late episodes of these groups are foreign from now on.
+        return self.collector.take(), time.monotonic() - started
 
     def episode_callback(self, msg):
         """Keep an episode of a current group from the current adapter version."""
@@ -315,21 +347,22 @@ class Learner(Node):
             self.counts['bad_dropped'] += 1
             self.get_logger().error(f'dropped an undecodable episode: {error}')
             return
-        episode_id = episode.episode_id or f'{episode.bridge}/{episode.group_id}'
-        if episode_id in self.seen_episode_ids:
-            self.counts['duplicates_dropped'] += 1
+        verdict = self.collector.offer(episode)
+        if verdict not in ('aborted', 'stale'):
             return
-        self.seen_episode_ids.add(episode_id)
-        if episode.group_id not in self.collected:
-            self.counts['foreign_dropped'] += 1
-            return
-        if episode.adapter_version != self.version:
-            self.counts['stale_dropped'] += 1
-            self.get_logger().warning(
-                f'dropped episode {episode_id}: adapter version {episode.adapter_version}, '
-                f'training version {self.version} (stale_policy drop)')
-            return
-        self.collected[episode.group_id][episode_id] = episode
+        key = (episode.group_id, episode.bridge)
+        latest = episode_id(episode.bridge, episode.group_id, self.attempts.get(key, 0))
+        rerun = episode.episode_id == latest  # not a late episode of an older attempt
+        if rerun:
+            self.rerun.add(key)
+            self.repush = self.repush or verdict == 'stale'
+        if verdict == 'aborted':
+            reason = f"aborted: {episode.extras.get('aborted') or 'no step'}"
+        else:
+            reason = (f'stale: adapter versions {sorted(set(step_versions(episode)))}, '
+                      f'training version {self.version}')
+        self.get_logger().warning(f'dropped episode {episode.episode_id} ({reason})'
+                                  + ('; assigning it again' if rerun else ''))
 
     def update(self, k, episodes, rollout_seconds):
         """Run TGRPO update ``k`` on the collected episodes and log its metrics."""

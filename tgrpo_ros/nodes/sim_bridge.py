@@ -16,7 +16,9 @@ created lazily on the first assignment. Per episode:
    receives it) and optionally spooled to ``spool_dir`` as ``.npz``.
 
 Events are reported as JSON lines on ``bridge_status``. Assignments that arrive
-during an episode are queued and run in order.
+during an episode are queued and run in order; one for the group in progress (the
+learner re-sends late groups) is ignored, and one for a queued group replaces it
+(``tgrpo_ros.episode.queue_assignment``).
 """
 
 import collections
@@ -32,13 +34,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
-from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder
+from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder, queue_assignment
 from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
 from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from tgrpo_ros.sim.libero_env import episode_step_limit
 
 TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
 # s: discovery is not symmetric. A request sent this soon after the bridge saw the
@@ -160,10 +163,18 @@ class SimBridge(Node):
             self.get_logger().error(f'ignored a malformed assignment: {error}')
             self.report('bad_assignment', reason=str(error))
             return
-        self.queue.append(assignment)
+        running = None if self.record is None else self.record.assignment
+        action = queue_assignment(self.queue, running, assignment)
+        if action == 'running':
+            self.get_logger().info(
+                f'assignment {assignment.episode_id!r} for group {assignment.group_id}: that '
+                f'group is running now ({self.record.episode_id}); its episode will follow')
+            self.report('assignment_ignored', group_id=assignment.group_id,
+                        episode_id=assignment.episode_id, reason='group running')
+            return
         self.get_logger().info(f'assignment for group {assignment.group_id}: task '
                                f'{assignment.task_id}, init state {assignment.init_state_id} '
-                               f'({len(self.queue)} queued)')
+                               f'({action}; {len(self.queue)} queued)')
         if self.record is None:
             self.start_next()
 
@@ -180,8 +191,6 @@ class SimBridge(Node):
                 self.report('bad_assignment', group_id=assignment.group_id, reason=str(error))
                 continue
             limit = self.env.max_steps
-            if assignment.max_steps > 0:
-                limit = min(limit, assignment.max_steps)
             episode_id = assignment.episode_id or f'{self.namespace}/{assignment.group_id}'
             self.record = EpisodeRecord(assignment, self.obs['instruction'], limit, episode_id,
                                         self.namespace)
@@ -205,6 +214,10 @@ class SimBridge(Node):
                                    f'{time.perf_counter() - start:.1f} s')
         else:
             self.env.set_task(assignment.task_id)
+        # The env runs the episode with the assignment's limit: its success bonus
+        # counts the steps left before the limit (docs/sim.md, Dense stage reward).
+        self.env.max_steps = episode_step_limit(assignment.suite, c.max_steps,
+                                                assignment.max_steps)
         obs = self.env.reset(assignment.init_state_id)
         seconds = time.perf_counter() - start
         self.get_logger().info(f'reset to task {assignment.task_id} init state '
