@@ -14,9 +14,12 @@ In detail:
 2. the N episodes of each group are collected from ``/tgrpo/episodes``;
 3. one TGRPO update runs on all groups (``tgrpo_ros.training.TGRPOTrainer``);
 4. adapter version k is saved as ``<adapter_root>/v<k>`` and pushed to the policy
-   server through its standard ``~/set_parameters_atomically`` service
-   (``adapter_version`` and ``adapter_path`` together); the next groups are
-   assigned once the push succeeded.
+   server (``adapter_transport``): 'path' sets ``adapter_version`` and
+   ``adapter_path`` together through its standard ``~/set_parameters_atomically``
+   service (a shared filesystem); 'dds' publishes the safetensors bytes with their
+   sha256 and version on ``/tgrpo/adapter`` and waits for the server's answer on
+   ``/tgrpo/adapter_status`` (no shared filesystem). The next groups are assigned
+   once the push succeeded.
 
 At start the learner saves and pushes its initial weights as version 0 (or, when
 resuming from a checkpoint of k updates, version k), so every episode it accepts
@@ -70,6 +73,7 @@ from tgrpo_ros.training.collector import episode_id, GroupCollector, step_versio
 from tgrpo_ros.training.config import TGRPOConfig
 
 STALE_POLICIES = ('drop',)
+ADAPTER_TRANSPORTS = ('path', 'dds')
 SPIN_PERIOD = 0.1  # s, longest a blocking helper waits in one spin
 WAIT_LOG_PERIOD = 30.0  # s between 'waiting for episodes' lines
 
@@ -90,8 +94,11 @@ class LearnerConfig:
     updates: int = option(10, 'K: number of TGRPO updates, then the learner exits 0.')
     run_dir: str = option('runs/learner', 'metrics.csv, curves.png, checkpoints/, summary.json.')
     adapter_root: str = option(
-        '', "Adapters are written to <adapter_root>/v<k> ('' = <run_dir>/adapters); must be "
-        "inside the policy server's adapter_root.")
+        '', "Adapters are written to <adapter_root>/v<k> ('' = <run_dir>/adapters); with "
+        "adapter_transport 'path' it must be inside the policy server's adapter_root.")
+    adapter_transport: str = option(
+        'path', "How adapters reach the policy server: 'path' (set its adapter_path; a "
+        "shared filesystem) or 'dds' (the safetensors bytes + sha256 on /tgrpo/adapter).")
     policy_server: str = option('/policy_server', 'Full name of the policy server node.')
     stale_policy: str = option(
         'drop', "Episodes from an older adapter version: 'drop' (the only choice).")
@@ -109,6 +116,7 @@ class LearnerConfig:
         """Normalise the bridge namespaces; reject impossible values, quoting them."""
         self.bridges = [normalize_namespace(ns) for ns in self.bridges]
         check_choice('stale_policy', self.stale_policy, STALE_POLICIES)
+        check_choice('adapter_transport', self.adapter_transport, ADAPTER_TRANSPORTS)
         if self.updates < 1:
             raise ValueError(f'updates ({self.updates}) must be >= 1')
         if len(set(self.bridges)) != len(self.bridges) or not all(self.bridges):
@@ -167,6 +175,13 @@ class Learner(Node):
         server = '/' + c.policy_server.strip('/')
         self.push_client = self.create_client(SetParametersAtomically,
                                               server + '/set_parameters_atomically')
+        self.adapter_status = None  # the policy server's latest answer to a DDS push
+        if c.adapter_transport == 'dds':
+            self.adapter_publisher = self.create_publisher(
+                UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
+            self.adapter_status_subscription = self.create_subscription(
+                String, topics.ADAPTER_STATUS_TOPIC, self.adapter_status_callback,
+                topics.ADAPTER_STATUS_QOS)
         self.version = None  # adapter version the server serves and episodes must carry
         self.collector = GroupCollector()
         self.counts = self.collector.counts  # rollout/<name> in the metrics
@@ -245,12 +260,24 @@ class Learner(Node):
         return True
 
     def push(self, version):
-        """Save adapter ``version`` and have the policy server serve it (atomic request)."""
+        """Save adapter ``version`` and have the policy server serve it."""
         started = time.monotonic()
-        timeout = self.config.push_timeout
         path = self._adapter_path(version)
         self.policy.save_adapter(path)
         self.policy.adapter_version = int(version)
+        if self.config.adapter_transport == 'dds':
+            self._push_over_dds(version, path, started)
+        else:
+            self._push_path(version, path, started)
+        self.version = int(version)
+        self.last_push_seconds = time.monotonic() - started
+        self.get_logger().info(f'policy server serves adapter version {self.version} '
+                               f'({self.last_push_seconds:.2f} s, '
+                               f'{self.config.adapter_transport})')
+
+    def _push_path(self, version, path, started):
+        """Set the server's adapter_version and adapter_path in one atomic request."""
+        timeout = self.config.push_timeout
         if not self.push_client.wait_for_service(timeout_sec=timeout):
             raise LearnerError(f'policy server service {self.push_client.srv_name} not '
                                f'available after {timeout:.0f} s')
@@ -267,10 +294,38 @@ class Learner(Node):
         if not result.successful:
             raise LearnerError(f'policy server rejected adapter version {version}: '
                                f'{result.reason}')
-        self.version = int(version)
-        self.last_push_seconds = time.monotonic() - started
-        self.get_logger().info(f'policy server serves adapter version {self.version} '
-                               f'({self.last_push_seconds:.2f} s)')
+
+    def _push_over_dds(self, version, path, started):
+        """Publish the adapter's bytes on /tgrpo/adapter; wait for the server's answer."""
+        from tgrpo_ros.policy.adapters import pack_adapter
+
+        header, weights = pack_adapter(path, version)
+        self.adapter_publisher.publish(messages.encode_adapter(header, weights))
+
+        def answered():
+            status = self.adapter_status
+            return (status is not None and status.get('version') == int(version)
+                    and status.get('sha256') == header['sha256'])
+
+        timeout = self.config.push_timeout - (time.monotonic() - started)
+        if not self.spin_until(answered, timeout):
+            raise LearnerError(
+                f'no answer on {topics.ADAPTER_STATUS_TOPIC} to adapter version {version} '
+                f'({len(weights) / 1e6:.2f} MB on {topics.ADAPTER_TOPIC}) after '
+                f'{time.monotonic() - started:.0f} s: is a policy server running?')
+        if not self.adapter_status['ok']:
+            raise LearnerError(f'policy server rejected adapter version {version}: '
+                               f"{self.adapter_status['reason']}")
+
+    def adapter_status_callback(self, msg):
+        """Keep the policy server's latest answer to an adapter sent over DDS."""
+        try:
+            status = json.loads(msg.data)
+        except ValueError:
+            self.get_logger().error(f'ignored a malformed adapter status: {msg.data[:200]!r}')
+            return
+        if isinstance(status, dict):
+            self.adapter_status = status
 
     def assign(self, k):
         """Publish the assignments of update ``k``: one (task, init state) per group."""

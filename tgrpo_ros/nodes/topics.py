@@ -30,6 +30,9 @@ QoS choices
   the learner published its assignment still receives the current one, and
   only the newest assignment matters.
 * Diagnostics (server batch sizes, bridge status): RELIABLE, VOLATILE, depth 10.
+* Adapters over DDS and the server's answer: RELIABLE, TRANSIENT_LOCAL, depth 1:
+  only the newest adapter matters, and a policy server that (re)starts later gets
+  it from the learner's writer, so it comes back serving the current version.
 """
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -46,6 +49,8 @@ BRIDGE_STATUS_TOPIC = 'bridge_status'  # std_msgs/String JSON, one line per brid
 # Global topics.
 EPISODE_TOPIC = '/tgrpo/episodes'    # std_msgs/UInt8MultiArray, see messages.encode_episode
 SERVER_STATS_TOPIC = '/tgrpo/policy_server/stats'  # std_msgs/String JSON per batch
+ADAPTER_TOPIC = '/tgrpo/adapter'     # std_msgs/UInt8MultiArray, see messages.encode_adapter
+ADAPTER_STATUS_TOPIC = '/tgrpo/adapter_status'  # std_msgs/String JSON, the server's answer
 
 # Default image frame (LIBERO's front camera).
 CAMERA_FRAME_ID = 'agentview'
@@ -73,6 +78,8 @@ ACTION_QOS = reliable_qos(ACTION_DEPTH)
 EPISODE_QOS = reliable_qos(EPISODE_DEPTH, transient_local=True)
 ASSIGNMENT_QOS = reliable_qos(ASSIGNMENT_DEPTH, transient_local=True)
 DIAGNOSTICS_QOS = reliable_qos(DIAGNOSTICS_DEPTH)
+ADAPTER_QOS = reliable_qos(1, transient_local=True)
+ADAPTER_STATUS_QOS = reliable_qos(1, transient_local=True)
 
 
 def client_topic(namespace, topic):
