@@ -11,10 +11,13 @@ own on ``/tgrpo/episodes``). The first run of one member is bad:
   then at step 1. Neither may be trained on.
 
 Either way the learner re-assigns that member at once, with a fresh episode id,
-trains one update on the two good episodes and exits 0.
+trains one update on the two good episodes and exits 0. The stale case pushes its
+adapters over DDS (``adapter_transport: dds``), the server and the learner each with
+an adapter root of their own: the server then serves version 1 from its own copy.
 """
 
 import json
+import os
 import time
 
 import numpy as np
@@ -46,20 +49,26 @@ def make_episode(assignment, bridge, version, steps=STEPS, aborted=''):
 
 @pytest.mark.ros
 @pytest.mark.slow
-@pytest.mark.parametrize('bad', ['stale', 'aborted'])
-def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tmp_path, bad):
+@pytest.mark.parametrize('bad, transport', [('stale', 'dds'), ('aborted', 'path')])
+def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tmp_path, bad,
+                                                       transport):
     from std_msgs.msg import String, UInt8MultiArray
 
     from tgrpo_ros.policy import cached_standin
+    from tgrpo_ros.testing.policy_helpers import random_images
+    from tgrpo_ros.testing.ros_client import request_action
 
-    run_dir = tmp_path / 'run'
+    run_dir = tmp_path / 'learner' / 'run'
+    server_root = tmp_path / 'server' / 'adapters' if transport == 'dds' else run_dir
     policy = {'model_path': cached_standin(0), 'trainable': 'lora', 'lora_rank': 4,
-              'lora_alpha': 8.0, 'adapter_root': str(run_dir / 'adapters')}
+              'lora_alpha': 8.0}
     ros_nodes.start('policy_server', name='policy_server', parameters=dict(
-        policy, clients=BRIDGES, max_batch_size=2, max_wait_ms=20.0))
+        policy, clients=BRIDGES, max_batch_size=2, max_wait_ms=20.0,
+        adapter_root=str(server_root)))
     learner = ros_nodes.start('learner', name='learner', parameters=dict(
         policy, bridges=BRIDGES, group_size=2, updates=1, max_steps=STEPS,
-        run_dir=str(run_dir), epochs=1, minibatch_size=8, plot_every=0, group_timeout=5.0))
+        run_dir=str(run_dir), epochs=1, minibatch_size=8, plot_every=0, group_timeout=5.0,
+        adapter_root=str(run_dir / 'adapters'), adapter_transport=transport))
 
     node = ros_client.node
     received = []  # (bridge, Assignment) in arrival order
@@ -99,3 +108,10 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
     again = [a.episode_id for ns, a in received if ns == bad_bridge]
     assert len(again) == bad_runs + 1 and len(set(again)) == len(again)
     assert len([a for ns, a in received if ns != bad_bridge]) == 1
+    reply = request_action(ros_client, '/sim0', random_images(1)[0],
+                           'pick up the alphabet soup and place it in the basket', 7_000_000_001)
+    assert reply.adapter_version == 1
+    if transport == 'dds':  # the server's own copy, nothing read from the learner's root
+        stored = sorted(os.listdir(server_root / 'received'))
+        assert [name[:6] for name in stored] == ['v00000', 'v00001'], stored  # kept: 2
+        assert (run_dir / 'adapters' / 'v00001' / 'adapter_model.safetensors').is_file()

@@ -263,7 +263,8 @@ class Learner(Node):
         """Save adapter ``version`` and have the policy server serve it."""
         started = time.monotonic()
         path = self._adapter_path(version)
-        self.policy.save_adapter(path)
+        if version != self.version:  # a re-push sends the files already pushed, as they are
+            self.policy.save_adapter(path)
         self.policy.adapter_version = int(version)
         if self.config.adapter_transport == 'dds':
             self._push_over_dds(version, path, started)
