@@ -84,3 +84,17 @@ def test_a_busy_bridge_ignores_the_resent_running_group_and_replaces_a_queued_on
     assert list(queue) == [newer]
     assert queue_assignment(queue, None, resent) == 'queued'  # idle: a finished group runs
     assert [a.group_id for a in queue] == [8, 7]
+
+
+def test_bridge_watch_notices_death_and_restart():
+    from tgrpo_ros.training.collector import BridgeWatch
+    watch = BridgeWatch(['/sim0', '/sim1'])
+    assert watch.update({}) == ([], [])
+    assert watch.update({'/sim0': {'a'}, '/sim1': {'b'}}) == ([], [])  # first start
+    assert watch.update({'/sim0': {'a'}}) == (['/sim1'], [])  # /sim1 killed
+    assert watch.update({'/sim0': {'a'}}) == ([], [])
+    assert watch.update({'/sim0': {'a'}, '/sim1': {'c'}}) == ([], ['/sim1'])  # restarted
+    # Killed and restarted while the dead endpoint still lingers in the graph.
+    assert watch.update({'/sim0': {'a', 'd'}, '/sim1': {'c'}}) == ([], ['/sim0'])
+    assert watch.update({'/sim0': {'d'}, '/sim1': {'c'}}) == ([], [])  # the lease ran out
+    assert (watch.deaths, watch.restarts) == (1, 2)

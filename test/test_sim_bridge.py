@@ -276,3 +276,51 @@ def test_a_resent_assignment_of_the_running_group_is_not_run_again(ros_nodes, ro
     assert len(observer.images) == 2, 'the group was run again'
     assert any('assignment_ignored' in s for s in observer.status)
     assert bridge.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_hung_env_step_restarts_the_env_worker_and_reruns_the_episode(ros_nodes, ros_client):
+    """SIGSTOP on the env worker (a renderer hanging with no error) mid-episode."""
+    import os
+
+    from std_msgs.msg import Header
+    from tgrpo_ros.sim.libero_env import task_instructions
+
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'action_timeout': 30.0, 'multisample': False,
+        'env_step_timeout': 3.0})
+    observer = Observer(ros_client)
+    ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
+    ros_client.wait_for_subscribers(observer.action_pub, timeout=START_TIMEOUT)
+    observer.assign.publish(messages.encode_assignment(
+        Assignment(group_id=9, task_id=0, init_state_id=0, max_steps=2,
+                   episode_id='/sim0/9/a1')))
+    ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first request')
+    instruction = task_instructions('libero_object')[0]
+    good = np.array([0.1, 0.0, -0.05, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+
+    def answer():
+        observer.action_pub.publish(messages.encode_action(
+            Header(stamp=messages.ns_to_stamp(max(observer.images)), frame_id='agentview'),
+            good, np.full(7, 31870), np.full(7, -5.5, dtype=np.float32), 0, instruction))
+
+    children = open(f'/proc/{bridge.process.pid}/task/{bridge.process.pid}/children').read()
+    workers = [int(pid) for pid in children.split()
+               if 'spawn' in open(f'/proc/{pid}/cmdline').read()]
+    assert len(workers) == 1, children
+    os.kill(workers[0], signal.SIGSTOP)  # the env hangs at its next step
+    answer()
+    ros_client.spin_until(lambda: any('env_restart' in s for s in observer.status), 30.0,
+                          'the watchdog restarting the env')
+    for count in (2, 3):  # the episode runs again from its start: two fresh requests
+        ros_client.spin_until(lambda: len(observer.images) == count, START_TIMEOUT,
+                              f'request {count}')
+        answer()
+    ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
+    (episode,) = observer.episodes
+    assert episode.episode_id == '/sim0/9/a1' and episode.length == 2
+    assert episode.extras['env_restarts'] == 1
+    assert episode.extras['image_stamps_ns'] == sorted(observer.images)[1:]
+    assert 'running the episode again in a new env worker' in bridge.log_text()
+    assert bridge.alive

@@ -69,13 +69,14 @@ from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
 from tgrpo_ros.policy.config import PolicyLoadConfig
-from tgrpo_ros.training.collector import episode_id, GroupCollector, step_versions
+from tgrpo_ros.training.collector import BridgeWatch, episode_id, GroupCollector, step_versions
 from tgrpo_ros.training.config import TGRPOConfig
 
 STALE_POLICIES = ('drop',)
 ADAPTER_TRANSPORTS = ('path', 'dds')
 SPIN_PERIOD = 0.1  # s, longest a blocking helper waits in one spin
 WAIT_LOG_PERIOD = 30.0  # s between 'waiting for episodes' lines
+GRAPH_CHECK_PERIOD = 1.0  # s between looks at the node graph for dead or restarted bridges
 
 
 @dataclass
@@ -189,6 +190,9 @@ class Learner(Node):
         self.attempts = {}  # (group id, bridge) -> attempt number of its latest assignment
         self.rerun = set()  # (group id, bridge) to assign again at once
         self.repush = False  # a stale episode came: push the current adapter again
+        self.watch = BridgeWatch(c.bridges)
+        self.counts['bridges_lost'] = self.counts['bridges_restarted'] = 0
+        self.graph_checked = 0.0  # monotonic s
         self.update_seconds = []
         self.last_metrics = {}
         self.last_push_seconds = 0.0
@@ -212,10 +216,10 @@ class Learner(Node):
         self.policy = self.policy_config.load()
         self.trainer = TGRPOTrainer(self.policy, self.tgrpo, seed=c.seed)
         # Fresh group ids for every learner process, resumed or not (never the
-        # checkpoint's): a bridge names its episode '<ns>/<group_id>', so a resumed
+        # checkpoint's): episode ids are '<ns>/<group_id>/a<attempt>', so a resumed
         # learner that re-assigned the crashed one's ids would get the bridges' replayed
-        # pre-crash episodes of those groups, and would drop the new runs of the same ids
-        # as duplicates (and wait for them forever if it had seen the replay first).
+        # pre-crash episodes of those groups as its own, and would drop the new runs of
+        # the same ids as duplicates.
         # Microseconds since the epoch: a later process starts 1e6 ids per second of
         # wall time higher, beyond any earlier run's updates x groups.
         self.group_id_base = time.time_ns() // 1000
@@ -363,7 +367,8 @@ class Learner(Node):
             return self.collector.complete() or self.rerun or self.repush
 
         while True:
-            if self.spin_until(done_or_rerun, min(WAIT_LOG_PERIOD, self.config.group_timeout)):
+            if self.spin_until(done_or_rerun, min(WAIT_LOG_PERIOD, self.config.group_timeout),
+                               on_wait=self.check_bridges):
                 if self.collector.complete():
                     break
                 if self.repush:  # e.g. a restarted server serving version -1
@@ -394,6 +399,33 @@ class Learner(Node):
                 sent = now
         # Late episodes of these groups are foreign from now on.
         return self.collector.take(), time.monotonic() - started
+
+    def check_bridges(self):
+        """Every GRAPH_CHECK_PERIOD s: notice bridges gone from or back in the node graph."""
+        # A bridge is the subscription of its assignment topic: a restarted one has a
+        # new endpoint GID, even while the killed one's lingers until its lease ends.
+        now = time.monotonic()
+        if now - self.graph_checked < GRAPH_CHECK_PERIOD:
+            return
+        self.graph_checked = now
+        present = {ns: {tuple(info.endpoint_gid) for info in
+                        self.get_subscriptions_info_by_topic(publisher.topic_name)}
+                   for ns, publisher in self.assignment_publishers.items()}
+        lost, back = self.watch.update(present)
+        self.counts['bridges_lost'] = self.watch.deaths
+        self.counts['bridges_restarted'] = self.watch.restarts
+        owed = self.collector.missing()
+        for ns in lost:
+            groups = [g for g, bridges in owed.items() if ns in bridges]
+            self.get_logger().warning(
+                f'sim bridge {ns} left the node graph; '
+                + (f'groups {groups} will be assigned to it again when it is back'
+                   if groups else 'it owes no episode'))
+        for ns in back:
+            groups = [g for g, bridges in owed.items() if ns in bridges]
+            self.get_logger().info(f'sim bridge {ns} (re)started; assigning it groups '
+                                   f'{groups} again')
+            self.rerun.update((g, ns) for g in groups)
 
     def episode_callback(self, msg):
         """Keep an episode of a current group from the current adapter version."""

@@ -39,6 +39,9 @@ def _worker(conn, env_kwargs):
                     result = env.step(*args)
                 elif command == 'set_task':
                     result = env.set_task(*args)
+                elif command == 'set_max_steps':
+                    env.max_steps = args[0]
+                    result = env.max_steps
                 elif command == 'episode':
                     result = run_scripted_episode(env, *args)
                 elif command == 'info':

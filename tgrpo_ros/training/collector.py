@@ -20,6 +20,9 @@ Only accepted ids are remembered as seen: a rejected episode never blocks the re
 of its group (the learner also gives every re-sent assignment a fresh attempt number
 in its episode id, ``episode_id``). ``missing`` lists the members still owing an
 episode, so only they get an assignment again.
+
+``BridgeWatch`` notices a sim bridge leaving the node graph (killed) and coming
+back (restarted), so the learner can re-assign what the dead one owed.
 """
 
 from typing import Dict, List
@@ -109,3 +112,40 @@ class GroupCollector:
                     for ns in sorted(self.groups[g])]
         self.members, self.groups = {}, {}
         return episodes
+
+
+class BridgeWatch:
+    """
+    Notice sim bridges that leave and rejoin the node graph (no ROS: fed what is seen).
+
+    ``update(present)`` takes, per bridge namespace, the identities of its endpoints
+    seen now (e.g. the GIDs of its assignment subscription) and returns (lost, back):
+    the bridges seen before and gone now, and the restarted ones: a new identity for
+    a bridge that was lost, or that was there before (a killed bridge's endpoint can
+    linger in the graph until its DDS lease runs out, while its restart is seen).
+    A bridge seen for the first time is neither.
+    """
+
+    def __init__(self, bridges):
+        """Watch ``bridges`` (namespaces); none is counted present before the first update."""
+        self.bridges = list(bridges)
+        self.seen = {ns: frozenset() for ns in self.bridges}
+        self.gone = set()
+        self.deaths = 0
+        self.restarts = 0
+
+    def update(self, present):
+        """Record the endpoint identities per bridge seen now; return (lost, back), sorted."""
+        lost, back = [], []
+        for ns in self.bridges:
+            before, now = self.seen[ns], frozenset(present.get(ns, ()))
+            if before and not now:
+                lost.append(ns)
+                self.gone.add(ns)
+            elif now - before and (ns in self.gone or before):
+                back.append(ns)
+                self.gone.discard(ns)
+            self.seen[ns] = now
+        self.deaths += len(lost)
+        self.restarts += len(back)
+        return lost, back
