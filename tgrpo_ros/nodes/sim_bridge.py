@@ -375,7 +375,7 @@ class SimBridge(Node):
             self.request_action(new_stamp=True)
 
     def _env_hung(self, error, assignment, step=0):
-        """The watchdog killed the env worker: run ``assignment`` again from its start."""
+        """Run ``assignment`` again from its start: the watchdog killed the env worker."""
         self.env = None
         self.env_restarts += 1
         self.queue.appendleft(assignment)
