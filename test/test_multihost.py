@@ -6,13 +6,19 @@ veth pairs on one bridge, addresses only inside them) within the session's priva
 namespace. The learner, the policy server and the two sim bridges run in their own
 namespace with a working directory of their own; the learner and the server each
 have their own copy of the model, and adapters travel over DDS
-(``adapter_transport: dds``). Discovery uses ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``
-inside these namespaces, over UDP only (no shared-memory shortcut between "hosts").
+(``adapter_transport: dds``). Discovery runs over UDP only (no shared-memory
+shortcut between "hosts"), either with ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``
+(multicast, inside these namespaces) or through a Fast DDS discovery server
+(``fast-discovery-server`` on the server's host, ``ROS_DISCOVERY_SERVER`` on every
+node; the scalable choice for clusters).
 """
 
+import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -29,11 +35,28 @@ def _console_script(name):
     return path
 
 
+def _discovery_server_env():
+    """Return the environment that runs fast-discovery-server, or None if it cannot run."""
+    if shutil.which('fast-discovery-server') is None:
+        return None
+    # The pip-installed ROS keeps Fast DDS's libraries beside the venv's lib/ and in
+    # the wheels' .libs folders; the tool finds them only through LD_LIBRARY_PATH.
+    prefix = os.path.dirname(os.path.dirname(sys.executable))
+    dirs = [os.path.join(prefix, 'lib')] + sorted(
+        {os.path.dirname(p) for p in glob.glob(os.path.join(
+            prefix, 'lib', 'python3*', 'site-packages', 'ros_rmw_fastrtps_cpp.libs', '*'))})
+    env = dict(os.environ, LD_LIBRARY_PATH=':'.join(
+        dirs + [os.environ.get('LD_LIBRARY_PATH', '')]))
+    probe = subprocess.run(['fast-discovery-server', '-h'], env=env, capture_output=True)
+    return env if b'Usage' in probe.stdout + probe.stderr else None
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 @pytest.mark.skipif(not netns.in_private_netns() or os.geteuid() != 0,
                     reason='needs root in the private network namespace of the test session')
-def test_one_update_across_three_hosts_without_shared_files(ros_nodes, tmp_path):
+@pytest.mark.parametrize('discovery', ['subnet', 'server'])
+def test_one_update_across_three_hosts_without_shared_files(ros_nodes, tmp_path, discovery):
     from tgrpo_ros.policy import cached_standin
 
     homes = {name: tmp_path / name for name in ('learner_host', 'server_host', 'sim_host')}
@@ -44,9 +67,19 @@ def test_one_update_across_three_hosts_without_shared_files(ros_nodes, tmp_path)
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET',
                FASTDDS_BUILTIN_TRANSPORTS='UDPv4')
     policy = {'trainable': 'lora', 'lora_rank': 4, 'lora_alpha': 8.0}
-    hosts = netns.LinkedHosts(3)
+    # Through a discovery server the hosts need no multicast at all: none is routed.
+    hosts = netns.LinkedHosts(3, multicast=discovery == 'subnet')
     try:
         learner_host, server_host, sim_host = 0, 1, 2
+        if discovery == 'server':
+            server_env = _discovery_server_env()
+            if server_env is None:
+                pytest.skip('fast-discovery-server is not installed or cannot run')
+            address = hosts.address(server_host)
+            discovery_server = ros_nodes.start(hosts.command(server_host, [
+                'fast-discovery-server', '-i', '0', '-l', address, '-p', '11811'],
+                homes['server_host']), env=server_env)
+            env['ROS_DISCOVERY_SERVER'] = f'{address}:11811'
         server = ros_nodes.start(
             hosts.command(server_host, [_console_script('policy_server')],
                           homes['server_host']),
@@ -86,6 +119,8 @@ def test_one_update_across_three_hosts_without_shared_files(ros_nodes, tmp_path)
         assert 'hot-swapped adapter version 0 -> 1 received over DDS' in server.log_text()
         assert all(bridge.alive for bridge in bridges)
         assert not os.listdir(homes['sim_host'])  # the bridges needed no file at all
+        if discovery == 'server':
+            assert discovery_server.alive
     finally:
         ros_nodes.stop_all()
         hosts.close()

@@ -79,16 +79,17 @@ class LinkedHosts:
     For tests of several hosts on one machine. Made inside the caller's own private
     namespace (``in_private_netns``), as root: each host is a namespace held by a
     ``sleep`` process, with loopback and one veth end addressed ``<subnet>.<i + 1>/24``
-    (multicast routed to it), and the other end on the bridge ``br-tgrpo`` in the
-    caller's namespace. Addresses exist only inside these namespaces, so traffic
-    cannot leave the machine even with ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``.
+    (multicast routed to it unless ``multicast=False``), and the other end on the
+    bridge ``br-tgrpo`` in the caller's namespace. Addresses exist only inside these
+    namespaces, so traffic cannot leave the machine even with
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``.
     ``command(i, argv, cwd)`` runs ``argv`` in host ``i``; ``close`` removes them.
     """
 
     BRIDGE = 'br-tgrpo'
 
-    def __init__(self, count, subnet='10.77.0'):
-        """Create the hosts; RuntimeError naming the failed step."""
+    def __init__(self, count, subnet='10.77.0', multicast=True):
+        """Create the hosts (``multicast``: route 224.0.0.0/4); RuntimeError on a failure."""
         if not in_private_netns() or os.geteuid() != 0:
             raise RuntimeError('LinkedHosts needs root inside the private network namespace '
                                'of reexec_in_private_netns (the test session)')
@@ -107,7 +108,8 @@ class LinkedHosts:
                 self._run('ip', 'link', 'set', inside, 'netns', str(holder.pid))
                 self._run('ip', 'link', 'set', outside, 'master', self.BRIDGE)
                 self._run('ip', 'link', 'set', outside, 'up')
-                self._run(*self._enter(index), 'sh', '-c', _HOST_SETUP, 'sh', inside,
+                setup = _HOST_SETUP + (_HOST_MULTICAST if multicast else '')
+                self._run(*self._enter(index), 'sh', '-c', setup, 'sh', inside,
                           self.address(index))
         except Exception:
             self.close()
@@ -154,5 +156,5 @@ class LinkedHosts:
 
 
 # Inside a host: $1 the veth end, $2 its address.
-_HOST_SETUP = ('ip link set lo up && ip addr add "$2/24" dev "$1" && ip link set "$1" up && '
-               'ip link set "$1" multicast on && ip route add 224.0.0.0/4 dev "$1"')
+_HOST_SETUP = 'ip link set lo up && ip addr add "$2/24" dev "$1" && ip link set "$1" up'
+_HOST_MULTICAST = ' && ip link set "$1" multicast on && ip route add 224.0.0.0/4 dev "$1"'
