@@ -468,6 +468,7 @@ class Learner(Node):
         for key, value in self.counts.items():
             metrics[f'rollout/{key}'] = float(value)
         self.metrics.log(k, metrics)
+        self._record_trained(k, episodes)
         self.last_metrics = metrics
         self.update_seconds.append(metrics['perf/seconds_per_update'])
         self.get_logger().info(
@@ -477,6 +478,15 @@ class Learner(Node):
             f"learn {metrics['perf/learn_time']:.1f} s, clip "
             f"{metrics.get('loss/clip_frac', 0.0):.2f}, logp mismatch "
             f"{metrics['loss/logp_mismatch_max']:.1e})")
+
+    def _record_trained(self, k, episodes):
+        """Append which episodes update ``k`` trained on to <run_dir>/trained_episodes.jsonl."""
+        line = {'update': k, 'version': self.version, 'episodes': [
+            {'episode_id': e.episode_id, 'bridge': e.bridge, 'group_id': e.group_id,
+             'steps': e.length, 'versions': sorted(set(step_versions(e))),
+             'aborted': bool(e.extras.get('aborted'))} for e in episodes]}
+        with open(os.path.join(self.run_dir, 'trained_episodes.jsonl'), 'a') as stream:
+            stream.write(json.dumps(line) + '\n')
 
     def checkpoint(self, k):
         """Save checkpoint ``k`` every checkpoint_every updates and after the last."""

@@ -19,7 +19,10 @@ from tgrpo_ros.sim.controllers import run_scripted_episode
 
 def _worker(conn, env_kwargs):
     """Serve commands for one env until 'close' (runs in the worker process)."""
+    import signal
     from tgrpo_ros.sim.libero_env import LiberoEnv
+    # Ctrl-C reaches the whole process group: the parent closes its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = None
     try:
         while True:
