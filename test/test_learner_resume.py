@@ -146,9 +146,11 @@ def test_learner_resumes_after_sigkill(ros_nodes, ros_client, tmp_path):
     # update-2 episodes, 2 each) belongs to groups it did not assign: all 4 dropped.
     # Its own groups have fresh ids, so nothing is mistaken for a duplicate.
     assert summary['dropped'] == {'foreign_dropped': 4, 'duplicates_dropped': 0,
-                                  'stale_dropped': 0, 'bad_dropped': 0}, summary['dropped']
+                                  'stale_dropped': 0, 'bad_dropped': 0, 'aborted_dropped': 0,
+                                  'bridges_lost': 0, 'bridges_restarted': 0}, \
+        summary['dropped']
     for bridge in bridges:  # update 1, orphaned update 2, update 2 again, update 3
-        ids = re.findall(r'episode (/sim\d/\d+): ', bridge.log_text())
+        ids = re.findall(r'episode (/sim\d/\d+/a\d+): ', bridge.log_text())
         assert len(ids) == 4 and len(set(ids)) == 4, ids
 
     # The server served every version once, in order, and now answers with version 3.

@@ -227,3 +227,51 @@ def test_one_step_shifts_the_served_distribution(standin_path, images, tmp_path,
     assert float(change[1]) < -0.01 and float(change[3]) < -0.01
     torch.testing.assert_close(new_server, learner.log_probs(
         images, instructions, sampled.action_tokens)[0].detach(), rtol=0, atol=1e-5)
+
+
+def test_adapter_payload_is_checked_stored_and_loaded_on_another_root(
+        standin_path, images, tmp_path):
+    """The learner's adapter, as bytes + sha256, loads from the receiver's own root only."""
+    import pickle
+
+    from tgrpo_ros.policy.adapters import (check_adapter_payload, pack_adapter,
+                                           store_adapter_payload)
+    sender = load_policy(standin_path, trainable='lora+action_head',
+                         adapter_root=str(tmp_path / 'learner'))
+    perturb_trainable(sender, seed=5, scale=0.3)
+    sender.save_adapter(str(tmp_path / 'learner' / 'v1'))
+    header, weights = pack_adapter(tmp_path / 'learner' / 'v1', 1)
+    assert header['size'] == len(weights) and len(header['sha256']) == 64
+    server_root = tmp_path / 'server'
+    receiver = load_policy(standin_path, trainable='lora+action_head',
+                           adapter_root=str(server_root))
+    limit = 10 * len(weights)
+    path = store_adapter_payload(server_root, header, weights, limit)
+    assert path.startswith(str(server_root / 'received' / 'v00001-'))
+    receiver.swap_adapter(receiver.prepare_adapter(path), 1)
+    tokens = sender.sample(images, [INSTRUCTION] * len(images), greedy=True).action_tokens
+    torch.testing.assert_close(_logps(receiver, images, tokens), _logps(sender, images, tokens))
+
+    flipped = bytearray(weights)
+    flipped[-1] ^= 1
+    pickled = pickle.dumps({'weight': [1.0, 2.0]})
+    bad = [
+        (dict(header), bytes(flipped), 'sha256 mismatch'),
+        (dict(header), weights + bytes(limit), f'over the limit of {limit} B'),
+        (dict(header, size=len(pickled), sha256=_sha256(pickled)), pickled, 'is a pickle'),
+        (dict(header, size=16, sha256=_sha256(b'x' * 16)), b'x' * 16, 'not a safetensors'),
+        (dict(header, size=len(weights) - 1), weights[:-1], 'header says'),
+        (dict(header, version=-1), weights, 'integer >= 0'),
+        (dict(header, schema='pt'), weights, "expected 'tgrpo_adapter/safetensors/1'"),
+    ]
+    for bad_header, payload, reason in bad:
+        with pytest.raises(AdapterError, match=reason):
+            check_adapter_payload(bad_header, payload, limit)
+        with pytest.raises(AdapterError, match=reason):
+            store_adapter_payload(server_root, bad_header, payload, limit)
+    assert sorted(os.listdir(server_root / 'received')) == [os.path.basename(path)]
+
+
+def _sha256(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()

@@ -274,3 +274,73 @@ def test_requests_of_several_clients_are_batched(ros_nodes, ros_client, checkpoi
     lone = client.request('/sim1', images['/sim1'])
     np.testing.assert_array_equal(lone.action_tokens, replies['/sim1'].action_tokens)
     assert lone.batch_size == 1
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_adapter_over_dds_lands_in_the_servers_own_root_and_bad_ones_are_refused(
+        ros_nodes, ros_client, checkpoint_and_adapter, tmp_path):
+    """No shared files: the adapter travels as bytes + sha256; bad payloads change nothing."""
+    import hashlib
+    import pickle
+
+    from std_msgs.msg import String, UInt8MultiArray
+
+    from tgrpo_ros.policy.adapters import pack_adapter
+
+    setup = checkpoint_and_adapter
+    header, weights = pack_adapter(setup['root'] / 'v1', 1)  # outside the server's root
+    server_root = tmp_path / 'server_adapters'
+    limit_mb = 2 * len(weights) / 1e6
+    server = start_server(ros_nodes, setup, ['/c0'], adapter_root=str(server_root),
+                          max_adapter_mb=limit_mb)
+    client = ServerClient(ros_client, ['/c0'])
+    statuses = []
+    node = ros_client.node
+    status_sub = node.create_subscription(
+        String, topics.ADAPTER_STATUS_TOPIC, lambda msg: statuses.append(json.loads(msg.data)),
+        topics.ADAPTER_STATUS_QOS)
+    adapters = node.create_publisher(UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
+    ros_client.wait_for_subscribers(adapters, timeout=START_TIMEOUT)
+    assert status_sub
+
+    def send(head, payload):
+        count = len(statuses)
+        adapters.publish(messages.encode_adapter(head, payload))
+        ros_client.spin_until(lambda: len(statuses) > count, 30.0, 'the adapter status')
+        return statuses[-1]
+
+    status = send(header, weights)
+    assert status['ok'] and status['version'] == 1 and status['sha256'] == header['sha256']
+    served = client.request('/c0', setup['image'])
+    assert served.adapter_version == 1
+    assert_reply_matches(served, setup['tuned'])
+    (stored,) = os.listdir(server_root / 'received')
+    assert stored == f"v00001-{header['sha256'][:12]}"
+    assert 'received over DDS' in server.log_text()
+
+    flipped = bytearray(weights)
+    flipped[100] ^= 0xFF
+    pickled = pickle.dumps({'lora_A': list(range(1000))})
+    oversize = weights + bytes(len(weights) * 2)
+    cases = [
+        (dict(header, version=2), bytes(flipped), 'sha256 mismatch'),
+        (dict(header, version=3, size=len(oversize),
+              sha256=hashlib.sha256(oversize).hexdigest()), oversize, 'over the limit'),
+        (dict(header, version=4, size=len(pickled), sha256=hashlib.sha256(pickled).hexdigest()),
+         pickled, 'is a pickle'),
+        (dict(header, sha256='0' * 64), weights, 'served already with another sha256'),
+    ]
+    for head, payload, reason in cases:
+        status = send(head, payload)
+        assert not status['ok'] and reason in status['reason'], status
+        assert status['serving'] == 1
+        again = client.request('/c0', setup['image'])
+        assert again.adapter_version == 1
+        np.testing.assert_array_equal(again.action_tokens, served.action_tokens)
+    assert os.listdir(server_root / 'received') == [stored]
+    # Sending the served adapter again (a resumed or re-pushing learner) is a no-op.
+    status = send(header, weights)
+    assert status['ok'] and status['reason'] == 'already served' and status['refused'] == 4
+    assert 'refused adapter version 4 received over DDS' in server.log_text()
+    assert server.alive

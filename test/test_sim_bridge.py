@@ -181,6 +181,9 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     episode = observer.episodes[0]
     assert episode.length == 2
     assert episode.extras['retries'] == 2
+    # The env itself ran with the assignment's limit (its success bonus counts the
+    # steps left before it), not with the suite's 280.
+    assert episode.extras['step_limit'] == 2
     assert episode.extras['image_stamps_ns'] == [step0, step1]
     np.testing.assert_array_equal(episode.actions, np.stack([good, good * 2]))
     np.testing.assert_array_equal(episode.behaviour_logps, np.stack([logps, logps]))
@@ -237,4 +240,87 @@ def test_request_sent_as_the_server_appears_is_sent_again_within_a_second(
     ros_client.spin_until(lambda: observer.episodes, 30.0, 'the one-step episode')
     episode = observer.episodes[0]
     assert episode.length == 1 and episode.extras['image_stamps_ns'] == [stamp]
+    assert bridge.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_resent_assignment_of_the_running_group_is_not_run_again(ros_nodes, ros_client):
+    """The learner re-sends a late group (new episode id); the busy bridge runs it once."""
+    from std_msgs.msg import Header
+    from tgrpo_ros.sim.libero_env import task_instructions
+
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'action_timeout': 30.0, 'multisample': False})
+    observer = Observer(ros_client)
+    ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
+    ros_client.wait_for_subscribers(observer.action_pub, timeout=START_TIMEOUT)
+    first = Assignment(group_id=7, task_id=0, init_state_id=0, max_steps=2,
+                       episode_id='/sim0/7/a1')
+    observer.assign.publish(messages.encode_assignment(first))
+    ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first request')
+    observer.assign.publish(messages.encode_assignment(
+        Assignment(group_id=7, task_id=0, init_state_id=0, max_steps=2,
+                   episode_id='/sim0/7/a2')))
+    ros_client.spin_for(1.5)  # the re-sent assignment reaches the bridge mid-episode
+    instruction = task_instructions('libero_object')[0]
+    good = np.array([0.1, 0.0, -0.05, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+    for count in (1, 2):
+        ros_client.spin_until(lambda: len(observer.images) == count, 20.0, f'request {count}')
+        observer.action_pub.publish(messages.encode_action(
+            Header(stamp=messages.ns_to_stamp(max(observer.images)), frame_id='agentview'),
+            good, np.full(7, 31870), np.full(7, -5.5, dtype=np.float32), 0, instruction))
+    ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
+    ros_client.spin_for(3.0)  # a second run would reset the env and send its first request
+    assert [e.episode_id for e in observer.episodes] == ['/sim0/7/a1']
+    assert len(observer.images) == 2, 'the group was run again'
+    assert any('assignment_ignored' in s for s in observer.status)
+    assert bridge.alive
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_hung_env_step_restarts_the_env_worker_and_reruns_the_episode(ros_nodes, ros_client):
+    """SIGSTOP on the env worker (a renderer hanging with no error) mid-episode."""
+    import os
+
+    from std_msgs.msg import Header
+    from tgrpo_ros.sim.libero_env import task_instructions
+
+    bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
+        'camera_size': 128, 'action_timeout': 30.0, 'multisample': False,
+        'env_step_timeout': 3.0})
+    observer = Observer(ros_client)
+    ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
+    ros_client.wait_for_subscribers(observer.action_pub, timeout=START_TIMEOUT)
+    observer.assign.publish(messages.encode_assignment(
+        Assignment(group_id=9, task_id=0, init_state_id=0, max_steps=2,
+                   episode_id='/sim0/9/a1')))
+    ros_client.spin_until(lambda: observer.images, START_TIMEOUT, 'the first request')
+    instruction = task_instructions('libero_object')[0]
+    good = np.array([0.1, 0.0, -0.05, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+
+    def answer():
+        observer.action_pub.publish(messages.encode_action(
+            Header(stamp=messages.ns_to_stamp(max(observer.images)), frame_id='agentview'),
+            good, np.full(7, 31870), np.full(7, -5.5, dtype=np.float32), 0, instruction))
+
+    children = open(f'/proc/{bridge.process.pid}/task/{bridge.process.pid}/children').read()
+    workers = [int(pid) for pid in children.split()
+               if 'spawn' in open(f'/proc/{pid}/cmdline').read()]
+    assert len(workers) == 1, children
+    os.kill(workers[0], signal.SIGSTOP)  # the env hangs at its next step
+    answer()
+    ros_client.spin_until(lambda: any('env_restart' in s for s in observer.status), 30.0,
+                          'the watchdog restarting the env')
+    for count in (2, 3):  # the episode runs again from its start: two fresh requests
+        ros_client.spin_until(lambda: len(observer.images) == count, START_TIMEOUT,
+                              f'request {count}')
+        answer()
+    ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
+    (episode,) = observer.episodes
+    assert episode.episode_id == '/sim0/9/a1' and episode.length == 2
+    assert episode.extras['env_restarts'] == 1
+    assert episode.extras['image_stamps_ns'] == sorted(observer.images)[1:]
+    assert 'running the episode again in a new env worker' in bridge.log_text()
     assert bridge.alive

@@ -163,3 +163,52 @@ def test_missing_gl_backend_gives_clear_error(backend, match):
     out = subprocess.run([sys.executable, '-c', code], env=env_vars, capture_output=True,
                          text=True, timeout=120)
     assert match in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_episode_step_limit_is_the_lower_of_env_and_assignment():
+    from tgrpo_ros.sim.libero_env import episode_step_limit
+    assert episode_step_limit('libero_object') == 280
+    assert episode_step_limit('libero_object', 0, 0) == 280
+    assert episode_step_limit('libero_object', None, 50) == 50
+    assert episode_step_limit('libero_goal', 40, 50) == 40
+    assert episode_step_limit('libero_object', 40, 3) == 3
+    with pytest.raises(ValueError, match='Unknown suite'):
+        episode_step_limit('libero_kitchen')
+
+
+def _teleport_and_succeed(env, init_state_id=0):
+    """Put the target object into the basket; return the reward of the step that succeeds."""
+    inner = env.raw_env.env
+    joint = inner.get_object(env.target_object).joints[0]
+    basket = env.reward_state()['basket_pos']
+    inner.sim.data.set_joint_qpos(joint, np.array([basket[0], basket[1], 0.06, 1, 0, 0, 0]))
+    env.refresh()
+    _, reward, done, info = env.step(HOLD)
+    assert info['success'] and done
+    return reward
+
+
+def test_success_bonus_counts_the_assignment_limit_like_the_rollout(env):
+    """The sim bridge's env (suite limit, assignment max_steps 3) scores like the rollout's."""
+    from tgrpo_ros.sim.libero_env import episode_step_limit
+    # The sim bridge: its env keeps the suite's limit, the assignment asks for 3 steps.
+    env.max_steps = episode_step_limit('libero_object', None, 3)
+    try:
+        env.reset(0)
+        env.step(HOLD)
+        bridge_reward = _teleport_and_succeed(env)
+    finally:
+        env.max_steps = None
+    # The in-process group rollout: GroupRollout(max_steps=3) makes its envs so.
+    rollout_env = LiberoEnv(suite='libero_object', task_id=0, camera_size=128,
+                            max_steps=episode_step_limit('libero_object', 3))
+    try:
+        rollout_env.reset(0)
+        rollout_env.step(HOLD)
+        rollout_reward = _teleport_and_succeed(rollout_env)
+    finally:
+        rollout_env.close()
+    cfg = env.reward_config
+    expected = cfg.total_weight * (1 + 1) + cfg.success_bonus  # success at step 2 of 3
+    assert bridge_reward == pytest.approx(expected)
+    assert rollout_reward == pytest.approx(expected)

@@ -174,6 +174,29 @@ class Assignment:
                                  f'{getattr(self, name)!r}')
 
 
+def queue_assignment(queue, running, assignment):
+    """
+    Add ``assignment`` to a sim bridge's ``queue`` (a list or deque); return what was done.
+
+    ``running`` is the assignment of the episode in progress (None when idle). The
+    learner re-sends a group's assignment when the group is late, with a fresh
+    episode id; the bridge then must not run the group twice:
+
+    * ``'running'``: the group is the one in progress, whose episode is still to
+      come: ignored;
+    * ``'replaced'``: the group was queued: the newer assignment takes its place;
+    * ``'queued'``: appended.
+    """
+    if running is not None and running.group_id == assignment.group_id:
+        return 'running'
+    for index, queued in enumerate(queue):
+        if queued.group_id == assignment.group_id:
+            queue[index] = assignment
+            return 'replaced'
+    queue.append(assignment)
+    return 'queued'
+
+
 def assignment_to_json(assignment):
     """Return the assignment as JSON text with its schema tag."""
     return json.dumps({'schema': ASSIGNMENT_SCHEMA, **asdict(assignment)}, sort_keys=True)

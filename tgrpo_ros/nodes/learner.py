@@ -14,30 +14,42 @@ In detail:
 2. the N episodes of each group are collected from ``/tgrpo/episodes``;
 3. one TGRPO update runs on all groups (``tgrpo_ros.training.TGRPOTrainer``);
 4. adapter version k is saved as ``<adapter_root>/v<k>`` and pushed to the policy
-   server through its standard ``~/set_parameters_atomically`` service
-   (``adapter_version`` and ``adapter_path`` together); the next groups are
-   assigned once the push succeeded.
+   server (``adapter_transport``): 'path' sets ``adapter_version`` and
+   ``adapter_path`` together through its standard ``~/set_parameters_atomically``
+   service (a shared filesystem); 'dds' publishes the safetensors bytes with their
+   sha256 and version on ``/tgrpo/adapter`` and waits for the server's answer on
+   ``/tgrpo/adapter_status`` (no shared filesystem). The next groups are assigned
+   once the push succeeded.
 
 At start the learner saves and pushes its initial weights as version 0 (or, when
 resuming from a checkpoint of k updates, version k), so every episode it accepts
 is stamped with the version it trains.
 
-Stale episodes (``stale_policy: drop``, the only policy): an episode whose
-``adapter_version`` differs from the learner's current version is dropped and
-counted (``rollout/stale_dropped``), so the "old" log-probs recomputed with the
-current weights are exactly those of the behaviour policy, and no importance
-ratio across versions is needed. Episodes whose ``episode_id`` was already
-received are dropped too: the episode topic is transient-local, so a restarted
-learner receives the bridges' history again. Episodes of groups that are not
-the current ones are ignored. Group ids are fresh in every learner process (a
-resumed one too), so episodes from before a restart never count as current.
+Which episodes are trained on (``tgrpo_ros.training.collector.GroupCollector``):
+only one episode per (current group, member bridge), every step of it from the
+current adapter version (``stale_policy: drop``, the only policy), so the "old"
+log-probs recomputed with the current weights are exactly those of the behaviour
+policy and no importance ratio across versions is needed. Dropped and counted
+(``rollout/<reason>_dropped``): stale or mixed-version episodes, aborted ones
+(``extras['aborted']``, e.g. a bridge past ``action_retries``) and empty ones,
+duplicates (the episode topic is transient-local, so a restarted learner receives
+the bridges' history again; only accepted ids are remembered) and episodes of
+groups that are not the current ones. Group ids are fresh in every learner process
+(a resumed one too), so episodes from before a restart never count as current.
 
-A group not complete after ``group_timeout`` s has its assignments re-sent. When K
+Each member's assignment carries its own episode id ``<ns>/<group_id>/a<attempt>``;
+a re-sent assignment gets the next attempt, so its run is never mistaken for an
+earlier one. An aborted episode has its member re-assigned at once; a stale one
+too, after the current adapter was pushed again (a restarted policy server comes
+back serving version -1).
+
+A group not complete after ``group_timeout`` s has the assignments of its members
+that owe an episode re-sent. When K
 updates are done the learner writes ``<run_dir>/summary.json`` and exits with 0; a
 failure (push refused or unanswered, a failing update) exits with 1.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import json
 import os
 import time
@@ -57,11 +69,14 @@ from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
 from tgrpo_ros.policy.config import PolicyLoadConfig
+from tgrpo_ros.training.collector import BridgeWatch, episode_id, GroupCollector, step_versions
 from tgrpo_ros.training.config import TGRPOConfig
 
 STALE_POLICIES = ('drop',)
+ADAPTER_TRANSPORTS = ('path', 'dds')
 SPIN_PERIOD = 0.1  # s, longest a blocking helper waits in one spin
 WAIT_LOG_PERIOD = 30.0  # s between 'waiting for episodes' lines
+GRAPH_CHECK_PERIOD = 1.0  # s between looks at the node graph for dead or restarted bridges
 
 
 @dataclass
@@ -80,8 +95,11 @@ class LearnerConfig:
     updates: int = option(10, 'K: number of TGRPO updates, then the learner exits 0.')
     run_dir: str = option('runs/learner', 'metrics.csv, curves.png, checkpoints/, summary.json.')
     adapter_root: str = option(
-        '', "Adapters are written to <adapter_root>/v<k> ('' = <run_dir>/adapters); must be "
-        "inside the policy server's adapter_root.")
+        '', "Adapters are written to <adapter_root>/v<k> ('' = <run_dir>/adapters); with "
+        "adapter_transport 'path' it must be inside the policy server's adapter_root.")
+    adapter_transport: str = option(
+        'path', "How adapters reach the policy server: 'path' (set its adapter_path; a "
+        "shared filesystem) or 'dds' (the safetensors bytes + sha256 on /tgrpo/adapter).")
     policy_server: str = option('/policy_server', 'Full name of the policy server node.')
     stale_policy: str = option(
         'drop', "Episodes from an older adapter version: 'drop' (the only choice).")
@@ -99,6 +117,7 @@ class LearnerConfig:
         """Normalise the bridge namespaces; reject impossible values, quoting them."""
         self.bridges = [normalize_namespace(ns) for ns in self.bridges]
         check_choice('stale_policy', self.stale_policy, STALE_POLICIES)
+        check_choice('adapter_transport', self.adapter_transport, ADAPTER_TRANSPORTS)
         if self.updates < 1:
             raise ValueError(f'updates ({self.updates}) must be >= 1')
         if len(set(self.bridges)) != len(self.bridges) or not all(self.bridges):
@@ -157,11 +176,23 @@ class Learner(Node):
         server = '/' + c.policy_server.strip('/')
         self.push_client = self.create_client(SetParametersAtomically,
                                               server + '/set_parameters_atomically')
+        self.adapter_status = None  # the policy server's latest answer to a DDS push
+        if c.adapter_transport == 'dds':
+            self.adapter_publisher = self.create_publisher(
+                UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
+            self.adapter_status_subscription = self.create_subscription(
+                String, topics.ADAPTER_STATUS_TOPIC, self.adapter_status_callback,
+                topics.ADAPTER_STATUS_QOS)
         self.version = None  # adapter version the server serves and episodes must carry
-        self.seen_episode_ids = set()
-        self.collected = {}  # group id of the current update -> {episode_id: Episode}
-        self.counts = {'stale_dropped': 0, 'duplicates_dropped': 0, 'foreign_dropped': 0,
-                       'bad_dropped': 0}
+        self.collector = GroupCollector()
+        self.counts = self.collector.counts  # rollout/<name> in the metrics
+        self.current = {}  # group id of the current update -> (members, Assignment)
+        self.attempts = {}  # (group id, bridge) -> attempt number of its latest assignment
+        self.rerun = set()  # (group id, bridge) to assign again at once
+        self.repush = False  # a stale episode came: push the current adapter again
+        self.watch = BridgeWatch(c.bridges)
+        self.counts['bridges_lost'] = self.counts['bridges_restarted'] = 0
+        self.graph_checked = 0.0  # monotonic s
         self.update_seconds = []
         self.last_metrics = {}
         self.last_push_seconds = 0.0
@@ -185,10 +216,10 @@ class Learner(Node):
         self.policy = self.policy_config.load()
         self.trainer = TGRPOTrainer(self.policy, self.tgrpo, seed=c.seed)
         # Fresh group ids for every learner process, resumed or not (never the
-        # checkpoint's): a bridge names its episode '<ns>/<group_id>', so a resumed
+        # checkpoint's): episode ids are '<ns>/<group_id>/a<attempt>', so a resumed
         # learner that re-assigned the crashed one's ids would get the bridges' replayed
-        # pre-crash episodes of those groups, and would drop the new runs of the same ids
-        # as duplicates (and wait for them forever if it had seen the replay first).
+        # pre-crash episodes of those groups as its own, and would drop the new runs of
+        # the same ids as duplicates.
         # Microseconds since the epoch: a later process starts 1e6 ids per second of
         # wall time higher, beyond any earlier run's updates x groups.
         self.group_id_base = time.time_ns() // 1000
@@ -233,12 +264,25 @@ class Learner(Node):
         return True
 
     def push(self, version):
-        """Save adapter ``version`` and have the policy server serve it (atomic request)."""
+        """Save adapter ``version`` and have the policy server serve it."""
         started = time.monotonic()
-        timeout = self.config.push_timeout
         path = self._adapter_path(version)
-        self.policy.save_adapter(path)
+        if version != self.version:  # a re-push sends the files already pushed, as they are
+            self.policy.save_adapter(path)
         self.policy.adapter_version = int(version)
+        if self.config.adapter_transport == 'dds':
+            self._push_over_dds(version, path, started)
+        else:
+            self._push_path(version, path, started)
+        self.version = int(version)
+        self.last_push_seconds = time.monotonic() - started
+        self.get_logger().info(f'policy server serves adapter version {self.version} '
+                               f'({self.last_push_seconds:.2f} s, '
+                               f'{self.config.adapter_transport})')
+
+    def _push_path(self, version, path, started):
+        """Set the server's adapter_version and adapter_path in one atomic request."""
+        timeout = self.config.push_timeout
         if not self.push_client.wait_for_service(timeout_sec=timeout):
             raise LearnerError(f'policy server service {self.push_client.srv_name} not '
                                f'available after {timeout:.0f} s')
@@ -255,15 +299,44 @@ class Learner(Node):
         if not result.successful:
             raise LearnerError(f'policy server rejected adapter version {version}: '
                                f'{result.reason}')
-        self.version = int(version)
-        self.last_push_seconds = time.monotonic() - started
-        self.get_logger().info(f'policy server serves adapter version {self.version} '
-                               f'({self.last_push_seconds:.2f} s)')
+
+    def _push_over_dds(self, version, path, started):
+        """Publish the adapter's bytes on /tgrpo/adapter; wait for the server's answer."""
+        from tgrpo_ros.policy.adapters import pack_adapter
+
+        header, weights = pack_adapter(path, version)
+        self.adapter_publisher.publish(messages.encode_adapter(header, weights))
+
+        def answered():
+            status = self.adapter_status
+            return (status is not None and status.get('version') == int(version)
+                    and status.get('sha256') == header['sha256'])
+
+        timeout = self.config.push_timeout - (time.monotonic() - started)
+        if not self.spin_until(answered, timeout):
+            raise LearnerError(
+                f'no answer on {topics.ADAPTER_STATUS_TOPIC} to adapter version {version} '
+                f'({len(weights) / 1e6:.2f} MB on {topics.ADAPTER_TOPIC}) after '
+                f'{time.monotonic() - started:.0f} s: is a policy server running?')
+        if not self.adapter_status['ok']:
+            raise LearnerError(f'policy server rejected adapter version {version}: '
+                               f"{self.adapter_status['reason']}")
+
+    def adapter_status_callback(self, msg):
+        """Keep the policy server's latest answer to an adapter sent over DDS."""
+        try:
+            status = json.loads(msg.data)
+        except ValueError:
+            self.get_logger().error(f'ignored a malformed adapter status: {msg.data[:200]!r}')
+            return
+        if isinstance(status, dict):
+            self.adapter_status = status
 
     def assign(self, k):
         """Publish the assignments of update ``k``: one (task, init state) per group."""
         self.current = {}
-        self.collected = {}
+        self.attempts = {}
+        self.rerun = set()
         for g, members in enumerate(self.groups):
             index = (k - 1) * len(self.groups) + g
             task_id, init_state_id = self.pairs[index % len(self.pairs)]
@@ -272,40 +345,87 @@ class Learner(Node):
                 init_state_id=int(init_state_id), seed=self.config.seed + index,
                 max_steps=self.config.max_steps, suite=self.config.suite)
             self.current[assignment.group_id] = (members, assignment)
-            self.collected[assignment.group_id] = {}
-        self._publish_assignments()
+        self.collector.start({g: members for g, (members, _) in self.current.items()},
+                             self.version)
+        self._publish_assignments({g: members for g, (members, _) in self.current.items()})
 
-    def _publish_assignments(self):
-        for members, assignment in self.current.values():
-            for ns in members:
-                self.assignment_publishers[ns].publish(messages.encode_assignment(assignment))
+    def _publish_assignments(self, targets):
+        """Send group id -> bridges their assignment, each with its next attempt number."""
+        for group_id, bridges in targets.items():
+            assignment = self.current[group_id][1]
+            for ns in bridges:
+                attempt = self.attempts.get((group_id, ns), 0) + 1
+                self.attempts[(group_id, ns)] = attempt
+                self.assignment_publishers[ns].publish(messages.encode_assignment(replace(
+                    assignment, episode_id=episode_id(ns, group_id, attempt))))
 
     def collect(self, k):
-        """Spin until every group of update ``k`` is complete; re-send after group_timeout."""
-        size = self.tgrpo.group_size
+        """Spin until every group of update ``k`` is complete; re-assign what is owed."""
         started = sent = logged = time.monotonic()
 
-        def complete():
-            return all(len(episodes) >= size for episodes in self.collected.values())
+        def done_or_rerun():
+            return self.collector.complete() or self.rerun or self.repush
 
-        while not self.spin_until(complete, min(WAIT_LOG_PERIOD, self.config.group_timeout)):
+        while True:
+            if self.spin_until(done_or_rerun, min(WAIT_LOG_PERIOD, self.config.group_timeout),
+                               on_wait=self.check_bridges):
+                if self.collector.complete():
+                    break
+                if self.repush:  # e.g. a restarted server serving version -1
+                    self.repush = False
+                    self.get_logger().warning(
+                        f'a stale episode arrived: pushing adapter version {self.version} '
+                        'again')
+                    self.push(self.version)
+                missing = self.collector.missing()
+                again = {g: [ns for ns in bridges if (g, ns) in self.rerun]
+                         for g, bridges in missing.items()}
+                self.rerun = set()
+                self._publish_assignments({g: b for g, b in again.items() if b})
+                continue
             now = time.monotonic()
             if now - logged >= WAIT_LOG_PERIOD:
                 logged = now
-                have = {g: len(e) for g, e in self.collected.items()}
                 self.get_logger().info(
-                    f'update {k}/{self.config.updates}: waiting for episodes, have {have} of '
-                    f'{size} per group ({now - started:.0f} s)')
+                    f'update {k}/{self.config.updates}: waiting for episodes, have '
+                    f'{self.collector.have()} of {self.tgrpo.group_size} per group '
+                    f'({now - started:.0f} s)')
             if now - sent >= self.config.group_timeout:
+                missing = self.collector.missing()
                 self.get_logger().warning(
                     f'group timeout ({self.config.group_timeout:.0f} s): re-sending the '
-                    'assignments')
-                self._publish_assignments()
+                    f'assignments of {missing}')
+                self._publish_assignments(missing)
                 sent = now
-        episodes = [e for group in self.collected.values()
-                    for e in sorted(group.values(), key=lambda e: e.episode_id)]
-        self.collected = {}  # late episodes of these groups are foreign from now on
-        return episodes, time.monotonic() - started
+        # Late episodes of these groups are foreign from now on.
+        return self.collector.take(), time.monotonic() - started
+
+    def check_bridges(self):
+        """Every GRAPH_CHECK_PERIOD s: notice bridges gone from or back in the node graph."""
+        # A bridge is the subscription of its assignment topic: a restarted one has a
+        # new endpoint GID, even while the killed one's lingers until its lease ends.
+        now = time.monotonic()
+        if now - self.graph_checked < GRAPH_CHECK_PERIOD:
+            return
+        self.graph_checked = now
+        present = {ns: {tuple(info.endpoint_gid) for info in
+                        self.get_subscriptions_info_by_topic(publisher.topic_name)}
+                   for ns, publisher in self.assignment_publishers.items()}
+        lost, back = self.watch.update(present)
+        self.counts['bridges_lost'] = self.watch.deaths
+        self.counts['bridges_restarted'] = self.watch.restarts
+        owed = self.collector.missing()
+        for ns in lost:
+            groups = [g for g, bridges in owed.items() if ns in bridges]
+            self.get_logger().warning(
+                f'sim bridge {ns} left the node graph; '
+                + (f'groups {groups} will be assigned to it again when it is back'
+                   if groups else 'it owes no episode'))
+        for ns in back:
+            groups = [g for g, bridges in owed.items() if ns in bridges]
+            self.get_logger().info(f'sim bridge {ns} (re)started; assigning it groups '
+                                   f'{groups} again')
+            self.rerun.update((g, ns) for g in groups)
 
     def episode_callback(self, msg):
         """Keep an episode of a current group from the current adapter version."""
@@ -315,21 +435,22 @@ class Learner(Node):
             self.counts['bad_dropped'] += 1
             self.get_logger().error(f'dropped an undecodable episode: {error}')
             return
-        episode_id = episode.episode_id or f'{episode.bridge}/{episode.group_id}'
-        if episode_id in self.seen_episode_ids:
-            self.counts['duplicates_dropped'] += 1
+        verdict = self.collector.offer(episode)
+        if verdict not in ('aborted', 'stale'):
             return
-        self.seen_episode_ids.add(episode_id)
-        if episode.group_id not in self.collected:
-            self.counts['foreign_dropped'] += 1
-            return
-        if episode.adapter_version != self.version:
-            self.counts['stale_dropped'] += 1
-            self.get_logger().warning(
-                f'dropped episode {episode_id}: adapter version {episode.adapter_version}, '
-                f'training version {self.version} (stale_policy drop)')
-            return
-        self.collected[episode.group_id][episode_id] = episode
+        key = (episode.group_id, episode.bridge)
+        latest = episode_id(episode.bridge, episode.group_id, self.attempts.get(key, 0))
+        rerun = episode.episode_id == latest  # not a late episode of an older attempt
+        if rerun:
+            self.rerun.add(key)
+            self.repush = self.repush or verdict == 'stale'
+        if verdict == 'aborted':
+            reason = f"aborted: {episode.extras.get('aborted') or 'no step'}"
+        else:
+            reason = (f'stale: adapter versions {sorted(set(step_versions(episode)))}, '
+                      f'training version {self.version}')
+        self.get_logger().warning(f'dropped episode {episode.episode_id} ({reason})'
+                                  + ('; assigning it again' if rerun else ''))
 
     def update(self, k, episodes, rollout_seconds):
         """Run TGRPO update ``k`` on the collected episodes and log its metrics."""
@@ -347,6 +468,7 @@ class Learner(Node):
         for key, value in self.counts.items():
             metrics[f'rollout/{key}'] = float(value)
         self.metrics.log(k, metrics)
+        self._record_trained(k, episodes)
         self.last_metrics = metrics
         self.update_seconds.append(metrics['perf/seconds_per_update'])
         self.get_logger().info(
@@ -356,6 +478,15 @@ class Learner(Node):
             f"learn {metrics['perf/learn_time']:.1f} s, clip "
             f"{metrics.get('loss/clip_frac', 0.0):.2f}, logp mismatch "
             f"{metrics.get('loss/logp_mismatch_max', float('nan')):.1e})")
+
+    def _record_trained(self, k, episodes):
+        """Append which episodes update ``k`` trained on to <run_dir>/trained_episodes.jsonl."""
+        line = {'update': k, 'version': self.version, 'episodes': [
+            {'episode_id': e.episode_id, 'bridge': e.bridge, 'group_id': e.group_id,
+             'steps': e.length, 'versions': sorted(set(step_versions(e))),
+             'aborted': bool(e.extras.get('aborted'))} for e in episodes]}
+        with open(os.path.join(self.run_dir, 'trained_episodes.jsonl'), 'a') as stream:
+            stream.write(json.dumps(line) + '\n')
 
     def checkpoint(self, k):
         """Save checkpoint ``k`` every checkpoint_every updates and after the last."""

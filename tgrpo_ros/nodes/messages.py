@@ -8,6 +8,7 @@ a single ament_python package:
 * action reply: ``sensor_msgs/JointState``  <->  ``ActionReply``
 * assignment: ``std_msgs/String`` holding JSON  <->  ``Assignment``
 * episode: ``std_msgs/UInt8MultiArray`` holding an uncompressed ``.npz``  <->  ``Episode``
+* adapter: ``std_msgs/UInt8MultiArray`` holding safetensors bytes + a JSON header
 
 No torch here. Message classes are imported inside the functions that build
 them. The assignment's JSON form and the episode's ``.npz`` codec are in
@@ -16,12 +17,14 @@ them. The assignment's JSON form and the episode's ``.npz`` codec are in
 
 import array
 from dataclasses import dataclass
+import json
 import zlib
 
 import numpy as np
 
 from tgrpo_ros.episode import (ACTION_DIM, assignment_from_json, assignment_to_json,
                                episode_from_bytes, EPISODE_SCHEMA, episode_to_bytes)
+from tgrpo_ros.policy.adapters import ADAPTER_WIRE_SCHEMA
 
 # ---------------------------------------------------------------------------- images
 
@@ -249,6 +252,48 @@ def decode_episode(msg):
         raise ValueError(f'episode payload is {len(data)} B but its layout says '
                          f'{dims[0].size} B (truncated message?)')
     return episode_from_bytes(memoryview(data).cast('B'))
+
+
+# ---------------------------------------------------------------------------- adapters
+
+def encode_adapter(header, weights):
+    """
+    Return a std_msgs/UInt8MultiArray carrying an adapter (``adapters.pack_adapter``).
+
+    data = the safetensors bytes; layout.dim[0] = (label ADAPTER_WIRE_SCHEMA, size =
+    stride = data bytes); layout.dim[1].label = the JSON header (version, size,
+    sha256, adapter_config).
+    """
+    from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
+
+    msg = UInt8MultiArray()
+    msg.layout.dim = [
+        MultiArrayDimension(label=ADAPTER_WIRE_SCHEMA, size=len(weights), stride=len(weights)),
+        MultiArrayDimension(label=json.dumps(header, sort_keys=True), size=0, stride=0)]
+    msg.layout.data_offset = 0
+    msg.data = _byte_array(weights)
+    return msg
+
+
+def decode_adapter(msg):
+    """
+    Return (header dict, weights) of a message made by encode_adapter.
+
+    Only the framing is checked here (ValueError naming the problem); the payload
+    checks (size limit, sha256, pickle, safetensors) are ``adapters.check_adapter_payload``.
+    """
+    dims = list(msg.layout.dim)
+    label = dims[0].label if dims else None
+    if label != ADAPTER_WIRE_SCHEMA or len(dims) != 2:
+        raise ValueError(f'message is not an encoded adapter: layout label {label!r} with '
+                         f"{len(dims)} dims, expected '{ADAPTER_WIRE_SCHEMA}' and 2 dims")
+    try:
+        header = json.loads(dims[1].label)
+    except ValueError as error:
+        raise ValueError(f'adapter header is not JSON ({error}): {dims[1].label[:200]!r}')
+    if not isinstance(header, dict):
+        raise ValueError(f'adapter header must be a JSON object, got {dims[1].label[:200]!r}')
+    return header, memoryview(msg.data).cast('B')
 
 
 def _byte_array(buffer):

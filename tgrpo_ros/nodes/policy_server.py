@@ -42,19 +42,31 @@ then. A rejection returns ``successful=False`` with the reason and the previous
 adapter keeps serving. ``~/set_parameters`` applies its parameters one at a time,
 so it cannot carry the pair: a lone ``adapter_version`` or ``adapter_path`` is
 refused with that reason (re-pushing the adapter being served is a no-op).
+
+Adapters over DDS (no shared filesystem): the learner publishes the safetensors
+bytes with their sha256 and version on ``/tgrpo/adapter`` (reliable,
+transient-local, so a restarted server gets the newest one again). The server
+checks the payload (size under ``max_adapter_mb``, sha256, no pickle, a
+safetensors file), stores it as ``<adapter_root>/received/v<version>-<sha>`` (a
+temporary directory when ``adapter_root`` is ''), validates and swaps it through
+the same ``prepare_adapter`` / ``swap_adapter`` path, and answers on
+``/tgrpo/adapter_status`` (JSON: version, sha256, ok, reason). A refused adapter
+leaves the served one in place.
 """
 
 from dataclasses import dataclass
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import List
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import String, UInt8MultiArray
 
 from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
@@ -62,6 +74,7 @@ from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, check_range, option
 from tgrpo_ros.policy import contract
+from tgrpo_ros.policy.adapters import AdapterError, prune_received, store_adapter_payload
 from tgrpo_ros.policy.config import PolicyLoadConfig
 
 ADAPTER_PARAMETERS = ('adapter_version', 'adapter_path')
@@ -102,6 +115,8 @@ class PolicyServerConfig:
     adapter_version: int = option(
         -1, 'Version label of the served adapter (-1: bare base); stamped on every action.',
         read_only=False)
+    max_adapter_mb: float = option(
+        4096.0, 'Largest adapter accepted over DDS (on /tgrpo/adapter).', unit='MB')
 
     def __post_init__(self):
         """Normalise the client namespaces; reject impossible values, quoting them."""
@@ -121,6 +136,8 @@ class PolicyServerConfig:
         error = instruction_error(self.instruction, self.max_instruction_chars)
         if self.instruction and error:
             raise ValueError(f'parameter instruction: {error}')
+        if not self.max_adapter_mb > 0:
+            raise ValueError(f'max_adapter_mb ({self.max_adapter_mb}) must be > 0')
 
 
 def instruction_error(text, max_chars):
@@ -145,6 +162,7 @@ class PolicyServer(Node):
         self.max_wait = c.max_wait_ms / 1000.0  # seconds
         self.policy, self.generator = self._load_policy()
         self.prepared = None  # adapter validated by the on-set callback, swapped in post-set
+        self._mirroring = False
         self.add_on_set_parameters_callback(self.validate_parameters_callback)
         self.add_post_set_parameters_callback(self.apply_parameters_callback)
 
@@ -175,6 +193,14 @@ class PolicyServer(Node):
             String, topics.SERVER_STATS_TOPIC, topics.DIAGNOSTICS_QOS)
         self.errors_publisher = self.create_publisher(
             String, topics.SERVER_ERRORS_TOPIC, topics.DIAGNOSTICS_QOS)
+        # Adapters over DDS: stored under this server's own adapter root.
+        self.received_root = c.adapter_root or tempfile.mkdtemp(prefix='tgrpo_adapters_')
+        self.served_sha256 = None  # of the adapter received over DDS that is served
+        self.adapters_refused = 0
+        self.adapter_status_publisher = self.create_publisher(
+            String, topics.ADAPTER_STATUS_TOPIC, topics.ADAPTER_STATUS_QOS)
+        self.adapter_subscription = self.create_subscription(
+            UInt8MultiArray, topics.ADAPTER_TOPIC, self.adapter_callback, topics.ADAPTER_QOS)
         # One-shot deadline timer: armed when the first request of a batch arrives.
         self.deadline_timer = self.create_timer(max(self.max_wait, 1e-4), self.deadline_callback)
         self.deadline_timer.cancel()
@@ -213,6 +239,8 @@ class PolicyServer(Node):
     def validate_parameters_callback(self, params):
         """Validate an adapter push (both parameters, in one atomic request) and read it."""
         self.prepared = None
+        if self._mirroring:  # adapter_callback records what it swapped in: nothing to do
+            return SetParametersResult(successful=True)
         by_name = {param.name: param for param in params if param.name in ADAPTER_PARAMETERS}
         if not by_name:
             return SetParametersResult(successful=True)
@@ -254,9 +282,60 @@ class PolicyServer(Node):
         old_version = self.policy.adapter_version
         start = time.perf_counter()
         self.policy.swap_adapter(prepared, version)
+        self.served_sha256 = None  # not an adapter received over DDS
         self.get_logger().info(
             f'hot-swapped adapter version {old_version} -> {version} from {prepared.path!r} '
             f'in {(time.perf_counter() - start) * 1000:.1f} ms')
+
+    def adapter_callback(self, msg):
+        """
+        Store, check and hot-swap an adapter received over DDS; answer on adapter_status.
+
+        A refused adapter (framing, size, sha256, pickle, safetensors, or the checks of
+        ``policy.prepare_adapter``) leaves the served one in place.
+        """
+        start = time.perf_counter()
+        version, digest = None, None
+        try:
+            header, weights = messages.decode_adapter(msg)
+            version, digest = header.get('version'), header.get('sha256')
+            if version == self.policy.adapter_version and digest == self.served_sha256:
+                self._adapter_status(version, digest, True, 'already served')
+                return
+            if version == self.policy.adapter_version:
+                raise AdapterError(f'adapter version {version} is served already with another '
+                                   'sha256; a new adapter needs a new version')
+            path = store_adapter_payload(self.received_root, header, weights,
+                                         int(self.config.max_adapter_mb * 1e6))
+            prepared = self.policy.prepare_adapter(path)
+        except Exception as error:  # noqa: B902 - AdapterError, ValueError, OSError, ...
+            self.adapters_refused += 1
+            self.get_logger().error(
+                f'refused adapter version {version} received over DDS: {error}; still '
+                f'serving version {self.policy.adapter_version} ({self.adapters_refused} '
+                'refused so far)')
+            self._adapter_status(version, digest, False, str(error))
+            return
+        old_version, old_path = self.policy.adapter_version, self.policy.adapter_path
+        self.policy.swap_adapter(prepared, int(version))
+        self.served_sha256 = digest
+        self._mirroring = True  # keep ~/adapter_version and ~/adapter_path truthful
+        try:
+            self.set_parameters([Parameter('adapter_version', value=int(version)),
+                                 Parameter('adapter_path', value=prepared.path)])
+        finally:
+            self._mirroring = False
+        prune_received(self.received_root, keep=[prepared.path, old_path])
+        self.get_logger().info(
+            f'hot-swapped adapter version {old_version} -> {version} received over DDS '
+            f'({len(weights) / 1e6:.2f} MB, sha256 {digest[:12]}, stored in {prepared.path}) '
+            f'in {(time.perf_counter() - start) * 1000:.1f} ms')
+        self._adapter_status(version, digest, True, '')
+
+    def _adapter_status(self, version, digest, ok, reason):
+        self.adapter_status_publisher.publish(String(data=json.dumps({
+            'version': version, 'sha256': digest, 'ok': bool(ok), 'reason': reason,
+            'serving': self.policy.adapter_version, 'refused': self.adapters_refused})))
 
     # ------------------------------------------------------------------ requests
     def instruction_callback(self, ns, msg):

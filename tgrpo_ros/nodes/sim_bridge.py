@@ -15,8 +15,15 @@ created lazily on the first assignment. Per episode:
    (UInt8MultiArray, reliable + transient local, so a learner that starts later still
    receives it) and optionally spooled to ``spool_dir`` as ``.npz``.
 
+With ``env_step_timeout`` > 0 the env runs in a worker process behind a watchdog
+(``tgrpo_ros.sim.watchdog``): a reset or step that hangs (an EGL renderer can hang
+with no error) kills the worker, and the episode runs again from its start in a new
+one (``extras['env_restarts']``; nothing of the cut run is published).
+
 Events are reported as JSON lines on ``bridge_status``. Assignments that arrive
-during an episode are queued and run in order.
+during an episode are queued and run in order; one for the group in progress (the
+learner re-sends late groups) is ignored, and one for a queued group replaces it
+(``tgrpo_ros.episode.queue_assignment``).
 """
 
 import collections
@@ -32,13 +39,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
-from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder
+from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder, queue_assignment
 from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
 from tgrpo_ros.policy.contract import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from tgrpo_ros.sim.libero_env import episode_step_limit
+from tgrpo_ros.sim.watchdog import EnvHang, WatchdogEnv
 
 TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
 # s: discovery is not symmetric. A request sent this soon after the bridge saw the
@@ -65,6 +74,10 @@ class SimBridgeConfig:
         0, 'Re-publications per step before the episode is aborted (0: retry forever); an '
         'aborted episode is still published, marked in extras.')
     seed: int = option(0, 'Simulator seed at env creation.')
+    env_step_timeout: float = option(
+        0.0, 'Watchdog: the env runs in a worker process, and a reset or step taking longer '
+        'kills it, makes a new one and runs the episode again (0: the env runs in this '
+        'process, no watchdog).', unit='s')
     image_encoding: str = option('rgb8', "Wire encoding of camera images: 'rgb8' or 'bgr8'.")
     frame_id: str = option(topics.CAMERA_FRAME_ID, 'frame_id of the camera images.')
     spool_dir: str = option(
@@ -81,6 +94,8 @@ class SimBridgeConfig:
             raise ValueError(f'action_timeout ({self.action_timeout} s) must be > 0')
         if self.camera_size < 1:
             raise ValueError(f'camera_size ({self.camera_size} px) must be >= 1')
+        if self.env_step_timeout < 0:
+            raise ValueError(f'env_step_timeout ({self.env_step_timeout} s) must be >= 0')
         if self.max_steps < 0 or self.action_retries < 0 or self.episode_history < 1:
             raise ValueError(f'max_steps ({self.max_steps}) and action_retries '
                              f'({self.action_retries}) must be >= 0, episode_history '
@@ -122,6 +137,9 @@ class SimBridge(Node):
         self.config = c = declare_config(self, SimBridgeConfig)
         self.namespace = self.get_namespace()
         self.env = None
+        self.env_suite = None
+        self.env_restarts = 0  # env workers killed by the watchdog
+        self.episode_restarts = collections.Counter()  # episode id -> runs cut by a hang
         self.queue = collections.deque()
         self.record = None
         self.obs = None
@@ -160,10 +178,18 @@ class SimBridge(Node):
             self.get_logger().error(f'ignored a malformed assignment: {error}')
             self.report('bad_assignment', reason=str(error))
             return
-        self.queue.append(assignment)
+        running = None if self.record is None else self.record.assignment
+        action = queue_assignment(self.queue, running, assignment)
+        if action == 'running':
+            self.get_logger().info(
+                f'assignment {assignment.episode_id!r} for group {assignment.group_id}: that '
+                f'group is running now ({self.record.episode_id}); its episode will follow')
+            self.report('assignment_ignored', group_id=assignment.group_id,
+                        episode_id=assignment.episode_id, reason='group running')
+            return
         self.get_logger().info(f'assignment for group {assignment.group_id}: task '
                                f'{assignment.task_id}, init state {assignment.init_state_id} '
-                               f'({len(self.queue)} queued)')
+                               f'({action}; {len(self.queue)} queued)')
         if self.record is None:
             self.start_next()
 
@@ -173,6 +199,9 @@ class SimBridge(Node):
             assignment = self.queue.popleft()
             try:
                 self.obs = self._reset_env(assignment)
+            except EnvHang as error:  # the timer starts it again with a new env worker
+                self._env_hung(error, assignment)
+                return
             except (ValueError, RuntimeError) as error:  # SimError is a RuntimeError
                 self.get_logger().error(f'cannot run group {assignment.group_id} (task '
                                         f'{assignment.task_id}, init state '
@@ -180,8 +209,6 @@ class SimBridge(Node):
                 self.report('bad_assignment', group_id=assignment.group_id, reason=str(error))
                 continue
             limit = self.env.max_steps
-            if assignment.max_steps > 0:
-                limit = min(limit, assignment.max_steps)
             episode_id = assignment.episode_id or f'{self.namespace}/{assignment.group_id}'
             self.record = EpisodeRecord(assignment, self.obs['instruction'], limit, episode_id,
                                         self.namespace)
@@ -193,18 +220,27 @@ class SimBridge(Node):
     def _reset_env(self, assignment):
         start = time.perf_counter()
         c = self.config
-        if self.env is not None and self.env.config.suite != assignment.suite:
+        if self.env is not None and self.env_suite != assignment.suite:
             self.env.close()
             self.env = None
         if self.env is None:
-            from tgrpo_ros.sim import LiberoEnv  # heavy: mujoco, robosuite, libero
-            self.env = LiberoEnv(suite=assignment.suite, task_id=assignment.task_id,
-                                 camera_size=c.camera_size, max_steps=c.max_steps or None,
-                                 multisample=c.multisample, seed=c.seed)
+            kwargs = {'suite': assignment.suite, 'task_id': assignment.task_id,
+                      'camera_size': c.camera_size, 'max_steps': c.max_steps or None,
+                      'multisample': c.multisample, 'seed': c.seed}
+            if c.env_step_timeout > 0:
+                self.env = WatchdogEnv(c.env_step_timeout, **kwargs)
+            else:
+                from tgrpo_ros.sim import LiberoEnv  # heavy: mujoco, robosuite, libero
+                self.env = LiberoEnv(**kwargs)
+            self.env_suite = assignment.suite
             self.get_logger().info(f'created the {assignment.suite} env in '
                                    f'{time.perf_counter() - start:.1f} s')
         else:
             self.env.set_task(assignment.task_id)
+        # The env runs the episode with the assignment's limit: its success bonus
+        # counts the steps left before the limit (docs/sim.md, Dense stage reward).
+        self.env.max_steps = episode_step_limit(assignment.suite, c.max_steps,
+                                                assignment.max_steps)
         obs = self.env.reset(assignment.init_state_id)
         seconds = time.perf_counter() - start
         self.get_logger().info(f'reset to task {assignment.task_id} init state '
@@ -319,6 +355,11 @@ class SimBridge(Node):
         action = reply.action.astype(np.float32)  # what the episode records is what is applied
         try:
             obs, reward, done, info = self.env.step(action, convention='policy')
+        except EnvHang as error:
+            record, self.record, self.waiting = self.record, None, None
+            self.episode_restarts[record.episode_id] += 1
+            self._env_hung(error, record.assignment, step=record.steps)
+            return
         except ValueError as error:
             self.retry(f'the env rejected action {action.tolist()}: {error}', fresh=True)
             return
@@ -333,6 +374,16 @@ class SimBridge(Node):
         else:
             self.request_action(new_stamp=True)
 
+    def _env_hung(self, error, assignment, step=0):
+        """Run ``assignment`` again from its start: the watchdog killed the env worker."""
+        self.env = None
+        self.env_restarts += 1
+        self.queue.appendleft(assignment)
+        self.get_logger().error(f'{error} at step {step} of group {assignment.group_id}; '
+                                'running the episode again in a new env worker')
+        self.report('env_restart', group_id=assignment.group_id, step=step, reason=str(error),
+                    env_restarts=self.env_restarts)
+
     # ------------------------------------------------------------------ episodes
     def finish(self, aborted=''):
         """Publish (and spool) the recorded episode, then start the next assignment."""
@@ -340,7 +391,8 @@ class SimBridge(Node):
         assignment = record.assignment
         seconds = time.monotonic() - record.started
         extras = {'retries': record.retries, 'seed': assignment.seed,
-                  'wall_s': round(seconds, 3), 'step_limit': record.limit}
+                  'wall_s': round(seconds, 3), 'step_limit': record.limit,
+                  'env_restarts': self.episode_restarts.pop(record.episode_id, 0)}
         if aborted:
             extras['aborted'] = aborted
         episode = record.builder.build(extras)

@@ -38,6 +38,9 @@ QoS choices
   RELIABLE, TRANSIENT_LOCAL, depth 1 (LATCHED_INSTRUCTION_QOS): the operator
   publishes an instruction once, latched, and a server that starts later still
   gets it; the publisher must be transient-local too.
+* Adapters over DDS and the server's answer: RELIABLE, TRANSIENT_LOCAL, depth 1:
+  only the newest adapter matters, and a policy server that (re)starts later gets
+  it from the learner's writer, so it comes back serving the current version.
 """
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -55,6 +58,8 @@ BRIDGE_STATUS_TOPIC = 'bridge_status'  # std_msgs/String JSON, one line per brid
 EPISODE_TOPIC = '/tgrpo/episodes'    # std_msgs/UInt8MultiArray, see messages.encode_episode
 SERVER_STATS_TOPIC = '/tgrpo/policy_server/stats'  # std_msgs/String JSON per batch
 SERVER_ERRORS_TOPIC = '/tgrpo/policy_server/errors'  # std_msgs/String JSON per refused input
+ADAPTER_TOPIC = '/tgrpo/adapter'     # std_msgs/UInt8MultiArray, see messages.encode_adapter
+ADAPTER_STATUS_TOPIC = '/tgrpo/adapter_status'  # std_msgs/String JSON, the server's answer
 
 # Default image frame (LIBERO's front camera).
 CAMERA_FRAME_ID = 'agentview'
@@ -86,6 +91,8 @@ STREAM_IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                               reliability=ReliabilityPolicy.BEST_EFFORT,
                               durability=DurabilityPolicy.VOLATILE)
 LATCHED_INSTRUCTION_QOS = reliable_qos(1, transient_local=True)
+ADAPTER_QOS = reliable_qos(1, transient_local=True)
+ADAPTER_STATUS_QOS = reliable_qos(1, transient_local=True)
 
 
 def client_topic(namespace, topic):

@@ -86,3 +86,91 @@ def exit_if_required_but_unavailable(reason):
     if os.environ.get(REQUIRE_ENV) == '1':
         sys.stderr.write(f'{REQUIRE_ENV}=1 but no private network namespace: {reason}\n')
         sys.exit(4)
+
+
+class LinkedHosts:
+    """
+    ``count`` network namespaces ("hosts") linked by veth pairs to one Linux bridge.
+
+    For tests of several hosts on one machine. Made inside the caller's own private
+    namespace (``in_private_netns``), as root: each host is a namespace held by a
+    ``sleep`` process, with loopback and one veth end addressed ``<subnet>.<i + 1>/24``
+    (multicast routed to it unless ``multicast=False``), and the other end on the
+    bridge ``br-tgrpo`` in the caller's namespace. Addresses exist only inside these
+    namespaces, so traffic cannot leave the machine even with
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``.
+    ``command(i, argv, cwd)`` runs ``argv`` in host ``i``; ``close`` removes them.
+    """
+
+    BRIDGE = 'br-tgrpo'
+
+    def __init__(self, count, subnet='10.77.0', multicast=True):
+        """Create the hosts (``multicast``: route 224.0.0.0/4); RuntimeError on a failure."""
+        if not in_private_netns() or os.geteuid() != 0:
+            raise RuntimeError('LinkedHosts needs root inside the private network namespace '
+                               'of reexec_in_private_netns (the test session)')
+        self.subnet = subnet
+        self.holders = []
+        try:
+            self._run('ip', 'link', 'add', self.BRIDGE, 'type', 'bridge')
+            self._run('ip', 'link', 'set', self.BRIDGE, 'type', 'bridge', 'mcast_snooping', '0')
+            self._run('ip', 'link', 'set', self.BRIDGE, 'up')
+            for index in range(count):
+                holder = subprocess.Popen(['unshare', '-n', 'sleep', 'infinity'])
+                self.holders.append(holder)
+                self._wait_for_netns(holder.pid)
+                inside, outside = f'tgh{index}', f'tgb{index}'
+                self._run('ip', 'link', 'add', outside, 'type', 'veth', 'peer', 'name', inside)
+                self._run('ip', 'link', 'set', inside, 'netns', str(holder.pid))
+                self._run('ip', 'link', 'set', outside, 'master', self.BRIDGE)
+                self._run('ip', 'link', 'set', outside, 'up')
+                setup = _HOST_SETUP + (_HOST_MULTICAST if multicast else '')
+                self._run(*self._enter(index), 'sh', '-c', setup, 'sh', inside,
+                          self.address(index))
+        except Exception:
+            self.close()
+            raise
+
+    def address(self, index):
+        """Return the IPv4 address of host ``index``."""
+        return f'{self.subnet}.{index + 1}'
+
+    def _enter(self, index):
+        return ['nsenter', '-t', str(self.holders[index].pid), '-n', '--']
+
+    def command(self, index, argv, cwd):
+        """Return ``argv`` wrapped to run in host ``index`` with working directory ``cwd``."""
+        return self._enter(index) + ['sh', '-c', 'cd "$0" && exec "$@"', str(cwd)] + list(argv)
+
+    @staticmethod
+    def _run(*argv):
+        result = subprocess.run(list(argv), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f'{" ".join(argv)} failed: {result.stderr.strip()}')
+
+    @staticmethod
+    def _wait_for_netns(pid, timeout=5.0):
+        import time
+        mine = os.readlink('/proc/self/ns/net')
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if os.readlink(f'/proc/{pid}/ns/net') != mine:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f'process {pid} did not enter a new network namespace')
+
+    def close(self):
+        """Stop the holders (their namespaces and veth ends go with them), drop the bridge."""
+        for holder in self.holders:
+            holder.kill()
+            holder.wait()
+        self.holders = []
+        subprocess.run(['ip', 'link', 'del', self.BRIDGE], capture_output=True)
+
+
+# Inside a host: $1 the veth end, $2 its address.
+_HOST_SETUP = 'ip link set lo up && ip addr add "$2/24" dev "$1" && ip link set "$1" up'
+_HOST_MULTICAST = ' && ip link set "$1" multicast on && ip route add 224.0.0.0/4 dev "$1"'

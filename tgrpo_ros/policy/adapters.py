@@ -246,3 +246,101 @@ def base_fingerprint(model, sample: int = 16) -> str:
         digest.update(str(tuple(param.shape)).encode())
         digest.update(values.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- over the wire
+
+ADAPTER_WIRE_SCHEMA = 'tgrpo_adapter/safetensors/1'
+RECEIVED_DIR = 'received'  # under the receiver's adapter root
+_PICKLE_MAGICS = (b'\x80', b'PK\x03\x04')  # pickle protocol 2+; torch.save's zip archive
+
+
+def pack_adapter(path, version: int) -> Tuple[dict, bytes]:
+    """
+    Return (header, weights) that carry the adapter directory ``path`` to another host.
+
+    ``weights`` are the bytes of its safetensors file; the header holds the schema,
+    the version, their size and sha256, and the parsed ``adapter_config.json``.
+    """
+    real = resolve_adapter_dir(path, None)
+    with open(os.path.join(real, ADAPTER_WEIGHTS_FILE), 'rb') as stream:
+        weights = stream.read()
+    with open(os.path.join(real, ADAPTER_CONFIG_FILE)) as stream:
+        config = json.load(stream)
+    header = {'schema': ADAPTER_WIRE_SCHEMA, 'version': int(version), 'size': len(weights),
+              'sha256': hashlib.sha256(weights).hexdigest(), 'config': config}
+    return header, weights
+
+
+def check_adapter_payload(header: dict, weights, max_bytes: int) -> None:
+    """
+    Check a received adapter before anything is written; AdapterError naming the problem.
+
+    Refused: a foreign schema, a version < 0, a payload over ``max_bytes`` or of
+    another size than announced, a sha256 mismatch, a pickle (or torch.save archive)
+    and anything that is not a safetensors file.
+    """
+    if not isinstance(header, dict) or header.get('schema') != ADAPTER_WIRE_SCHEMA:
+        schema = header.get('schema') if isinstance(header, dict) else header
+        raise AdapterError(f'adapter payload schema is {schema!r}; expected '
+                           f"'{ADAPTER_WIRE_SCHEMA}'")
+    version = header.get('version')
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise AdapterError(f'adapter version must be an integer >= 0, got {version!r}')
+    if not isinstance(header.get('config'), dict):
+        raise AdapterError(f"adapter header 'config' must be a JSON object, got "
+                           f"{type(header.get('config')).__name__}")
+    size = len(weights)
+    if size > max_bytes:
+        raise AdapterError(f'adapter version {version} is {size} B, over the limit of '
+                           f'{max_bytes} B (max_adapter_mb)')
+    if size != header.get('size'):
+        raise AdapterError(f'adapter version {version} is {size} B but its header says '
+                           f"{header.get('size')!r} B (truncated?)")
+    digest = hashlib.sha256(weights).hexdigest()
+    if digest != header.get('sha256'):
+        raise AdapterError(f'adapter version {version}: sha256 mismatch (received {digest}, '
+                           f"header says {header.get('sha256')!r})")
+    head = bytes(weights[:8])
+    if head.startswith(_PICKLE_MAGICS):
+        raise AdapterError(f'adapter version {version} is a pickle (or torch.save archive); '
+                           f'only safetensors weights are accepted')
+    declared = int.from_bytes(head, 'little') if len(head) == 8 else -1
+    if not 0 < declared <= size - 8 or bytes(weights[8:9]) != b'{':
+        raise AdapterError(f'adapter version {version} is not a safetensors file (no JSON '
+                           f'header after the 8-byte length)')
+
+
+def store_adapter_payload(root, header: dict, weights, max_bytes: int) -> str:
+    """
+    Check a received adapter and write it as ``<root>/received/v<version>-<sha256[:12]>``.
+
+    The directory is written aside and renamed into place, so a reader never sees half
+    an adapter; an existing directory of the same version and hash is reused. Returns
+    its path. AdapterError (see ``check_adapter_payload``) leaves nothing behind.
+    """
+    check_adapter_payload(header, weights, max_bytes)
+    parent = os.path.join(os.fspath(root), RECEIVED_DIR)
+    os.makedirs(parent, exist_ok=True)
+    path = os.path.join(parent, f"v{header['version']:05d}-{header['sha256'][:12]}")
+    if os.path.isfile(os.path.join(path, ADAPTER_WEIGHTS_FILE)):
+        return path
+    tmp = f'{path}.tmp{os.getpid()}'
+    os.makedirs(tmp, exist_ok=True)
+    with open(os.path.join(tmp, ADAPTER_WEIGHTS_FILE), 'wb') as stream:
+        stream.write(weights)
+    with open(os.path.join(tmp, ADAPTER_CONFIG_FILE), 'w') as stream:
+        json.dump(header['config'], stream, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def prune_received(root, keep) -> None:
+    """Delete the received adapter directories under ``root`` except the paths in ``keep``."""
+    import shutil
+    parent = os.path.join(os.fspath(root), RECEIVED_DIR)
+    kept = {os.path.realpath(p) for p in keep if p}
+    for name in os.listdir(parent) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, name)
+        if os.path.realpath(path) not in kept:
+            shutil.rmtree(path, ignore_errors=True)

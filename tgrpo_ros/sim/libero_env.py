@@ -40,6 +40,27 @@ class SimError(RuntimeError):
     """The simulator could not be created or used as asked."""
 
 
+def episode_step_limit(suite, env_max_steps=None, assignment_max_steps=0):
+    """
+    Return the policy steps of one episode: the env's limit, lowered by an assignment's.
+
+    The env's limit is ``env_max_steps`` (None or 0: ``SUITE_MAX_STEPS[suite]``); an
+    assignment's ``max_steps`` > 0 lowers it. The env must run the episode with this
+    limit (``LiberoEnv.max_steps``): the absorbing success bonus counts the steps left
+    before it (``tgrpo_ros.sim.reward``), so the sim bridge and the in-process group
+    rollout score the same episode identically.
+    """
+    if suite not in SUITE_MAX_STEPS:
+        raise ValueError(f'Unknown suite {suite!r}; available: {", ".join(SUITES)}')
+    limit = int(env_max_steps) if env_max_steps else SUITE_MAX_STEPS[suite]
+    if assignment_max_steps and int(assignment_max_steps) > 0:
+        limit = min(limit, int(assignment_max_steps))
+    if limit < 1:
+        raise ValueError(f'step limit {limit} (env max_steps {env_max_steps}, assignment '
+                         f'max_steps {assignment_max_steps}) must be >= 1')
+    return limit
+
+
 @dataclass
 class EnvConfig:
     """Everything that selects and shapes one LIBERO environment."""

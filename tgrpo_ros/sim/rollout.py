@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tgrpo_ros.episode import Episode, EpisodeBuilder
+from tgrpo_ros.sim.libero_env import episode_step_limit
 
 
 class _SequentialEnvs:
@@ -59,8 +60,10 @@ class GroupRollout:
         """Create the N envs (~5-8 s each; in parallel workers when ``parallel``)."""
         if num_envs < 2:
             raise ValueError(f'num_envs ({num_envs}) must be at least 2 (a TGRPO group)')
+        # The same limit as a sim bridge running an assignment of max_steps.
         env_kwargs = {'suite': suite, 'task_id': int(task_id), 'camera_size': camera_size,
-                      'max_steps': max_steps, 'reward': reward, 'multisample': multisample}
+                      'max_steps': episode_step_limit(suite, max_steps), 'reward': reward,
+                      'multisample': multisample}
         if parallel:
             from tgrpo_ros.sim.vec_env import VecLiberoEnv
             self.envs = VecLiberoEnv(num_envs, env_kwargs)

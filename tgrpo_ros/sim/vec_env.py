@@ -19,7 +19,10 @@ from tgrpo_ros.sim.controllers import run_scripted_episode
 
 def _worker(conn, env_kwargs):
     """Serve commands for one env until 'close' (runs in the worker process)."""
+    import signal
     from tgrpo_ros.sim.libero_env import LiberoEnv
+    # Ctrl-C reaches the whole process group: the parent closes its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = None
     try:
         while True:
@@ -39,6 +42,9 @@ def _worker(conn, env_kwargs):
                     result = env.step(*args)
                 elif command == 'set_task':
                     result = env.set_task(*args)
+                elif command == 'set_max_steps':
+                    env.max_steps = args[0]
+                    result = env.max_steps
                 elif command == 'episode':
                     result = run_scripted_episode(env, *args)
                 elif command == 'info':

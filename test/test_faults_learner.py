@@ -1,0 +1,117 @@
+"""
+The learner over DDS against bad first runs of a group: it never stalls, never trains on them.
+
+A real policy_server and learner run as processes; the test plays the two sim
+bridges (it answers the assignments on ``/simN/assignment`` with episodes of its
+own on ``/tgrpo/episodes``). The first run of one member is bad:
+
+* ``stale``: it carries adapter version -1 (what a restarted server serves). The
+  re-run must not be dropped as a duplicate of it (the group then never completed).
+* ``aborted``: the bridge gave up (``extras['aborted']``), first at step 0 (no step),
+  then at step 1. Neither may be trained on.
+
+Either way the learner re-assigns that member at once, with a fresh episode id,
+trains one update on the two good episodes and exits 0. The stale case pushes its
+adapters over DDS (``adapter_transport: dds``), the server and the learner each with
+an adapter root of their own: the server then serves version 1 from its own copy.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tgrpo_ros.episode import EpisodeBuilder
+from tgrpo_ros.nodes import messages, topics
+
+BRIDGES = ['/sim0', '/sim1']
+STEPS = 3
+START_TIMEOUT = 180.0  # s: the server and the learner import torch and load the stand-in
+
+
+def make_episode(assignment, bridge, version, steps=STEPS, aborted=''):
+    """Return an episode of ``steps`` random steps for ``assignment``, as a bridge would."""
+    rng = np.random.default_rng(hash(bridge) % 1000 + steps)
+    builder = EpisodeBuilder(
+        task_id=assignment.task_id, init_state_id=assignment.init_state_id,
+        group_id=assignment.group_id, instruction='pick up the alphabet soup and place it in '
+        'the basket', suite=assignment.suite, bridge=bridge,
+        episode_id=assignment.episode_id or f'{bridge}/{assignment.group_id}')
+    for t in range(steps):
+        builder.add_step(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+                         rng.integers(31744, 32000, 7), np.full(7, -5.5, np.float32),
+                         np.zeros(7, np.float32), 0.01 * (t + 1) * (1 + (bridge == '/sim1')),
+                         False, version)
+    return builder.build({'aborted': aborted} if aborted else {})
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.parametrize('bad, transport', [('stale', 'dds'), ('aborted', 'path')])
+def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tmp_path, bad,
+                                                       transport):
+    from std_msgs.msg import String, UInt8MultiArray
+
+    from tgrpo_ros.policy import cached_standin
+    from tgrpo_ros.testing.policy_helpers import random_images
+    from tgrpo_ros.testing.ros_client import request_action
+
+    run_dir = tmp_path / 'learner' / 'run'
+    server_root = tmp_path / 'server' / 'adapters' if transport == 'dds' else run_dir
+    policy = {'model_path': cached_standin(0), 'trainable': 'lora', 'lora_rank': 4,
+              'lora_alpha': 8.0}
+    ros_nodes.start('policy_server', name='policy_server', parameters=dict(
+        policy, clients=BRIDGES, max_batch_size=2, max_wait_ms=20.0,
+        adapter_root=str(server_root)))
+    learner = ros_nodes.start('learner', name='learner', parameters=dict(
+        policy, bridges=BRIDGES, group_size=2, updates=1, max_steps=STEPS,
+        run_dir=str(run_dir), epochs=1, minibatch_size=8, plot_every=0, group_timeout=5.0,
+        adapter_root=str(run_dir / 'adapters'), adapter_transport=transport))
+
+    node = ros_client.node
+    received = []  # (bridge, Assignment) in arrival order
+    subs = [node.create_subscription(
+        String, topics.client_topic(ns, topics.ASSIGNMENT_TOPIC),
+        lambda msg, ns=ns: received.append((ns, messages.decode_assignment(msg))),
+        topics.ASSIGNMENT_QOS) for ns in BRIDGES]
+    episodes = node.create_publisher(UInt8MultiArray, topics.EPISODE_TOPIC,
+                                     topics.reliable_qos(8, transient_local=True))
+    assert subs and episodes
+    bad_bridge = '/sim0' if bad == 'stale' else '/sim1'
+    answered = 0
+    runs = dict.fromkeys(BRIDGES, 0)
+    deadline = time.monotonic() + START_TIMEOUT
+    while learner.alive and time.monotonic() < deadline:
+        ros_client.spin_for(0.2)
+        for ns, assignment in received[answered:]:
+            runs[ns] += 1
+            if ns == bad_bridge and bad == 'stale' and runs[ns] == 1:
+                episode = make_episode(assignment, ns, -1)
+            elif ns == bad_bridge and bad == 'aborted' and runs[ns] <= 2:
+                episode = make_episode(assignment, ns, 0, steps=runs[ns] - 1,
+                                       aborted='no action after 3 attempts')
+            else:
+                episode = make_episode(assignment, ns, 0)
+            episodes.publish(messages.encode_episode(episode))
+            answered += 1
+    log = learner.log_text()
+    assert learner.returncode == 0, f'learner did not finish cleanly:\n{log[-3000:]}'
+    summary = json.loads((run_dir / 'summary.json').read_text())
+    metrics = summary['last_metrics']
+    assert metrics['rollout/episodes'] == 2 and metrics['rollout/length_mean'] == STEPS
+    bad_runs = 1 if bad == 'stale' else 2
+    assert summary['dropped'][f'{bad}_dropped'] == bad_runs
+    # The bad member was assigned again, each time with a fresh episode id; the other
+    # only once.
+    again = [a.episode_id for ns, a in received if ns == bad_bridge]
+    assert len(again) == bad_runs + 1 and len(set(again)) == len(again)
+    assert len([a for ns, a in received if ns != bad_bridge]) == 1
+    reply = request_action(ros_client, '/sim0', random_images(1)[0],
+                           'pick up the alphabet soup and place it in the basket', 7_000_000_001)
+    assert reply.adapter_version == 1
+    if transport == 'dds':  # the server's own copy, nothing read from the learner's root
+        stored = sorted(os.listdir(server_root / 'received'))
+        assert [name[:6] for name in stored] == ['v00000', 'v00001'], stored  # kept: 2
+        assert (run_dir / 'adapters' / 'v00001' / 'adapter_model.safetensors').is_file()
