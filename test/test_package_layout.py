@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLES = ['policy_server', 'sim_bridge', 'learner', 'tgrpo_launch',
-               'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay']
+               'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay', 'tgrpo_sft']
 
 
 def _console_scripts():

@@ -185,7 +185,7 @@ def test_lora_sft_writes_an_adapter_with_validation(tmp_path):
     assert len(report['demos']['val_episodes']) == 1
     row = report['epochs'][0]
     assert 0.0 <= row['val/accuracy'] <= 1.0 and row['val/loss'] > 0
-    assert set(f'val/accuracy_dim{d}' for d in range(7)) <= set(row)
+    assert {f'val/accuracy_dim{d}' for d in range(7)} <= set(row)
     policy = load_policy(cached_standin(seed=0), trainable='lora+action_head',
                          lora=sft.SFTConfig(demos='d', model_path='m', out='o',
                                             lora_r=4).lora_settings(), adapter_path=str(out))
