@@ -41,6 +41,7 @@ def test_noop_mask_on_hand_made_actions():
         noop_mask(actions[0])
 
 
+@pytest.mark.slow
 def test_dart_noise_records_clean_labels():
     from tgrpo_ros.sim.controllers import run_scripted_episode
     from tgrpo_ros.sim.libero_env import LiberoEnv
@@ -165,8 +166,6 @@ def test_sft_loss_falls_and_greedy_actions_reach_the_labels(tmp_path):
     labels = contract.decode_action_tokens(frames.tokens)  # normalised, [8, 7]
     error_before = np.abs(before.normalized_actions - labels).mean()
     error_after = np.abs(contract.decode_action_tokens(tokens) - labels).mean()
-    print(error_before, error_after, (tokens == frames.tokens).mean(),
-          (before.action_tokens.numpy() == frames.tokens).mean(), report['epochs'][-1])
     assert error_after < 0.25 * error_before, (error_before, error_after)
     assert (tokens == frames.tokens).mean() > 0.4
 
@@ -189,7 +188,7 @@ def test_lora_sft_writes_an_adapter_with_validation(tmp_path):
     policy = load_policy(cached_standin(seed=0), trainable='lora+action_head',
                          lora=sft.SFTConfig(demos='d', model_path='m', out='o',
                                             lora_r=4).lora_settings(), adapter_path=str(out))
-    assert float(policy.action_head_delta.abs().sum()) > 0
+    assert float(policy.action_head_delta.detach().abs().sum()) > 0
 
 
 def test_bad_sft_options(tmp_path, capsys):

@@ -77,3 +77,53 @@ def test_bad_options(capsys):
         EvalConfig(camera_size=100)
     assert main(['--policy', 'nope']) == 2
     assert "Unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_wilson_interval_known_values():
+    from tgrpo_ros.sim.evaluate import wilson_interval
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(30, 50) == pytest.approx((0.4618, 0.7239), abs=1e-4)
+    with pytest.raises(ValueError, match=r'successes must be in \[0, 10\], got 11'):
+        wilson_interval(11, 10)
+
+
+def test_vla_with_adapter_greedy_and_sampled(tmp_path):
+    import torch
+    from tgrpo_ros.policy import cached_standin, load_policy
+    from tgrpo_ros.policy.adapters import LoraSettings
+    from tgrpo_ros.sim.evaluate import load_vla
+    from tgrpo_ros.testing.policy_helpers import perturb_trainable, random_images
+    torch.set_num_threads(1)
+    base = cached_standin(seed=0)
+    trained = load_policy(base, trainable='lora+action_head', lora=LoraSettings(r=4))
+    perturb_trainable(trained, scale=0.5)
+    adapter = trained.save_adapter(tmp_path / 'adapter')
+
+    # The evaluator reads the adapter's mode and LoRA layout (r=4, not the default 32).
+    policy = load_vla(base, adapter)
+    assert policy.trainable == 'lora+action_head' and policy.lora.r == 4
+    assert policy.adapter_path == str(adapter)
+    images = random_images(2, seed=3)
+    instructions = ['pick up the alphabet soup and place it in the basket'] * 2
+    expected = trained.sample(images, instructions, greedy=True).action_tokens
+    torch.testing.assert_close(policy.sample(images, instructions, greedy=True).action_tokens,
+                               expected)
+    assert not torch.equal(load_policy(base).sample(images, instructions,
+                                                    greedy=True).action_tokens, expected)
+
+    config = EvalConfig(policy='vla', model_path=base, adapter_path=str(adapter), tasks=[0],
+                        num_init_states=1, num_envs=1, max_steps=3, camera_size=128,
+                        multisample=False, temperature=1.0, json_path=str(tmp_path / 'a.json'))
+    report = run_evaluation(config, progress=False)
+    assert [(e['init_state_id'], e['length']) for e in report['episode_results']] == [(0, 3)]
+    row = report['per_task']['0']
+    assert row['success_ci95'] == pytest.approx([0.0, 0.7935], abs=1e-4)  # 0 of 1
+    saved = json.loads((tmp_path / 'a.json').read_text())
+    assert saved['config']['adapter_path'] == str(adapter)
+    assert saved['config']['temperature'] == 1.0 and saved['config']['multisample'] is False
+    with pytest.raises(ValueError, match=r'temperature \(0.0\) must be > 0'):
+        EvalConfig(policy='vla', temperature=0.0)
+    with pytest.raises(ValueError, match="adapter directory '/nope' does not exist"):
+        EvalConfig(policy='vla', adapter_path='/nope')
