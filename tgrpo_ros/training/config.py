@@ -94,12 +94,8 @@ class TGRPOConfig:
         if abs(self.a1 + self.a2 - 1.0) > 1e-9:
             raise ValueError(f'a1 + a2 must equal 1, got a1 ({self.a1}) + a2 ({self.a2}) = '
                              f'{self.a1 + self.a2}')
-        if self.advantage_mode not in ADVANTAGE_MODES:
-            raise ValueError(f'unknown advantage_mode {self.advantage_mode!r}; choose one '
-                             f'of {ADVANTAGE_MODES}')
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f'unknown loss_type {self.loss_type!r}; choose one of '
-                             f'{LOSS_TYPES}')
+        options.check_choice('advantage_mode', self.advantage_mode, ADVANTAGE_MODES)
+        options.check_choice('loss_type', self.loss_type, LOSS_TYPES)
         if not 0.0 < self.eps < math.inf:
             raise ValueError(f'eps ({self.eps}) must be > 0 and finite')
         if not 0.0 < self.clip_eps_low < 1.0:
