@@ -67,13 +67,20 @@ def test_graph_rejects_bad_configuration(tmp_path):
 
 
 def test_launch_file_imports_the_shared_graph_and_names_installed_files():
-    tree = ast.parse(open(LAUNCH_FILE).read())
-    imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    def imports(path):
+        tree = ast.parse(open(path).read())
+        return {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 for a in n.names}
-    assert ('tgrpo_ros.orchestration', 'graph') in imported
-    assert ('launch_ros.actions', 'Node') in imported
-    text = open(LAUNCH_FILE).read()
-    assert "'train_sim.yaml'" in text and 'get_package_share_directory' in text
+
+    shared = os.path.join(ROOT, 'tgrpo_ros', 'orchestration', 'launch_actions.py')
+    for launch_file, config_file in ((LAUNCH_FILE, 'train_sim.yaml'),
+                                     (DEPLOY_LAUNCH_FILE, 'deploy_arm.yaml')):
+        assert ('tgrpo_ros.orchestration.launch_actions', 'launch_description') in \
+            imports(launch_file)
+        assert f"'{config_file}'" in open(launch_file).read()
+    assert ('tgrpo_ros.orchestration', 'graph') in imports(shared)
+    assert {('launch_ros.actions', 'Node'), ('launch_ros.actions', 'LifecycleNode'),
+            ('ament_index_python.packages', 'get_package_share_directory')} <= imports(shared)
     # setup.py installs the launch file and the config where the launch file looks.
     setup = open(os.path.join(ROOT, 'setup.py')).read()
     assert "glob('launch/*.launch.py')" in setup and "glob('config/*.yaml')" in setup
