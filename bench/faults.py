@@ -241,15 +241,11 @@ def figures(run, group_size=2):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not netns.in_private_netns():
-        ok, reason = netns.netns_available()
-        if not ok:
-            print(f'bench/faults.py needs a private network namespace for DDS: {reason}',
-                  file=sys.stderr)
-            return 2
-        command = netns.netns_command([sys.executable, os.path.abspath(__file__)]
-                                      + list(sys.argv[1:] if argv is None else argv))
-        os.execvpe(command[0], command, netns.private_netns_env())
+    error = netns.run_script_in_private_netns(
+        __file__, list(sys.argv[1:] if argv is None else argv), 'bench/faults.py')
+    if error:
+        print(error, file=sys.stderr)
+        return 2
     schedule = list(zip(FAULTS, range(2, 2 + len(FAULTS))))
     if args.updates < schedule[-1][1] + 1:
         raise SystemExit(f'--updates ({args.updates}) must be >= {schedule[-1][1] + 1} for '

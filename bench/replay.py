@@ -131,15 +131,11 @@ def check(bag, model, out, name, temperature, extra):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not netns.in_private_netns():
-        ok, reason = netns.netns_available()
-        if not ok:
-            print(f'bench/replay.py needs a private network namespace for DDS: {reason}',
-                  file=sys.stderr)
-            return 1
-        command = netns.netns_command([sys.executable, os.path.abspath(__file__)]
-                                      + list(sys.argv[1:] if argv is None else argv))
-        os.execvpe(command[0], command, netns.private_netns_env())
+    error = netns.run_script_in_private_netns(
+        __file__, list(sys.argv[1:] if argv is None else argv), 'bench/replay.py')
+    if error:
+        print(error, file=sys.stderr)
+        return 1
     import tempfile
 
     import torch
