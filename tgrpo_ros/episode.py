@@ -13,7 +13,7 @@ Pure numpy and the standard library: no ROS and no torch, so every layer can sha
 it. The ROS message wrappers live in ``tgrpo_ros.nodes.messages``.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, MISSING
 import io
 import json
 import math
@@ -21,7 +21,7 @@ import zipfile
 
 import numpy as np
 
-from tgrpo_ros.policy.contract import ACTION_DIM
+from tgrpo_ros.policy.contract import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 
 
 @dataclass
@@ -234,9 +234,14 @@ EPISODE_ARRAYS = {
     'actions': np.float32,
     'rewards': np.float32,
 }
+LOGP_TOLERANCE = 1e-3  # a log-probability is <= 0; float rounding stays far below this
 _META_KEY = 'metadata_json'  # uint8 array holding UTF-8 JSON of the scalar fields
 _META_FIELDS = ('success', 'task_id', 'init_state_id', 'group_id', 'adapter_version',
                 'instruction', 'suite', 'bridge', 'episode_id', 'extras')
+# JSON type of each metadata field read back (bool is checked apart: it is an int too).
+_META_TYPES = {'success': bool, 'task_id': int, 'init_state_id': int, 'group_id': int,
+               'adapter_version': int, 'instruction': str, 'suite': str, 'bridge': str,
+               'episode_id': str, 'extras': dict}
 
 
 def episode_to_bytes(episode):
@@ -270,7 +275,12 @@ def episode_from_bytes(data):
     missing = sorted((set(EPISODE_ARRAYS) | {_META_KEY}) - set(contents))
     if missing:
         raise ValueError(f'episode payload lacks arrays {missing}; has {sorted(contents)}')
-    metadata = json.loads(contents.pop(_META_KEY).tobytes().decode('utf-8'))
+    try:
+        metadata = json.loads(contents.pop(_META_KEY).tobytes().decode('utf-8'))
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f'episode metadata is not JSON text: {error}') from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f'episode metadata must be a JSON object, got {type(metadata).__name__}')
     schema = metadata.pop('schema', None)
     if schema != EPISODE_SCHEMA:
         raise ValueError(f"episode schema is {schema!r}; expected '{EPISODE_SCHEMA}'")
@@ -278,10 +288,51 @@ def episode_from_bytes(data):
         if contents[name].dtype != dtype:
             raise ValueError(f'episode {name} has dtype {contents[name].dtype}; expected '
                              f'{np.dtype(dtype).name}')
+    if contents['rewards'].ndim != 1:
+        raise ValueError(f"episode rewards must be [T], got shape {contents['rewards'].shape}")
     unknown = sorted(set(metadata) - set(_META_FIELDS))
     if unknown:
         raise ValueError(f'unknown episode metadata keys {unknown}; valid: {list(_META_FIELDS)}')
+    required = [f.name for f in fields(Episode) if f.name in _META_FIELDS
+                and f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in metadata]
+    if missing:
+        raise ValueError(f'episode metadata lacks {missing}')
+    for name, value in metadata.items():
+        kind = _META_TYPES[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f'episode {name} must be of type {kind.__name__}, got {value!r:.100}')
     return Episode(**{name: contents[name] for name in EPISODE_ARRAYS}, **metadata)
+
+
+def episode_error(episode):
+    """
+    Return why ``episode`` cannot be trained on as data ('' when it can).
+
+    Checks what the shapes do not: action token ids in the action range, finite
+    behaviour log-probs (<= 0, up to LOGP_TOLERANCE), actions and rewards, and one
+    adapter version per step.
+    A NaN reward or an out-of-range token would fail (or poison) a TGRPO update.
+    """
+    tokens = episode.action_tokens
+    if tokens.size and (tokens.min() < ACTION_TOKEN_MIN or tokens.max() > ACTION_TOKEN_MAX):
+        bad = tokens[(tokens < ACTION_TOKEN_MIN) | (tokens > ACTION_TOKEN_MAX)]
+        return (f'action tokens outside {ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX}: '
+                f'{bad[:7].tolist()}')
+    for name in ('behaviour_logps', 'actions', 'rewards'):
+        values = getattr(episode, name)
+        if not np.all(np.isfinite(values)):
+            steps = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+            return f'non-finite {name} at steps {steps[:10].tolist()}'
+    if np.any(episode.behaviour_logps > LOGP_TOLERANCE):
+        return f'behaviour log-probs above 0 (max {float(episode.behaviour_logps.max())})'
+    versions = episode.extras.get('step_adapter_versions')
+    if versions is not None and (
+            not isinstance(versions, list) or len(versions) != episode.length
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in versions)):
+        return (f"extras['step_adapter_versions'] must list one int per step "
+                f'({episode.length}), got {versions!r:.100}')
+    return ''
 
 
 def episodes_equal(first, second):

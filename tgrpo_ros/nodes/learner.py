@@ -37,6 +37,13 @@ the bridges' history again; only accepted ids are remembered) and episodes of
 groups that are not the current ones. Group ids are fresh in every learner process
 (a resumed one too), so episodes from before a restart never count as current.
 
+Bad input (docs/faults.md, "Bad input"): an episode that cannot be decoded, or whose
+data cannot be trained on (``tgrpo_ros.episode.episode_error``: NaN rewards, tokens
+out of range, ...), is dropped, logged and counted (``rollout/bad_dropped``, and
+``bad_input.episode`` in ``~/status`` and ``/diagnostics``); a member that owes it is
+assigned again at once. A malformed answer on ``/tgrpo/adapter_status`` is ignored
+and counted (``bad_input.adapter_status``). Episodes already collected are kept.
+
 Each member's assignment carries its own episode id ``<ns>/<group_id>/a<attempt>``;
 a re-sent assignment gets the next attempt, so its run is never mistaken for an
 earlier one. An aborted episode has its member re-assigned at once; a stale one
@@ -62,9 +69,10 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
-from tgrpo_ros.episode import Assignment
+from tgrpo_ros.episode import Assignment, episode_error
 from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
+from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
@@ -77,6 +85,7 @@ ADAPTER_TRANSPORTS = ('path', 'dds')
 SPIN_PERIOD = 0.1  # s, longest a blocking helper waits in one spin
 WAIT_LOG_PERIOD = 30.0  # s between 'waiting for episodes' lines
 GRAPH_CHECK_PERIOD = 1.0  # s between looks at the node graph for dead or restarted bridges
+INPUTS = ('episode', 'adapter_status')  # counted when bad
 
 
 @dataclass
@@ -196,6 +205,8 @@ class Learner(Node):
         self.update_seconds = []
         self.last_metrics = {}
         self.last_push_seconds = 0.0
+        self.bad_inputs = BadInputs(INPUTS)
+        self.reporter = StatusReporter(self, self.status, self.bad_inputs)
         self.get_logger().info(
             f'learner: {len(self.groups)} group(s) of {size} bridges {self.groups}, '
             f'tasks {c.tasks}, init states {c.pairs_init_states()}, {c.updates} updates, '
@@ -326,11 +337,13 @@ class Learner(Node):
         """Keep the policy server's latest answer to an adapter sent over DDS."""
         try:
             status = json.loads(msg.data)
-        except ValueError:
-            self.get_logger().error(f'ignored a malformed adapter status: {msg.data[:200]!r}')
+            if not isinstance(status, dict) or not isinstance(status.get('ok'), bool):
+                raise ValueError("not a JSON object with a boolean 'ok'")
+        except ValueError as error:
+            self.bad_input('adapter_status', f'ignored a malformed adapter status ({error}): '
+                           f'{msg.data[:200]!r}')
             return
-        if isinstance(status, dict):
-            self.adapter_status = status
+        self.adapter_status = status
 
     def assign(self, k):
         """Publish the assignments of update ``k``: one (task, init state) per group."""
@@ -433,7 +446,20 @@ class Learner(Node):
             episode = messages.decode_episode(msg)
         except ValueError as error:
             self.counts['bad_dropped'] += 1
-            self.get_logger().error(f'dropped an undecodable episode: {error}')
+            self.bad_input('episode', f'dropped an undecodable episode: {error}')
+            return
+        error = episode_error(episode)
+        if error:
+            self.counts['bad_dropped'] += 1
+            # The latest run of a member that still owes its episode is run again.
+            key = (episode.group_id, episode.bridge)
+            owed = episode.bridge in self.collector.missing().get(episode.group_id, [])
+            rerun = owed and episode.episode_id == episode_id(
+                episode.bridge, episode.group_id, self.attempts.get(key, 0))
+            if rerun:
+                self.rerun.add(key)
+            self.bad_input('episode', f'dropped episode {episode.episode_id}: {error}'
+                           + ('; assigning it again' if rerun else ''))
             return
         verdict = self.collector.offer(episode)
         if verdict not in ('aborted', 'stale'):
@@ -451,6 +477,18 @@ class Learner(Node):
                       f'training version {self.version}')
         self.get_logger().warning(f'dropped episode {episode.episode_id} ({reason})'
                                   + ('; assigning it again' if rerun else ''))
+
+    def bad_input(self, name, text):
+        """Count a bad value of input ``name`` and log ``text``."""
+        self.bad_inputs.count(name, text)
+        self.get_logger().error(text)
+
+    def status(self):
+        """Return what ``~/status`` and ``/diagnostics`` report of the learner."""
+        return {'updates_done': self.trainer.updates_done, 'updates': self.config.updates,
+                'adapter_version': self.version,
+                'have': {str(g): n for g, n in self.collector.have().items()},
+                'dropped': dict(self.counts)}
 
     def update(self, k, episodes, rollout_seconds):
         """Run TGRPO update ``k`` on the collected episodes and log its metrics."""
@@ -507,6 +545,7 @@ class Learner(Node):
             'mean_seconds_per_update': (sum(self.update_seconds) / len(self.update_seconds)
                                         if self.update_seconds else None),
             'last_metrics': self.last_metrics, 'dropped': dict(self.counts),
+            'bad_input': dict(self.bad_inputs.counts),
             'config': self.tgrpo.to_dict(), 'trainable': self.policy_config.trainable,
             'temperature': self.policy.temperature,
             'groups': self.groups, 'tasks': c.tasks, 'init_states': c.pairs_init_states(),

@@ -52,6 +52,12 @@ temporary directory when ``adapter_root`` is ''), validates and swaps it through
 the same ``prepare_adapter`` / ``swap_adapter`` path, and answers on
 ``/tgrpo/adapter_status`` (JSON: version, sha256, ok, reason). A refused adapter
 leaves the served one in place.
+
+Bad input (docs/faults.md, "Bad input"): a malformed image, a refused instruction,
+a refused adapter over DDS or a refused adapter push is logged, published on
+``/tgrpo/policy_server/errors`` (JSON: client, input, error) and counted per input
+in ``~/status`` and ``/diagnostics`` (``bad_input``: ``image``, ``instruction``,
+``adapter_bytes``, ``adapter_push``; ``tgrpo_ros.nodes.diagnostics``).
 """
 
 from dataclasses import dataclass
@@ -70,6 +76,7 @@ from std_msgs.msg import String, UInt8MultiArray
 
 from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
+from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, check_range, option
@@ -80,6 +87,7 @@ from tgrpo_ros.policy.config import PolicyLoadConfig
 ADAPTER_PARAMETERS = ('adapter_version', 'adapter_path')
 MODES = ('bridge', 'stream')
 PREPROCESSING = ('none', 'libero', 'camera')
+INPUTS = ('image', 'instruction', 'adapter_bytes', 'adapter_push')  # counted when bad
 
 
 @dataclass
@@ -163,6 +171,7 @@ class PolicyServer(Node):
         self.policy, self.generator = self._load_policy()
         self.prepared = None  # adapter validated by the on-set callback, swapped in post-set
         self._mirroring = False
+        self.bad_inputs = BadInputs(INPUTS)
         self.add_on_set_parameters_callback(self.validate_parameters_callback)
         self.add_post_set_parameters_callback(self.apply_parameters_callback)
 
@@ -196,7 +205,6 @@ class PolicyServer(Node):
         # Adapters over DDS: stored under this server's own adapter root.
         self.received_root = c.adapter_root or tempfile.mkdtemp(prefix='tgrpo_adapters_')
         self.served_sha256 = None  # of the adapter received over DDS that is served
-        self.adapters_refused = 0
         self.adapter_status_publisher = self.create_publisher(
             String, topics.ADAPTER_STATUS_TOPIC, topics.ADAPTER_STATUS_QOS)
         self.adapter_subscription = self.create_subscription(
@@ -206,6 +214,7 @@ class PolicyServer(Node):
         self.deadline_timer.cancel()
         self.batches = 0
         self.answered = 0
+        self.reporter = StatusReporter(self, self.status, self.bad_inputs)
         self.get_logger().info(
             f'serving {self.policy.name_or_path} (adapter version '
             f'{self.policy.adapter_version}) to {len(self.client_namespaces)} client(s) '
@@ -237,6 +246,14 @@ class PolicyServer(Node):
         return current is not None and os.path.realpath(path) == os.path.realpath(current)
 
     def validate_parameters_callback(self, params):
+        """Validate an adapter push and read it; count, log and publish a refusal."""
+        result = self._check_adapter_push(params)
+        if not result.successful:
+            self._bad_input('adapter_push', f'refused the adapter push: {result.reason}; still '
+                            f'serving version {self.policy.adapter_version}')
+        return result
+
+    def _check_adapter_push(self, params):
         """Validate an adapter push (both parameters, in one atomic request) and read it."""
         self.prepared = None
         if self._mirroring:  # adapter_callback records what it swapped in: nothing to do
@@ -268,10 +285,7 @@ class PolicyServer(Node):
         try:
             self.prepared = (self.policy.prepare_adapter(path.value), int(version.value))
         except Exception as error:  # noqa: B902 - AdapterError and anything unforeseen
-            self.get_logger().error(
-                f'rejected adapter {path.value!r} version {version.value}: {error}; still '
-                f'serving version {self.policy.adapter_version}')
-            return _refuse(str(error))
+            return _refuse(f'adapter {path.value!r} version {version.value}: {error}')
         return SetParametersResult(successful=True)
 
     def apply_parameters_callback(self, params):
@@ -309,11 +323,9 @@ class PolicyServer(Node):
                                          int(self.config.max_adapter_mb * 1e6))
             prepared = self.policy.prepare_adapter(path)
         except Exception as error:  # noqa: B902 - AdapterError, ValueError, OSError, ...
-            self.adapters_refused += 1
-            self.get_logger().error(
-                f'refused adapter version {version} received over DDS: {error}; still '
-                f'serving version {self.policy.adapter_version} ({self.adapters_refused} '
-                'refused so far)')
+            self._bad_input('adapter_bytes', f'refused adapter version {version} received over '
+                            f'DDS: {error}; still serving version '
+                            f'{self.policy.adapter_version}')
             self._adapter_status(version, digest, False, str(error))
             return
         old_version, old_path = self.policy.adapter_version, self.policy.adapter_path
@@ -335,7 +347,8 @@ class PolicyServer(Node):
     def _adapter_status(self, version, digest, ok, reason):
         self.adapter_status_publisher.publish(String(data=json.dumps({
             'version': version, 'sha256': digest, 'ok': bool(ok), 'reason': reason,
-            'serving': self.policy.adapter_version, 'refused': self.adapters_refused})))
+            'serving': self.policy.adapter_version,
+            'refused': self.bad_inputs.counts['adapter_bytes']})))
 
     # ------------------------------------------------------------------ requests
     def instruction_callback(self, ns, msg):
@@ -347,15 +360,27 @@ class PolicyServer(Node):
             # None marks the refusal, so that images meanwhile are dropped, not kept.
             self.instructions[ns] = None
             self.pending.pop(ns, None)
-            self._report_error(ns, f'refused the instruction: {error}')
+            self._bad_input('instruction', f'refused the instruction: {error}', ns)
             return
         self.instructions[ns] = msg.data
         if ns in self.pending:
             self._maybe_run()
 
-    def _report_error(self, ns, text):
-        self.get_logger().error(f'{ns}: {text}')
-        self.errors_publisher.publish(String(data=json.dumps({'client': ns, 'error': text})))
+    def _bad_input(self, name, text, ns=None):
+        """Count a bad value of input ``name``; log ``text`` and publish it on the errors topic."""
+        self.bad_inputs.count(name, text)
+        self.get_logger().error(f'{ns}: {text}' if ns else text)
+        self.errors_publisher.publish(String(data=json.dumps(
+            {'client': ns, 'input': name, 'error': text})))
+
+    def status(self):
+        """Return what ``~/status`` and ``/diagnostics`` report of the server."""
+        return {'adapter_version': self.policy.adapter_version,
+                'adapter_path': self.policy.adapter_path or '',
+                'clients': self.client_namespaces, 'mode': self.config.mode,
+                'batches': self.batches, 'answered': self.answered,
+                'refused_instructions': sorted(ns for ns, text in self.instructions.items()
+                                               if text is None)}
 
     def image_callback(self, ns, msg):
         """Queue the newest image of client ``ns`` (replacing an unanswered older one)."""
@@ -364,8 +389,8 @@ class PolicyServer(Node):
             if self.preprocess is not None:
                 image = self.preprocess(image)  # [224, 224, 3] uint8, the policy view
         except ValueError as error:
-            self.get_logger().error(f'dropped image from {ns} (stamp '
-                                    f'{messages.stamp_to_ns(msg.header.stamp)} ns): {error}')
+            self._bad_input('image', f'dropped an image (stamp '
+                            f'{messages.stamp_to_ns(msg.header.stamp)} ns): {error}', ns)
             return
         stamp = messages.stamp_to_ns(msg.header.stamp)
         if ns in self.instructions and self.instructions[ns] is None:

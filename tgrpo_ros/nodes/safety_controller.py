@@ -18,6 +18,12 @@ twist and stops. With ``dry_run`` (the default) the commands go to
 published on the arm's topics. The e-stop input, the reset service and the
 status (``~/status`` JSON and ``/diagnostics``) work in every state.
 
+Bad input (docs/faults.md, "Bad input"): a malformed or non-finite action, a
+malformed pose and a refused parameter change are logged and counted per input
+in the status (``bad_input``: ``action``, ``pose``, ``parameters``;
+``tgrpo_ros.nodes.diagnostics``); a non-finite action also zeroes the arm until a
+valid one arrives.
+
 ``moveit_msgs`` and ``control_msgs`` are not on PyPI: where ``moveit_msgs`` is
 installed, activation (not in dry run) also asks Servo for twist commands
 through ``servo_command_type_service``. See docs/deploy.md.
@@ -28,6 +34,7 @@ import json
 import sys
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
+import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
@@ -36,6 +43,7 @@ from std_srvs.srv import Trigger
 
 from tgrpo_ros.arm import ArmConfig, SafetyFilter
 from tgrpo_ros.nodes import arm_topics, messages, topics
+from tgrpo_ros.nodes.diagnostics import bad_input_summary, BadInputs, flatten
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config, read_config
 from tgrpo_ros.options import check_range, option
@@ -73,6 +81,9 @@ class SafetyControllerConfig:
         self.diagnostics_rate_hz = float(self.diagnostics_rate_hz)
 
 
+INPUTS = ('action', 'pose', 'parameters')  # counted when bad
+
+
 def _seconds(stamp):
     return messages.stamp_to_ns(stamp) * 1e-9
 
@@ -94,6 +105,8 @@ class SafetyController(LifecycleNode):
         self.twist_pub = self.gripper_pub = self.control_timer = None
         self.last_reasons = None
         self.messages_dropped = 0  # malformed actions and poses
+        self.bad_inputs = BadInputs(INPUTS)
+        self.reported_bad_inputs = dict(self.bad_inputs.counts)  # at the last status
 
         self.estop_sub = self.create_subscription(
             Bool, arm_topics.ESTOP_TOPIC, self.estop_callback, arm_topics.ESTOP_QOS)
@@ -122,6 +135,7 @@ class SafetyController(LifecycleNode):
             read_config(self, ArmConfig, changes)
             read_config(self, SafetyControllerConfig, changes)
         except (TypeError, ValueError) as error:
+            self.bad_input('parameters', f'refused parameters {sorted(changes)}: {error}')
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
 
@@ -256,11 +270,12 @@ class SafetyController(LifecycleNode):
             reply = messages.decode_action(msg)
         except ValueError as error:
             self.messages_dropped += 1
-            self.get_logger().error(f'dropped a malformed action: {error}',
-                                    throttle_duration_sec=1.0)
+            self.bad_input('action', f'dropped a malformed action: {error}')
             return
         error = self.safety.observe_action(reply.action, reply.stamp_ns * 1e-9)
-        if error:
+        if error and not np.all(np.isfinite(reply.action)):
+            self.bad_input('action', error)
+        elif error:
             self.get_logger().error(error, throttle_duration_sec=1.0)
 
     def image_callback(self, _serialized):
@@ -274,7 +289,12 @@ class SafetyController(LifecycleNode):
             self.safety.observe_pose(self.now(), (p.x, p.y, p.z))
         except ValueError as error:
             self.messages_dropped += 1
-            self.get_logger().error(f'dropped a pose: {error}', throttle_duration_sec=1.0)
+            self.bad_input('pose', f'dropped a pose: {error}')
+
+    def bad_input(self, name, text):
+        """Count a bad value of input ``name`` and log ``text`` (at most once a second)."""
+        self.bad_inputs.count(name, text)
+        self.get_logger().error(text, throttle_duration_sec=1.0)
 
     def estop_callback(self, msg):
         """Take the e-stop input; when it engages, zero the arm at once."""
@@ -325,30 +345,38 @@ class SafetyController(LifecycleNode):
         status = self.safety.status(self.now())
         status['lifecycle'] = self.lifecycle_state
         status['counters']['messages_dropped'] = self.messages_dropped
+        status.update(self.bad_inputs.status())
         return status
 
     def publish_status(self):
         """Publish ~/status (JSON) and, where available, /diagnostics."""
         status = self.status()
-        self.status_pub.publish(String(data=json.dumps(status)))
-        if self.diagnostics_pub is None:
-            return
-        level = DiagnosticStatus.OK
+        bad_level, bad_message = bad_input_summary(self.bad_inputs.counts,
+                                                   self.reported_bad_inputs)
+        self.reported_bad_inputs = dict(self.bad_inputs.counts)
+        level = 'OK'
         if status['state'] == 'estop':
-            level = DiagnosticStatus.ERROR
-        elif status['lifecycle'] == 'active' and status['state'] != 'running':
-            level = DiagnosticStatus.WARN
+            level = 'ERROR'
+        elif (status['lifecycle'] == 'active' and status['state'] != 'running') \
+                or bad_level == 'WARN':
+            level = 'WARN'
         message = (f"{status['lifecycle']}, {status['state']}"
                    + (f" ({', '.join(status['stop_reasons'])})" if status['stop_reasons'] else '')
-                   + (', dry run' if status['dry_run'] else ', LIVE'))
+                   + (', dry run' if status['dry_run'] else ', LIVE') + f'; {bad_message}')
+        self.status_pub.publish(String(data=json.dumps(dict(status, level=level,
+                                                            message=message))))
+        if self.diagnostics_pub is None:
+            return
         values = [KeyValue(key='lifecycle', value=status['lifecycle']),
                   KeyValue(key='state', value=status['state']),
                   KeyValue(key='dry_run', value=str(status['dry_run']).lower()),
                   KeyValue(key='estop_latched', value=str(status['estop_latched']).lower())]
         values += [KeyValue(key=k, value=str(v)) for k, v in status['counters'].items()]
+        values += [KeyValue(key=k, value=v) for k, v in flatten(self.bad_inputs.status())]
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [DiagnosticStatus(level=level, name=self.get_fully_qualified_name(),
+        array.status = [DiagnosticStatus(level=getattr(DiagnosticStatus, level),
+                                         name=self.get_fully_qualified_name(),
                                          message=message, hardware_id='', values=values)]
         self.diagnostics_pub.publish(array)
 

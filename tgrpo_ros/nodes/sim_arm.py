@@ -25,12 +25,17 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   (sensor_msgs/JointState, 7 arm + 2 finger joints), sensor-data QoS. Every
   simulated step publishes its pose stamped with the time the step stands for
   (50 ms apart), so the trajectory can be checked from the topic. ``~/status``
-  (std_msgs/String JSON) once a second; ``~/reset`` (std_srvs/Trigger) puts
-  the scene back to the initial state ``init_state_id`` (settable).
+  (std_msgs/String JSON) and ``/diagnostics`` once a second
+  (``tgrpo_ros.nodes.diagnostics``); ``~/reset`` (std_srvs/Trigger) puts the scene
+  back to the initial state ``init_state_id`` (settable).
+* **Bad input** (docs/faults.md, "Bad input"): a twist in another frame or with
+  non-finite values (the arm holds still), a malformed gripper command (the last one
+  holds) and a refused ``init_state_id`` are logged and counted in ``bad_input``
+  (``twist``, ``gripper``, ``parameters``: since the node started; the per-episode
+  ``rejected_*`` counters restart with ``~/reset``).
 """
 
 from dataclasses import dataclass
-import json
 import sys
 import time
 from typing import Tuple
@@ -40,18 +45,20 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from tgrpo_ros.arm import ArmConfig
 from tgrpo_ros.arm.command import gripper_to_libero, LIBERO_OPEN, twist_to_libero
 from tgrpo_ros.nodes import arm_topics, messages
+from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, check_range, option
 
 STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
 AGENTVIEW_IMAGE = 'agentview_image'  # robosuite observable of the front camera
+INPUTS = ('twist', 'gripper', 'parameters')  # counted when bad
 _ARM_DEFAULTS = ArmConfig().to_dict()
 
 CAMERA_QOS = ('sensor_data', 'reliable')
@@ -149,6 +156,7 @@ class SimArm(Node):
                          'rejected_twists': 0, 'rejected_gripper_commands': 0}
         self.success = False
         self.bad_frames = set()
+        self.bad_inputs = BadInputs(INPUTS)  # since the node started, not reset
 
         self.create_subscription(TwistStamped, arm_topics.TWIST_TOPIC, self.twist_callback,
                                  arm_topics.COMMAND_QOS)
@@ -162,15 +170,13 @@ class SimArm(Node):
                                               arm_topics.SENSOR_QOS)
         self.joint_pub = self.create_publisher(JointState, arm_topics.JOINT_STATES_TOPIC,
                                                arm_topics.SENSOR_QOS)
-        self.status_pub = self.create_publisher(String, arm_topics.STATUS_TOPIC,
-                                                arm_topics.STATUS_QOS)
         self.reset_srv = self.create_service(Trigger, '~/reset', self.reset_callback)
         self.init_state_id = int(p['init_state_id'])
         self.add_on_set_parameters_callback(self.parameters_callback)
         self.episodes = 0
         self.restart_clock()
         self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
-        self.create_timer(1.0, self.publish_status)
+        self.reporter = StatusReporter(self, self.status, self.bad_inputs)
         self.get_logger().info(
             f"{p['suite']} task {p['task_id']} ({self.instruction!r}) init state "
             f"{p['init_state_id']} ready in {time.perf_counter() - start:.1f} s; camera "
@@ -193,9 +199,9 @@ class SimArm(Node):
             count = self.env.num_init_states
             if isinstance(param.value, bool) or not isinstance(param.value, int) \
                     or not 0 <= param.value < count:
-                return SetParametersResult(
-                    successful=False, reason=f'init_state_id must be an int in [0, {count}), '
-                    f'got {param.value!r}')
+                reason = f'init_state_id must be an int in [0, {count}), got {param.value!r}'
+                self.bad_input('parameters', f'refused a parameter change: {reason}')
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def reset_callback(self, request, response):
@@ -222,13 +228,22 @@ class SimArm(Node):
 
     # ------------------------------------------------------------------ inputs
     def twist_callback(self, msg):
-        """Keep the newest twist in the accepted frame."""
+        """Keep the newest twist in the accepted frame; hold still on a non-finite one."""
         if msg.header.frame_id != self.frame_id:
             self.counters['rejected_twists'] += 1
-            if msg.header.frame_id not in self.bad_frames:
+            self.bad_inputs.count('twist', f'ignored a twist in frame {msg.header.frame_id!r}; '
+                                  f'only {self.frame_id!r} is accepted')
+            if msg.header.frame_id not in self.bad_frames:  # logged once per frame
                 self.bad_frames.add(msg.header.frame_id)
                 self.get_logger().error(f'ignoring twists in frame {msg.header.frame_id!r}; '
                                         f'only {self.frame_id!r} is accepted')
+            return
+        linear, angular = msg.twist.linear, msg.twist.angular
+        values = [linear.x, linear.y, linear.z, angular.x, angular.y, angular.z]
+        if not np.all(np.isfinite(values)):
+            self.counters['rejected_twists'] += 1
+            self.twist = None  # Servo would refuse it too: hold still
+            self.bad_input('twist', f'holding still: non-finite twist {values}')
             return
         self.twist = msg
 
@@ -240,8 +255,12 @@ class SimArm(Node):
             self.gripper = gripper_to_libero(msg.data[0], *self.gripper_values)
         except ValueError as error:
             self.counters['rejected_gripper_commands'] += 1
-            self.get_logger().error(f'ignored gripper command: {error}',
-                                    throttle_duration_sec=1.0)
+            self.bad_input('gripper', f'ignored gripper command: {error}')
+
+    def bad_input(self, name, text):
+        """Count a bad value of input ``name`` and log ``text`` (at most once a second)."""
+        self.bad_inputs.count(name, text)
+        self.get_logger().error(text, throttle_duration_sec=1.0)
 
     # ------------------------------------------------------------------ stepping
     def current_action(self, step_time_ns):
@@ -344,14 +363,12 @@ class SimArm(Node):
             frame, stamp=stamp, frame_id=self.camera_frame_id))
         self.counters['frames'] += 1
 
-    def publish_status(self):
-        """Publish the counters and task success as JSON on ~/status."""
+    def status(self):
+        """Return the counters and task success (``~/status``, ``/diagnostics``)."""
         lag = time.monotonic() - self.start_time - STEP_PERIOD * (
             self.counters['steps'] + self.counters['skipped_steps'])  # s
-        status = dict(self.counters, success=self.success, lag_s=round(lag, 4),
-                      episodes=self.episodes,
-                      instruction=self.instruction)
-        self.status_pub.publish(String(data=json.dumps(status)))
+        return dict(self.counters, success=self.success, lag_s=round(lag, 4),
+                    episodes=self.episodes, instruction=self.instruction)
 
     def destroy_node(self):
         """Close the simulator, then the node."""

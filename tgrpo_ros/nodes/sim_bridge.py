@@ -24,6 +24,16 @@ Events are reported as JSON lines on ``bridge_status``. Assignments that arrive
 during an episode are queued and run in order; one for the group in progress (the
 learner re-sends late groups) is ignored, and one for a queued group replaces it
 (``tgrpo_ros.episode.queue_assignment``).
+
+Bad input (docs/faults.md, "Bad input"): a malformed assignment, or one the bridge
+cannot run (unknown suite, task or init state), is refused and the episode in
+progress goes on; a malformed action reply, or one with non-finite values, action
+tokens out of range or an action the env rejects, is refused and a fresh request is
+sent for the same step (steps already recorded are kept). Each is logged, reported
+as a ``bad_input`` event on ``bridge_status`` and counted per input in ``~/status``
+and ``/diagnostics`` (``bad_input``: ``assignment``, ``action``;
+``tgrpo_ros.nodes.diagnostics``). A reply for another instruction (an image can
+overtake its instruction) is retried the same way but is not bad input.
 """
 
 import collections
@@ -42,6 +52,7 @@ from std_msgs.msg import String, UInt8MultiArray
 from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder, queue_assignment
 from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
+from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, option
@@ -55,6 +66,7 @@ TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
 # is sent again (same stamp: the server answers a repeat from its cache) once this
 # long has passed without a reply, rather than after the full action_timeout.
 DISCOVERY_SETTLE = 1.0
+INPUTS = ('assignment', 'action')  # counted when bad
 
 
 @dataclass
@@ -147,6 +159,7 @@ class SimBridge(Node):
         self.last_stamp = 0  # ns
         self.matched_since = None  # monotonic s at which the server was last discovered
         self.episodes_done = 0
+        self.bad_inputs = BadInputs(INPUTS)
         if c.spool_dir:
             os.makedirs(c.spool_dir, exist_ok=True)
 
@@ -164,6 +177,7 @@ class SimBridge(Node):
         self.assignment_subscription = self.create_subscription(
             String, topics.ASSIGNMENT_TOPIC, self.assignment_callback, topics.ASSIGNMENT_QOS)
         self.timer = self.create_timer(TIMER_PERIOD, self.timer_callback)
+        self.reporter = StatusReporter(self, self.status, self.bad_inputs)
         self.get_logger().info(
             f"bridge {self.namespace or '/'} ready: suite {c.suite}, camera "
             f'{c.camera_size} px, action timeout {c.action_timeout:.1f} s; waiting for '
@@ -174,9 +188,10 @@ class SimBridge(Node):
         """Queue an assignment; start it at once when idle."""
         try:
             assignment = messages.decode_assignment(msg)
+            # Checked before the env is touched: an unknown suite would close it.
+            episode_step_limit(assignment.suite, self.config.max_steps, assignment.max_steps)
         except ValueError as error:
-            self.get_logger().error(f'ignored a malformed assignment: {error}')
-            self.report('bad_assignment', reason=str(error))
+            self.bad_input('assignment', f'refused an assignment: {error}')
             return
         running = None if self.record is None else self.record.assignment
         action = queue_assignment(self.queue, running, assignment)
@@ -202,11 +217,16 @@ class SimBridge(Node):
             except EnvHang as error:  # the timer starts it again with a new env worker
                 self._env_hung(error, assignment)
                 return
-            except (ValueError, RuntimeError) as error:  # SimError is a RuntimeError
-                self.get_logger().error(f'cannot run group {assignment.group_id} (task '
-                                        f'{assignment.task_id}, init state '
-                                        f'{assignment.init_state_id}): {error}')
-                self.report('bad_assignment', group_id=assignment.group_id, reason=str(error))
+            except ValueError as error:  # e.g. a task or init state out of range
+                self.bad_input('assignment', f'cannot run group {assignment.group_id} (task '
+                               f'{assignment.task_id}, init state '
+                               f'{assignment.init_state_id}): {error}',
+                               group_id=assignment.group_id)
+                continue
+            except RuntimeError as error:  # SimError: the simulator, not the assignment
+                self.get_logger().error(f'cannot run group {assignment.group_id}: the '
+                                        f'simulator failed: {error}')
+                self.report('env_error', group_id=assignment.group_id, reason=str(error))
                 continue
             limit = self.env.max_steps
             episode_id = assignment.episode_id or f'{self.namespace}/{assignment.group_id}'
@@ -330,7 +350,13 @@ class SimBridge(Node):
         try:
             reply = messages.decode_action(msg)
         except ValueError as error:
-            self.get_logger().error(f'ignored a malformed action reply: {error}')
+            stamp = messages.stamp_to_ns(msg.header.stamp)
+            if self.waiting is not None and stamp == self.waiting['stamp']:
+                self.bad_input('action', f'malformed action reply: {error}', log=False)
+                self.retry(f'malformed action reply: {error}', fresh=True)
+            else:
+                self.bad_input('action', f'ignored a malformed action reply (stamp {stamp} '
+                               f'ns): {error}')
             return
         if self.waiting is None or reply.stamp_ns != self.waiting['stamp']:
             expected = None if self.waiting is None else self.waiting['stamp']
@@ -343,14 +369,10 @@ class SimBridge(Node):
                        f'{reply.instruction_crc32:08x}, ours '
                        f'{messages.instruction_crc32(record.instruction):08x})', fresh=True)
             return
-        if not np.all(np.isfinite(reply.action)) or not np.all(np.isfinite(reply.log_probs)):
-            self.retry(f'non-finite action {reply.action.tolist()} / log-probs '
-                       f'{reply.log_probs.tolist()}', fresh=True)
-            return
-        if np.any((reply.action_tokens < ACTION_TOKEN_MIN)
-                  | (reply.action_tokens > ACTION_TOKEN_MAX)):
-            self.retry(f'action tokens {reply.action_tokens.tolist()} outside '
-                       f'{ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX}', fresh=True)
+        error = action_reply_error(reply)
+        if error:
+            self.bad_input('action', error, log=False)
+            self.retry(error, fresh=True)
             return
         action = reply.action.astype(np.float32)  # what the episode records is what is applied
         try:
@@ -361,7 +383,9 @@ class SimBridge(Node):
             self._env_hung(error, record.assignment, step=record.steps)
             return
         except ValueError as error:
-            self.retry(f'the env rejected action {action.tolist()}: {error}', fresh=True)
+            error = f'the env rejected action {action.tolist()}: {error}'
+            self.bad_input('action', error, log=False)
+            self.retry(error, fresh=True)
             return
         record.builder.add_step(
             self.obs['image'], reply.action_tokens, reply.log_probs, action, reward,
@@ -427,6 +451,21 @@ class SimBridge(Node):
             self.get_logger().error(f'could not spool episode {episode.episode_id} to '
                                     f'{path}: {error} (it was published)')
 
+    def bad_input(self, name, text, log=True, **fields):
+        """Count a bad value of input ``name``; log ``text`` and report it on bridge_status."""
+        self.bad_inputs.count(name, text)
+        if log:
+            self.get_logger().error(text)
+        self.report('bad_input', input=name, reason=text, **fields)
+
+    def status(self):
+        """Return what ``~/status`` and ``/diagnostics`` report of the bridge."""
+        record = self.record
+        return {'episodes_done': self.episodes_done,
+                'episode_id': '' if record is None else record.episode_id,
+                'step': 0 if record is None else record.steps,
+                'queued': len(self.queue), 'env_restarts': self.env_restarts}
+
     def report(self, event, **fields):
         """Publish one JSON status line on bridge_status."""
         fields = {k: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -440,6 +479,18 @@ class SimBridge(Node):
             self.env.close()
             self.env = None
         return super().destroy_node()
+
+
+def action_reply_error(reply):
+    """Return why an action reply cannot be acted on ('' when it can)."""
+    if not np.all(np.isfinite(reply.action)) or not np.all(np.isfinite(reply.log_probs)):
+        return (f'non-finite action {reply.action.tolist()} / log-probs '
+                f'{reply.log_probs.tolist()}')
+    if np.any((reply.action_tokens < ACTION_TOKEN_MIN)
+              | (reply.action_tokens > ACTION_TOKEN_MAX)):
+        return (f'action tokens {reply.action_tokens.tolist()} outside '
+                f'{ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX}')
+    return ''
 
 
 def main(args=None):

@@ -29,7 +29,8 @@ QoS choices
 * Assignments: RELIABLE, TRANSIENT_LOCAL, depth 1: a bridge that starts after
   the learner published its assignment still receives the current one, and
   only the newest assignment matters.
-* Diagnostics (server batch sizes, bridge status): RELIABLE, VOLATILE, depth 10.
+* Diagnostics (server batch sizes, bridge status, every node's ``~/status`` and
+  ``/diagnostics``): RELIABLE, VOLATILE, depth 10.
 * The policy server's stream mode (a real camera, docs/deploy.md): images
   BEST_EFFORT, VOLATILE, KEEP_LAST depth 1 (STREAM_IMAGE_QOS): the sensor-data
   reliability, which matches best-effort camera drivers and reliable
@@ -60,6 +61,10 @@ SERVER_STATS_TOPIC = '/tgrpo/policy_server/stats'  # std_msgs/String JSON per ba
 SERVER_ERRORS_TOPIC = '/tgrpo/policy_server/errors'  # std_msgs/String JSON per refused input
 ADAPTER_TOPIC = '/tgrpo/adapter'     # std_msgs/UInt8MultiArray, see messages.encode_adapter
 ADAPTER_STATUS_TOPIC = '/tgrpo/adapter_status'  # std_msgs/String JSON, the server's answer
+
+# Every node's status, bad-input counters included (tgrpo_ros.nodes.diagnostics).
+NODE_STATUS_TOPIC = '~/status'       # std_msgs/String JSON, once a second
+DIAGNOSTICS_TOPIC = '/diagnostics'   # diagnostic_msgs/DiagnosticArray, the same content
 
 # Default image frame (LIBERO's front camera).
 CAMERA_FRAME_ID = 'agentview'

@@ -1,0 +1,133 @@
+"""
+Bad input at the node boundaries, the parts without DDS: counters, status, validators.
+
+The nodes themselves are tested over DDS with one bad value of each input in
+test_policy_server.py, test_sim_bridge.py, test_faults_learner.py and
+test_arm_nodes.py (docs/faults.md, "Bad input", lists them).
+"""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tgrpo_ros.episode import (EPISODE_ARRAYS, episode_error, episode_from_bytes,
+                               episode_to_bytes, EpisodeBuilder)
+from tgrpo_ros.nodes.diagnostics import bad_input_summary, BadInputs, flatten
+
+
+def make_episode(steps=3):
+    builder = EpisodeBuilder(task_id=0, init_state_id=1, group_id=2, instruction='pick it',
+                             bridge='/sim0', episode_id='/sim0/2/a1')
+    for t in range(steps):
+        builder.add_step(np.zeros((224, 224, 3), np.uint8), np.full(7, 31800),
+                         np.full(7, -5.5), np.zeros(7), 0.1 * t, False, 0)
+    return builder.build()
+
+
+def test_bad_inputs_count_per_input_and_keep_the_latest_error():
+    bad = BadInputs(('image', 'instruction'))
+    assert bad.status() == {'bad_input': {'image': 0, 'instruction': 0}, 'last_bad_input': {}}
+    assert bad.count('image', 'image data is truncated') == 1
+    assert bad.count('image', 'x' * 1000) == 2
+    status = bad.status()
+    assert status['bad_input'] == {'image': 2, 'instruction': 0} and bad.total == 2
+    assert status['last_bad_input'] == {'image': 'x' * 300}
+    json.dumps(status)
+    with pytest.raises(KeyError, match="unknown input 'episode'; inputs: image, instruction"):
+        bad.count('episode', 'nope')
+
+
+def test_status_is_flattened_and_new_bad_input_warns():
+    status = {'batches': 4, 'ok': False, 'clients': ['/sim0'],
+              **BadInputs(('image', 'adapter_bytes')).status()}
+    assert flatten(status) == [('batches', '4'), ('ok', 'false'), ('clients', '["/sim0"]'),
+                               ('bad_input.image', '0'), ('bad_input.adapter_bytes', '0')]
+    assert bad_input_summary({'image': 0}, {'image': 0}) == ('OK', 'no bad input')
+    level, message = bad_input_summary({'image': 2, 'adapter_bytes': 1},
+                                       {'image': 2, 'adapter_bytes': 0})
+    assert level == 'WARN'
+    assert message == ('bad input since the last report: adapter_bytes +1 '
+                       '(total: image 2, adapter_bytes 1)')
+    assert bad_input_summary({'image': 2}, {'image': 2}) == ('OK', 'bad input so far: image 2')
+
+
+def test_episode_error_names_what_cannot_be_trained_on():
+    assert episode_error(make_episode()) == ''
+    assert episode_error(make_episode(steps=0)) == ''  # empty: the collector's 'aborted'
+    cases = [
+        ('rewards', lambda e: e.rewards.__setitem__(1, np.nan), 'non-finite rewards at steps [1]'),
+        ('logps', lambda e: e.behaviour_logps.__setitem__((2, 3), np.inf),
+         'non-finite behaviour_logps at steps [2]'),
+        ('actions', lambda e: e.actions.__setitem__((0, 0), np.nan),
+         'non-finite actions at steps [0]'),
+        ('tokens', lambda e: e.action_tokens.__setitem__((0, 6), 5),
+         'action tokens outside 31744..31999: [5]'),
+        ('positive logp', lambda e: e.behaviour_logps.__setitem__((0, 0), 0.5),
+         'behaviour log-probs above 0 (max 0.5)'),
+        ('versions', lambda e: e.extras.__setitem__('step_adapter_versions', [0, 0]),
+         "extras['step_adapter_versions'] must list one int per step (3), got [0, 0]"),
+    ]
+    for name, spoil, expected in cases:
+        episode = make_episode()
+        spoil(episode)
+        assert episode_error(episode) == expected, name
+
+
+def _npz(episode, **metadata_changes):
+    """Return the episode's .npz bytes with its metadata changed (None: removed)."""
+    data = episode_to_bytes(episode)
+    with np.load(io.BytesIO(bytes(data))) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    metadata = json.loads(arrays['metadata_json'].tobytes())
+    for key, value in metadata_changes.items():
+        if value is None:
+            metadata.pop(key)
+        else:
+            metadata[key] = value
+    arrays['metadata_json'] = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    stream = io.BytesIO()
+    np.savez(stream, **arrays)
+    return stream.getvalue()
+
+
+def test_episode_payload_with_bad_metadata_is_refused_with_a_value_error():
+    episode = make_episode()
+    assert episode_from_bytes(_npz(episode)).group_id == 2
+    # Fields with a default may be absent (older writers); the others may not.
+    assert episode_from_bytes(_npz(episode, bridge=None)).bridge == ''
+    cases = [
+        ({'task_id': None}, r"episode metadata lacks \['task_id'\]"),
+        ({'group_id': '2'}, "episode group_id must be of type int, got '2'"),
+        ({'success': 1}, 'episode success must be of type bool, got 1'),
+        ({'task_id': True}, 'episode task_id must be of type int, got True'),
+        ({'extras': [1]}, r'episode extras must be of type dict, got \[1\]'),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=message):
+            episode_from_bytes(_npz(episode, **changes))
+    arrays = {name: getattr(episode, name) for name in EPISODE_ARRAYS}
+    arrays['rewards'] = np.float32(1.0)
+    arrays['metadata_json'] = np.frombuffer(b'[1, 2]', np.uint8)
+    stream = io.BytesIO()
+    np.savez(stream, **arrays)
+    with pytest.raises(ValueError, match='episode metadata must be a JSON object, got list'):
+        episode_from_bytes(stream.getvalue())
+
+
+def test_action_reply_error_names_non_finite_values_and_foreign_tokens():
+    from tgrpo_ros.nodes.messages import ActionReply
+    from tgrpo_ros.nodes.sim_bridge import action_reply_error
+
+    def reply(action=np.zeros(7), tokens=np.full(7, 31800), logps=np.full(7, -1.0)):
+        return ActionReply(stamp_ns=1, frame_id='agentview', action=action,
+                           action_tokens=tokens, log_probs=logps, adapter_version=0,
+                           instruction_crc32=0, batch_size=1)
+
+    assert action_reply_error(reply()) == ''
+    assert action_reply_error(reply(action=np.full(7, np.nan))).startswith(
+        'non-finite action [nan, nan')
+    assert 'log-probs [-inf' in action_reply_error(reply(logps=np.full(7, -np.inf)))
+    assert action_reply_error(reply(tokens=np.full(7, 32000))) == (
+        'action tokens [32000, 32000, 32000, 32000, 32000, 32000, 32000] outside 31744..31999')
