@@ -189,8 +189,17 @@ def test_adapter_push_changes_served_version_and_actions(
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_rejected_pushes_keep_the_old_adapter_serving(
+def test_bad_inputs_are_refused_and_counted_and_the_old_adapter_keeps_serving(
         ros_nodes, ros_client, checkpoint_and_adapter, tmp_path):
+    """
+    One bad value (or more) of each input: adapter pushes, images, an instruction, adapter bytes.
+
+    Each is refused with an error naming the problem (log, errors topic), counted per
+    input in ~/status and /diagnostics, and the server keeps serving adapter 1.
+    """
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import String, UInt8MultiArray
+
     setup = checkpoint_and_adapter
     root = setup['root']
     corrupt = root / 'corrupt'
@@ -202,6 +211,18 @@ def test_rejected_pushes_keep_the_old_adapter_serving(
     shutil.copytree(root / 'v1', outside)
     server = start_server(ros_nodes, setup, ['/c0'], adapter_path=str(root / 'v1'),
                           adapter_version=1)
+    node = ros_client.node
+    errors, statuses, diagnostics = [], [], []
+    subs = [node.create_subscription(String, topics.SERVER_ERRORS_TOPIC,
+                                     lambda msg: errors.append(json.loads(msg.data)),
+                                     topics.DIAGNOSTICS_QOS),
+            node.create_subscription(String, '/policy_server/status',
+                                     lambda msg: statuses.append(json.loads(msg.data)),
+                                     topics.DIAGNOSTICS_QOS),
+            node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS_TOPIC,
+                                     diagnostics.append, topics.DIAGNOSTICS_QOS)]
+    for sub in subs:
+        ros_client.wait_for_publishers(sub, timeout=START_TIMEOUT)
     client = ServerClient(ros_client, ['/c0'])
     image = setup['image']
     first = client.request('/c0', image)
@@ -220,6 +241,7 @@ def test_rejected_pushes_keep_the_old_adapter_serving(
         served = client.request('/c0', image)
         assert served.adapter_version == 1
         np.testing.assert_array_equal(served.action_tokens, first.action_tokens)
+    refused_pushes = len(cases)
     # Re-pushing the adapter being served is a no-op success (a resumed learner does it),
     # atomically or one parameter at a time.
     assert client.push(adapter_version=1, adapter_path=str(root / 'v1')).successful
@@ -232,8 +254,10 @@ def test_rejected_pushes_keep_the_old_adapter_serving(
         results = client.set_one_by_one(**values)
         assert not results[0].successful
         assert 'in one ~/set_parameters_atomically request' in results[0].reason
+        refused_pushes += sum(not result.successful for result in results)
     result = client.push(adapter_version=1, adapter_path=str(outside))
     assert not result.successful and 'a new adapter needs a new version' in result.reason
+    refused_pushes += 1
     assert client.request('/c0', image).adapter_version == 1
     # A malformed image is dropped with a clear log line; the server keeps serving.
     from sensor_msgs.msg import Image
@@ -248,6 +272,45 @@ def test_rejected_pushes_keep_the_old_adapter_serving(
     assert "unsupported image encoding 'mono16'" in log
     last = client.request('/c0', image)
     assert last.adapter_version == 1 and server.alive
+    # An empty instruction: refused; the client is served again once a valid one comes.
+    client.instructions['/c0'].publish(String(data='  '))
+    ros_client.spin_until(lambda: any(e['input'] == 'instruction' for e in errors), 20.0,
+                          'the refusal of the empty instruction')
+    stamps = []
+    ros_client.publish_until(lambda: stamps.append(client.send('/c0', image)),
+                             lambda: any(r.stamp_ns in stamps for r in client.replies['/c0']),
+                             30.0, 'a reply once the instruction is valid again')
+    # Adapter bytes that are not an adapter message: refused, version 1 keeps serving.
+    # (Transient local: delivered once matched, so it is published once and counted once.)
+    adapters = node.create_publisher(UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
+    adapters.publish(UInt8MultiArray(data=list(b'\x80\x04junk')))
+    ros_client.spin_until(lambda: any(e['input'] == 'adapter_bytes' for e in errors), 20.0,
+                          'the refusal of the adapter bytes')
+    assert client.request('/c0', image).adapter_version == 1
+
+    expected = {'image': 2, 'instruction': 1, 'adapter_bytes': 1,
+                'adapter_push': refused_pushes}
+    ros_client.spin_until(lambda: statuses and statuses[-1]['bad_input'] == expected, 10.0,
+                          f'bad_input {expected} in ~/status')
+    by_input = {}
+    for error in errors:
+        by_input.setdefault(error['input'], []).append(error['error'])
+    assert {name: len(texts) for name, texts in by_input.items()} == expected
+    assert 'is outside the adapter root' in by_input['adapter_push'][0]
+    assert 'still serving version 1' in by_input['adapter_push'][0]
+    assert 'image data is truncated' in by_input['image'][0]
+    assert by_input['instruction'] == ['refused the instruction: the instruction is empty']
+    assert 'message is not an encoded adapter' in by_input['adapter_bytes'][0]
+    status = statuses[-1]
+    assert status['adapter_version'] == 1 and status['level'] in ('OK', 'WARN')
+    assert 'message is not an encoded adapter' in status['last_bad_input']['adapter_bytes']
+    ros_client.spin_until(lambda: any(d.status[0].name == '/policy_server' for d in diagnostics),
+                          10.0, 'the server on /diagnostics')
+    values = {kv.key: kv.value for kv in [d for d in diagnostics
+                                          if d.status[0].name == '/policy_server'][-1]
+              .status[0].values}
+    assert values['bad_input.image'] == '2' and values['adapter_version'] == '1'
+    assert server.alive
 
 
 @pytest.mark.ros

@@ -7,6 +7,7 @@ episode losslessly. The others play the server themselves: bad replies, and a
 request lost while discovery settles.
 """
 
+import json
 import signal
 
 import numpy as np
@@ -52,7 +53,10 @@ class Observer:
         self.images.setdefault(messages.stamp_to_ns(msg.header.stamp), []).append(msg)
 
     def action_callback(self, msg):
-        reply = messages.decode_action(msg)
+        try:
+            reply = messages.decode_action(msg)
+        except ValueError:  # a malformed reply the test itself sent to the bridge
+            return
         self.actions.setdefault(reply.stamp_ns, []).append(reply)
 
     def episode_callback(self, msg):
@@ -137,9 +141,23 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
 @pytest.mark.ros
 @pytest.mark.slow
 def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client):
+    """
+    Bad action replies and bad assignments mid-episode: each refused and counted.
+
+    A malformed or NaN reply gets a fresh request for the same step, a bad
+    assignment is dropped; the episode in progress completes with every step, and
+    the bridge runs the next good assignment.
+    """
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
     bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
         'camera_size': 128, 'action_timeout': 30.0})
     observer = Observer(ros_client)
+    statuses = []
+    status_sub = ros_client.node.create_subscription(
+        String, '/sim0/sim_bridge/status', lambda msg: statuses.append(json.loads(msg.data)),
+        topics.DIAGNOSTICS_QOS)
     ros_client.wait_for_subscribers(observer.assign, timeout=START_TIMEOUT)
     ros_client.wait_for_subscribers(observer.action_pub, timeout=START_TIMEOUT)
     observer.assign.publish(messages.encode_assignment(
@@ -164,23 +182,43 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     def wait_for(count, what):
         ros_client.spin_until(lambda: len(observer.images) == count, 20.0, what)
 
+    def events(kind):
+        return [e for e in map(json.loads, observer.status) if e['event'] == kind]
+
     first = latest()
     reply(np.array([np.nan] * 7))
     wait_for(2, 'a fresh request after the NaN action')
     assert 'non-finite action' in bridge.log_text()
+    malformed = JointState(name=['dx'], position=[0.1])
+    malformed.header.stamp = messages.ns_to_stamp(latest())
+    observer.action_pub.publish(malformed)
+    wait_for(3, 'a fresh request after the malformed action')
+    assert "malformed action reply: action reply has joint names ['dx']" in bridge.log_text()
     reply(good, text='open the drawer')
-    wait_for(3, 'a fresh request after the wrong instruction')
+    wait_for(4, 'a fresh request after the wrong instruction')
     assert 'the action answers another instruction' in bridge.log_text()
     reply(good, stamp=first)  # an answer to an old request: ignored
     reply(good)
     step0 = latest()
-    wait_for(4, 'the request of step 1')
+    wait_for(5, 'the request of step 1')
+    # Bad assignments while the episode runs: refused, the episode goes on. One at a
+    # time: the assignment reader keeps only the newest (depth 1).
+    for text, reason in (('{"group_id": 9', 'assignment is not JSON'),
+                         (messages.encode_assignment(Assignment(
+                             group_id=9, task_id=0, init_state_id=0, suite='libero_nope')).data,
+                          "Unknown suite 'libero_nope'; available: libero_spatial")):
+        count = len(events('bad_input'))
+        observer.assign.publish(String(data=text))
+        ros_client.spin_until(lambda: len(events('bad_input')) > count, 20.0,
+                              'the refusal of the bad assignment')
+        assert reason in events('bad_input')[-1]['reason']
+        assert events('bad_input')[-1]['input'] == 'assignment'
     reply(good * 2)
     step1 = latest()
     ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
     episode = observer.episodes[0]
     assert episode.length == 2
-    assert episode.extras['retries'] == 2
+    assert episode.extras['retries'] == 3
     # The env itself ran with the assignment's limit (its success bonus counts the
     # steps left before it), not with the suite's 280.
     assert episode.extras['step_limit'] == 2
@@ -190,8 +228,19 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     assert episode.adapter_version == 3
     # The retries re-sent the same picture: nothing was stepped in between.
     pictures = [messages.image_to_numpy(observer.images[s][0]) for s in sorted(observer.images)]
-    assert all(np.array_equal(pictures[0], p) for p in pictures[1:3])
+    assert all(np.array_equal(pictures[0], p) for p in pictures[1:4])
     np.testing.assert_array_equal(episode.images[0], pictures[0])
+    # Counted per input (the reply for another instruction is a retry, not bad input).
+    expected = {'assignment': 2, 'action': 2}
+    ros_client.spin_until(lambda: statuses and statuses[-1]['bad_input'] == expected, 10.0,
+                          f'bad_input {expected} in ~/status')
+    assert statuses[-1]['episodes_done'] == 1 and status_sub
+    assert 'non-finite action [nan' in events('bad_input')[0]['reason']
+    # The bridge still runs a good assignment.
+    observer.assign.publish(messages.encode_assignment(
+        Assignment(group_id=2, task_id=0, init_state_id=1, max_steps=1)))
+    ros_client.spin_until(lambda: [e for e in events('episode_start') if e['group_id'] == 2],
+                          30.0, 'the start of the next episode')
     assert bridge.alive
 
 
