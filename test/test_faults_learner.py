@@ -11,7 +11,13 @@ own on ``/tgrpo/episodes``). The first run of one member is bad:
   then at step 1. Neither may be trained on.
 
 Either way the learner re-assigns that member at once, with a fresh episode id,
-trains one update on the two good episodes and exits 0. The stale case pushes its
+trains one update on the two good episodes and exits 0.
+
+Bad input on the way (docs/faults.md, "Bad input"): a message that is not an episode
+(both cases); in the ``aborted`` case a third run with a NaN reward (dropped, counted,
+re-assigned at once); in the ``stale`` case a malformed adapter status. Each is
+counted in the learner's ``~/status`` and ``summary.json`` (``bad_input``), and the
+episode already collected from the other member is kept. The stale case pushes its
 adapters over DDS (``adapter_transport: dds``), the server and the learner each with
 an adapter root of their own: the server then serves version 1 from its own copy.
 """
@@ -23,7 +29,7 @@ import time
 import numpy as np
 import pytest
 
-from tgrpo_ros.episode import EpisodeBuilder
+from tgrpo_ros.episode import EPISODE_SCHEMA, EpisodeBuilder
 from tgrpo_ros.nodes import messages, topics
 
 BRIDGES = ['/sim0', '/sim1']
@@ -31,7 +37,7 @@ STEPS = 3
 START_TIMEOUT = 180.0  # s: the server and the learner import torch and load the stand-in
 
 
-def make_episode(assignment, bridge, version, steps=STEPS, aborted=''):
+def make_episode(assignment, bridge, version, steps=STEPS, aborted='', reward_nan=False):
     """Return an episode of ``steps`` random steps for ``assignment``, as a bridge would."""
     rng = np.random.default_rng(hash(bridge) % 1000 + steps)
     builder = EpisodeBuilder(
@@ -42,7 +48,8 @@ def make_episode(assignment, bridge, version, steps=STEPS, aborted=''):
     for t in range(steps):
         builder.add_step(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
                          rng.integers(31744, 32000, 7), np.full(7, -5.5, np.float32),
-                         np.zeros(7, np.float32), 0.01 * (t + 1) * (1 + (bridge == '/sim1')),
+                         np.zeros(7, np.float32),
+                         np.nan if reward_nan else 0.01 * (t + 1) * (1 + (bridge == '/sim1')),
                          False, version)
     return builder.build({'aborted': aborted} if aborted else {})
 
@@ -52,7 +59,8 @@ def make_episode(assignment, bridge, version, steps=STEPS, aborted=''):
 @pytest.mark.parametrize('bad, transport', [('stale', 'dds'), ('aborted', 'path')])
 def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tmp_path, bad,
                                                        transport):
-    from std_msgs.msg import String, UInt8MultiArray
+    from std_msgs.msg import (MultiArrayDimension, MultiArrayLayout, String,
+                              UInt8MultiArray)
 
     from tgrpo_ros.policy import cached_standin
     from tgrpo_ros.testing.policy_helpers import random_images
@@ -78,6 +86,10 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
         topics.ASSIGNMENT_QOS) for ns in BRIDGES]
     episodes = node.create_publisher(UInt8MultiArray, topics.EPISODE_TOPIC,
                                      topics.reliable_qos(8, transient_local=True))
+    statuses = []
+    subs.append(node.create_subscription(String, '/learner/status',
+                                         lambda msg: statuses.append(json.loads(msg.data)),
+                                         topics.DIAGNOSTICS_QOS))
     assert subs and episodes
     bad_bridge = '/sim0' if bad == 'stale' else '/sim1'
     answered = 0
@@ -85,6 +97,14 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
     deadline = time.monotonic() + START_TIMEOUT
     while learner.alive and time.monotonic() < deadline:
         ros_client.spin_for(0.2)
+        if received and not answered:  # the first push is done: the learner collects
+            junk = b'PK\x03\x04 not an episode'  # framed as an episode, not an .npz
+            episodes.publish(UInt8MultiArray(data=list(junk), layout=MultiArrayLayout(dim=[
+                MultiArrayDimension(label=EPISODE_SCHEMA, size=len(junk), stride=len(junk))])))
+            if transport == 'dds':  # after the push's answer, so it cannot replace it
+                status_pub = node.create_publisher(String, topics.ADAPTER_STATUS_TOPIC,
+                                                   topics.ADAPTER_STATUS_QOS)
+                status_pub.publish(String(data='{"version": 0, "ok": "yes"}'))
         for ns, assignment in received[answered:]:
             runs[ns] += 1
             if ns == bad_bridge and bad == 'stale' and runs[ns] == 1:
@@ -92,6 +112,8 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
             elif ns == bad_bridge and bad == 'aborted' and runs[ns] <= 2:
                 episode = make_episode(assignment, ns, 0, steps=runs[ns] - 1,
                                        aborted='no action after 3 attempts')
+            elif ns == bad_bridge and bad == 'aborted' and runs[ns] == 3:
+                episode = make_episode(assignment, ns, 0, reward_nan=True)
             else:
                 episode = make_episode(assignment, ns, 0)
             episodes.publish(messages.encode_episode(episode))
@@ -103,6 +125,21 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
     assert metrics['rollout/episodes'] == 2 and metrics['rollout/length_mean'] == STEPS
     bad_runs = 1 if bad == 'stale' else 2
     assert summary['dropped'][f'{bad}_dropped'] == bad_runs
+    # Bad input: dropped, counted, logged with the reason; the NaN run re-assigned.
+    bad_input = ({'episode': 1, 'adapter_status': 1} if bad == 'stale'
+                 else {'episode': 2, 'adapter_status': 0})
+    assert summary['bad_input'] == bad_input
+    assert summary['dropped']['bad_dropped'] == bad_input['episode']
+    assert 'dropped an undecodable episode: episode payload of 19 B is not a valid .npz' in log
+    # ~/status showed it while the learner ran (a bad input is reported at once).
+    reported = [s for s in statuses if s['bad_input']['episode']]
+    assert reported and 'not a valid .npz' in reported[0]['last_bad_input']['episode']
+    if bad == 'aborted':
+        assert 'non-finite rewards at steps [0, 1, 2]; assigning it again' in log
+        bad_runs += 1
+    else:
+        assert "ignored a malformed adapter status (not a JSON object with a boolean 'ok')" \
+            in log
     # The bad member was assigned again, each time with a fresh episode id; the other
     # only once.
     again = [a.episode_id for ns, a in received if ns == bad_bridge]

@@ -6,8 +6,9 @@ Each node keeps a ``BadInputs``: per input it receives (``image``,
 started, and the error text of the latest one. A bad value is refused with an
 error that names what was wrong; the node keeps running on what it had.
 
-Once per ``period`` (1 s unless the node has its own rate) a ``StatusReporter``
-publishes the node's status dict, ``bad_input`` and ``last_bad_input`` included:
+Once per ``period`` (1 s unless the node has its own rate), and at once when a bad
+input is counted (at most every ``MIN_INTERVAL``), a ``StatusReporter`` publishes
+the node's status dict, ``bad_input`` and ``last_bad_input`` included:
 
 * on ``~/status`` (``std_msgs/String``, JSON), always;
 * on ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, one
@@ -21,6 +22,7 @@ The table of every input and what happens to bad values of it is in docs/faults.
 """
 
 import json
+import time
 
 from std_msgs.msg import String
 
@@ -32,6 +34,7 @@ except ImportError:  # pragma: no cover - depends on the install
     DiagnosticArray = None
 
 STATUS_PERIOD = 1.0  # s between two reports
+MIN_INTERVAL = 0.25  # s: a bad input is reported at once unless a report is this recent
 MAX_ERROR_CHARS = 300  # of the latest error text kept per input
 LEVELS = ('OK', 'WARN', 'ERROR')
 
@@ -43,6 +46,7 @@ class BadInputs:
         """Start every input of ``inputs`` (names) at zero."""
         self.counts = dict.fromkeys(inputs, 0)
         self.last_error = {}
+        self.on_count = None  # called after each count (StatusReporter.publish_soon)
 
     def count(self, name, error):
         """Count one bad value of input ``name`` refused with ``error``; return the total."""
@@ -50,6 +54,8 @@ class BadInputs:
             raise KeyError(f'unknown input {name!r}; inputs: {", ".join(self.counts)}')
         self.counts[name] += 1
         self.last_error[name] = str(error)[:MAX_ERROR_CHARS]
+        if self.on_count is not None:
+            self.on_count()
         return self.counts[name]
 
     @property
@@ -113,6 +119,8 @@ class StatusReporter:
         self.status = status
         self.bad_inputs = bad_inputs
         self.previous = dict(bad_inputs.counts)
+        self.published = None  # monotonic s of the latest report
+        bad_inputs.on_count = self.publish_soon
         self.status_publisher = node.create_publisher(String, topics.NODE_STATUS_TOPIC,
                                                       topics.DIAGNOSTICS_QOS)
         self.diagnostics_publisher = None
@@ -131,8 +139,14 @@ class StatusReporter:
         level = max(level, bad_level, key=LEVELS.index)
         return status, level, '; '.join(m for m in (message, bad_message) if m)
 
+    def publish_soon(self):
+        """Report now, unless a report went out less than MIN_INTERVAL ago (then: on time)."""
+        if self.published is None or time.monotonic() - self.published >= MIN_INTERVAL:
+            self.publish()
+
     def publish(self):
         """Publish one report now."""
+        self.published = time.monotonic()
         status, level, message = self.report()
         self.status_publisher.publish(String(data=json.dumps(
             dict(status, level=level, message=message))))
