@@ -8,6 +8,7 @@ one control period (plus LATENCY for DDS delivery on a loaded 2-core machine)
 must be zero.
 """
 
+import json
 import math
 import sys
 
@@ -178,6 +179,7 @@ def test_estop_latch_watchdogs_and_bad_actions_zero_within_one_period(ros_nodes,
 
 @pytest.mark.ros
 def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
+    """The status on /diagnostics: state, counters, and bad input counted per input."""
     diagnostic_msgs = pytest.importorskip(
         'diagnostic_msgs.msg', reason='needs the ros-jazzy-diagnostic-msgs wheel')
     _, probe = start_controller(ros_nodes, ros_client)
@@ -186,6 +188,30 @@ def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
                                         arrays.append, 10)
     assert probe.transition('configure') and probe.transition('activate')
     probe.wait_for_twist(moving, timeout=20.0, what='a moving twist')
+
+    # Bad input of each kind: refused, counted per input, then motion again.
+    from sensor_msgs.msg import JointState
+    probe.action_pub.publish(JointState(name=['dx'], position=[0.1]))
+    probe.action, probe.position = [math.nan] * 7, [math.nan, 0.0, 0.3]
+    ros_client.spin_for(0.5)
+    probe.action, probe.position = [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.5, 0.0, 0.3]
+    (result,) = probe.set_parameters(max_linear_norm=-1.0)
+    assert not result.successful
+    probe.wait_for_twist(moving, since=probe.now(), what='motion after the bad input')
+
+    def bad_counts():
+        values = {kv.key: kv.value for kv in arrays[-1].status[0].values} if arrays else {}
+        return {k: int(values.get(f'bad_input.{k}', 0)) for k in ('action', 'pose', 'parameters')}
+    ros_client.spin_until(lambda: bad_counts()['parameters'] == 1, 10.0, 'the counts')
+    counts = bad_counts()
+    assert counts['action'] >= 2 and counts['pose'] >= 1, counts  # malformed + NaN; NaN
+    last = probe.latest_status()['last_bad_input']
+    assert last['parameters'] == ("refused parameters ['max_linear_norm']: max_linear_norm "
+                                  '(-1.0) must be > 0')
+    assert last['pose'].startswith('dropped a pose: pose position must be 3 finite numbers')
+    assert 'non-finite action' in last['action']
+    assert probe.latest_status()['counters']['messages_dropped'] >= 2
+
     probe.estop(True)
     ros_client.spin_until(lambda: arrays and arrays[-1].status[0].level
                           == diagnostic_msgs.DiagnosticStatus.ERROR, 10.0, 'an ERROR status')
@@ -251,6 +277,36 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     ros_client.spin_for(0.5)
     assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01
 
+    # Bad twists and gripper commands: refused and counted (the controller is stopped
+    # first: the command readers keep only the newest message).
+    from geometry_msgs.msg import TwistStamped
+    from std_msgs.msg import Float64MultiArray, String
+    assert probe.transition('deactivate')
+    statuses = []
+    node.create_subscription(String, '/sim_arm/status',
+                             lambda msg: statuses.append(json.loads(msg.data)),
+                             arm_topics.STATUS_QOS)
+    twist_pub = node.create_publisher(TwistStamped, arm_topics.TWIST_TOPIC,
+                                      arm_topics.COMMAND_QOS)
+    gripper_pub = node.create_publisher(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
+                                        arm_topics.COMMAND_QOS)
+    ros_client.wait_for_subscribers(twist_pub)
+    ros_client.wait_for_subscribers(gripper_pub)
+    wrong_frame, nan_twist = TwistStamped(), TwistStamped()
+    wrong_frame.header.frame_id, nan_twist.header.frame_id = 'tool0', 'world'
+    nan_twist.twist.linear.x = math.nan
+    for publisher, msg, expected in (
+            (twist_pub, wrong_frame, {'twist': 1, 'gripper': 0, 'parameters': 0}),
+            (twist_pub, nan_twist, {'twist': 2, 'gripper': 0, 'parameters': 0}),
+            (gripper_pub, Float64MultiArray(data=[0.0, 0.04]),
+             {'twist': 2, 'gripper': 1, 'parameters': 0})):
+        publisher.publish(msg)
+        ros_client.spin_until(lambda: statuses and statuses[-1]['bad_input'] == expected,
+                              10.0, f'bad_input {expected}')
+    last = statuses[-1]['last_bad_input']
+    assert last['twist'].startswith('holding still: non-finite twist [nan, 0.0')
+    assert last['gripper'] == 'ignored gripper command: gripper command must hold 1 value, got 2'
+
     # init_state_id is settable (checked against the task's init states); ~/reset uses it.
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
@@ -264,6 +320,10 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
                                timeout=60.0)
     assert response.success and response.message.startswith('reset to init state 3 ')
+    ros_client.spin_until(lambda: statuses[-1]['bad_input']['parameters'] == 1, 10.0,
+                          'the refused init_state_id counted')
+    assert statuses[-1]['bad_input']['twist'] == 2  # since the start: ~/reset keeps them
+    assert statuses[-1]['rejected_twists'] == 0 and sim.alive  # per episode
 
 
 def test_sim_arm_config_checks_its_values():
