@@ -205,6 +205,8 @@ def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
     ros_client.spin_until(lambda: bad_counts()['parameters'] == 1, 10.0, 'the counts')
     counts = bad_counts()
     assert counts['action'] >= 2 and counts['pose'] >= 1, counts  # malformed + NaN; NaN
+    ros_client.spin_until(lambda: probe.latest_status()['bad_input']['parameters'] == 1, 10.0,
+                          'the counts on ~/status')
     last = probe.latest_status()['last_bad_input']
     assert last['parameters'] == ("refused parameters ['max_linear_norm']: max_linear_norm "
                                   '(-1.0) must be > 0')

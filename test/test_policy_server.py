@@ -304,12 +304,13 @@ def test_bad_inputs_are_refused_and_counted_and_the_old_adapter_keeps_serving(
     status = statuses[-1]
     assert status['adapter_version'] == 1 and status['level'] in ('OK', 'WARN')
     assert 'message is not an encoded adapter' in status['last_bad_input']['adapter_bytes']
-    ros_client.spin_until(lambda: any(d.status[0].name == '/policy_server' for d in diagnostics),
-                          10.0, 'the server on /diagnostics')
-    values = {kv.key: kv.value for kv in [d for d in diagnostics
-                                          if d.status[0].name == '/policy_server'][-1]
-              .status[0].values}
-    assert values['bad_input.image'] == '2' and values['adapter_version'] == '1'
+
+    def diagnosed():
+        ours = [d.status[0] for d in diagnostics if d.status[0].name == '/policy_server']
+        return {kv.key: kv.value for kv in ours[-1].values} if ours else {}
+    ros_client.spin_until(lambda: diagnosed().get('bad_input.adapter_bytes') == '1', 10.0,
+                          'the counts on /diagnostics')
+    assert diagnosed()['bad_input.image'] == '2' and diagnosed()['adapter_version'] == '1'
     assert server.alive
 
 
