@@ -48,6 +48,8 @@ def main(argv=None):
     if error:
         print(error, file=sys.stderr)
         return 1
+    import numpy as np
+
     from tgrpo_ros.orchestration.processes import prepare_environment
     from tgrpo_ros.policy import cached_standin
     from tgrpo_ros.testing import deploy_play
@@ -71,14 +73,20 @@ def main(argv=None):
     print(play.player_log.strip().splitlines()[-1] if play.player_log.strip() else '')
     counters = play.status.get('counters', {})
     print(f'played at rate {args.rate}{"" if args.no_clock else " with --clock"}: '
-          f'{play.frames} frames (the {play.skipped} recorded before the instruction '
-          f'are not played); {play.actions} answered by an action with their stamp; '
+          f'{play.frames} frames; {play.actions} answered by an action with their stamp; '
           f'{play.answered} also by a command of the safety controller')
     print(f'controller (dry run): {play.commands} command ticks, {play.twists} twists; '
           f'state {play.status.get("state")}, stop reasons {play.status.get("stop_reasons")}; '
           'counters ' + ', '.join(f'{k} {v}' for k, v in counters.items() if v))
+    if play.inference_ms and play.latency_ms:
+        print(f'server time per batch: median {np.median(play.inference_ms):.1f} ms, max '
+              f'{max(play.inference_ms):.1f} ms (first three {play.inference_ms[:3]}); frame '
+              f'arrival to its action: p50 {np.percentile(play.latency_ms, 50):.1f} ms, p95 '
+              f'{np.percentile(play.latency_ms, 95):.1f} ms, max {max(play.latency_ms):.1f} ms')
     if play.missed:
-        print(f'unanswered frame stamps (ns): {play.missed[:10]}')
+        print(f'unanswered frame stamps (ns): {play.missed[:10]}; {len(play.replaced)} of them '
+              'replaced by a newer frame (server busy past the next frame, or the next action '
+              'before the next control tick)')
     print(f'bench took {time.perf_counter() - started:.0f} s; bag and logs in {out}')
     print(f'deploy_play_answered: {play.fraction:.4f}')
     return 0

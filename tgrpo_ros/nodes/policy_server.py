@@ -27,7 +27,7 @@ Modes (parameter ``mode``):
   ``ns/instruction`` topic, the newest of the two winning.
 
 Warm-up: before it subscribes, the server runs one greedy inference on a blank
-policy view. The first call of a freshly loaded policy is slow (1.7-2.4 s on the
+policy view. The first call of a freshly loaded policy is slow (about 2 s on the
 CPU stand-in, against 30-70 ms afterwards); paid on the first camera frames, it
 would make stream mode drop the frames of those seconds (docs/bags.md).
 

@@ -7,9 +7,10 @@ and sim_arm in ``/arm``. Used by test/test_bag_graph.py and bench/deploy_replay.
 (docs/bags.md, "Play into the deploy graph").
 
 ``record_on_sim_arm``: the whole graph runs with the controller live (sim_arm
-follows its twists); the instruction is published latched on ``/arm/instruction``,
-as an operator would; ``tgrpo_record --profile deploy`` records for some seconds
-and is stopped with SIGINT.
+follows its twists); the instruction (the server's parameter) is also published
+latched on ``/arm/instruction``, as an operator would, so the bag carries it;
+``tgrpo_record --profile deploy`` records for some seconds and is stopped with
+SIGINT.
 
 ``play_offline``: the graph again without sim_arm, the controller in dry run,
 both nodes with ``use_sim_time``; ``tgrpo_replay play --clock`` republishes the
@@ -27,6 +28,7 @@ gripper output, timed by their arrival here against the actions' arrival.
 """
 
 from dataclasses import dataclass, field
+import json
 import os
 import signal
 import sys
@@ -34,7 +36,6 @@ import time
 from typing import Dict, List
 
 ARM = '/arm'
-INSTRUCTION = 'pick up the alphabet soup and place it in the basket'
 CONFIG = 'deploy_sim_arm.yaml'
 START_TIMEOUT = 180.0  # s: sim_arm imports LIBERO and builds its scene; the server loads
 CAMERA = ARM + '/camera/image'
@@ -61,9 +62,8 @@ def deploy_nodes(model, *, with_sim_arm, offline, camera_rate_hz=5.0):
     """
     Return the NodeSpecs of the deploy graph.
 
-    The instruction comes from ``/arm/instruction`` (not the parameter), so a bag
-    carries it. On the arm the controller is live; ``offline`` (no arm) keeps it in
-    dry run and puts the server and the controller on the bag's clock.
+    On the arm the controller is live; ``offline`` (no arm) keeps it in dry run and
+    puts the server and the controller on the bag's clock.
     """
     from tgrpo_ros.orchestration import graph
 
@@ -72,8 +72,7 @@ def deploy_nodes(model, *, with_sim_arm, offline, camera_rate_hz=5.0):
         config.pop('sim_arm', None)
     else:
         config['sim_arm'].setdefault('parameters', {})['camera_rate_hz'] = float(camera_rate_hz)
-    overrides = {'policy_server': {'instruction': ''},
-                 'safety_controller': {'dry_run': bool(offline)}}
+    overrides = {'policy_server': {}, 'safety_controller': {'dry_run': bool(offline)}}
     if offline:
         for kind in ('policy_server', 'safety_controller'):
             overrides[kind]['use_sim_time'] = True
@@ -112,6 +111,35 @@ def _watch_actions(client):
                                     clock.now().nanoseconds * 1e-9)),
         topics.reliable_qos(1000))
     return actions
+
+
+def _watch_stats(client):
+    """Subscribe to the server's batch statistics; return the list of (sample ms, total ms)."""
+    from std_msgs.msg import String
+
+    from tgrpo_ros.nodes import topics
+
+    stats = []
+    client.node.create_subscription(
+        String, topics.SERVER_STATS_TOPIC, lambda msg: stats.append(
+            (json.loads(msg.data)['sample_ms'], json.loads(msg.data)['total_ms'])),
+        topics.reliable_qos(1000))
+    return stats
+
+
+def _watch_frames(client):
+    """Subscribe to the camera as the server does; return {frame stamp ns: arrival s}."""
+    from sensor_msgs.msg import Image
+
+    from tgrpo_ros.nodes import arm_topics, messages
+
+    arrivals = {}
+    clock = client.node.get_clock()
+    client.node.create_subscription(
+        Image, CAMERA, lambda msg: arrivals.setdefault(
+            messages.stamp_to_ns(msg.header.stamp), clock.now().nanoseconds * 1e-9),
+        arm_topics.SENSOR_QOS, raw=False)
+    return arrivals
 
 
 def _activate(client, probe, timeout):
@@ -161,7 +189,8 @@ def _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout
     instruction = client.node.create_publisher(
         String, topics.client_topic(ARM, topics.INSTRUCTION_TOPIC),
         topics.LATCHED_INSTRUCTION_QOS)
-    instruction.publish(String(data=INSTRUCTION))  # latched: late subscribers get it too
+    text = deploy_config()['policy_server']['parameters']['instruction']  # the server's
+    instruction.publish(String(data=text))  # latched: late subscribers get it too
     probe = _probe(client)
     actions = _watch_actions(client)
     _start(group, nodes, log_dir)
@@ -194,7 +223,6 @@ class Play:
     """What ``play_offline`` measured."""
 
     frames: int                # camera frames played
-    skipped: int               # frames recorded before the instruction: not played
     actions: int               # of them answered by an action with their stamp
     answered: int              # of them answered by an action and then a command
     commands: int              # ticks that were commands (twist + gripper), not stops
@@ -202,6 +230,9 @@ class Play:
     player_log: str
     status: Dict[str, object] = field(default_factory=dict)  # the controller's last status
     missed: List[int] = field(default_factory=list)  # stamps (ns) of unanswered frames
+    inference_ms: List[float] = field(default_factory=list)  # server time per batch
+    latency_ms: List[float] = field(default_factory=list)  # frame arrival to its action, here
+    replaced: List[int] = field(default_factory=list)  # unanswered by design: a newer frame
 
     @property
     def fraction(self):
@@ -232,22 +263,18 @@ def _play(group, client, bag, log_dir, model, rate, clock, timeout):
     from tgrpo_ros.nodes import bag_io, messages
 
     recorded = bag_io.Bag(bag)
-    # The server acts only with an instruction: play from the bag's first one on.
-    first = next(recorded.messages(list(PLAYED_TOPICS)))[2]
-    instructed = next(recorded.messages([PLAYED_TOPICS[1]]), None)
-    if instructed is None:
-        raise ValueError(f'{bag} has no {PLAYED_TOPICS[1]}: record with the instruction '
-                         'published (latched) on it')
-    start = max(instructed[2] - 1000, first)  # ns; 1 us less: the offset is a float
     frames = [messages.stamp_to_ns(recorded.decode(*m).header.stamp)
-              for m in recorded.messages([CAMERA], start=start)]
-    before = sum(1 for _ in recorded.messages([CAMERA])) - len(frames)
+              for m in recorded.messages([CAMERA])]
     nodes = deploy_nodes(model, with_sim_arm=False, offline=True)
+    control_rate = float(next(n for n in nodes if n.name == 'safety_controller')
+                         .parameters['control_rate_hz'])  # Hz
     if not clock:
         for node in nodes:
             node.parameters.pop('use_sim_time', None)
     probe = _probe(client)
     actions = _watch_actions(client)
+    stats = _watch_stats(client)
+    arrivals = _watch_frames(client)
     _start(group, nodes, log_dir)
     _activate(client, probe, timeout)
     node = client.node
@@ -257,8 +284,7 @@ def _play(group, client, bag, log_dir, model, rate, clock, timeout):
                       and node.count_subscribers(PLAYED_TOPICS[2]) >= 1, timeout,
                       'the policy server and the safety controller on the played topics')
     command = [sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play', str(bag),
-               '--topics', *PLAYED_TOPICS, '--rate', str(rate),
-               '--start-offset', repr((start - first) / 1e9)] + (['--clock'] if clock else [])
+               '--topics', *PLAYED_TOPICS, '--rate', str(rate)] + (['--clock'] if clock else [])
     player = group.start(command, name='tgrpo_replay_play')
     deadline = time.monotonic() + timeout + len(frames) / 2.0 / rate
     while player.alive and time.monotonic() < deadline:
@@ -275,12 +301,45 @@ def _play(group, client, bag, log_dir, model, rate, clock, timeout):
     mine = sorted((t, s) for s, t in actions if s in played)  # (arrival s, stamp ns)
     # Arrival (here) of every gripper command: one per tick that is not a stop.
     ticks = sorted(t for t, _ in probe.records['dry_gripper'])
-    answered, missed = set(), []
+    answered = set()
     for i, (arrival, stamp) in enumerate(mine):
         end = mine[i + 1][0] if i + 1 < len(mine) else arrival + 1.0
         if any(arrival < t <= end for t in ticks):
             answered.add(stamp)
     missed = sorted(played - answered)
     return Play(frames=len(played), actions=len({s for _, s in mine}), answered=len(answered),
-                commands=len(ticks), twists=len(probe.records['dry_twist']), skipped=before,
-                player_log=player.log_text(), status=status, missed=missed)
+                commands=len(ticks), twists=len(probe.records['dry_twist']),
+                player_log=player.log_text(), status=status, missed=missed,
+                replaced=replaced_frames(sorted(played), {s: t for t, s in mine}, arrivals,
+                                         ticks, 1.0 / control_rate),
+                inference_ms=[total for _, total in stats],
+                latency_ms=[(t - arrivals[s]) * 1e3 for t, s in mine if s in arrivals])
+
+
+def replaced_frames(frames, done, arrivals, ticks, period):
+    """
+    Return the stamps of unanswered frames that a newer frame replaced, as designed.
+
+    Both nodes act on the newest input only (docs/deploy.md). The server answers
+    the newest frame once it is free: frame i goes without an action when frame
+    i+1 arrived while the server was still busy with the last answered frame
+    before it (whose action came after frame i+1). The controller commands its
+    newest action at each tick: an action goes without a command when the next one
+    came before the next tick, within one control ``period`` (s). ``frames``:
+    stamps in order; ``done``: {stamp: action arrival s}; ``arrivals``: {stamp:
+    frame arrival s}; ``ticks``: command arrival times (s), all seen here.
+    """
+    replaced, last_done = [], None
+    for i, stamp in enumerate(frames):
+        following = frames[i + 1] if i + 1 < len(frames) else None
+        if stamp not in done:
+            if last_done is not None and following in arrivals \
+                    and last_done > arrivals[following]:
+                replaced.append(stamp)
+            continue
+        last_done = done[stamp]
+        later = [t for t in done.values() if t > last_done]
+        if later and min(later) - last_done < period and not any(
+                last_done < t <= min(later) for t in ticks):
+            replaced.append(stamp)
+    return replaced
