@@ -211,7 +211,7 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
     # --clock: the bag's time (receive times, from 0.5 s in), at twice the speed.
     received = [m[2] for m in recorded.messages(['/arm/camera/image'])]
     assert len(clock) > 20
-    assert received[0] + 0.5e9 - 1e6 <= min(clock) and max(clock) <= received[-1] + 1e9
+    assert received[0] + 0.5e9 - 1e6 <= min(clock) and max(clock) <= received[-1] + 2e9
     assert max(clock) - min(clock) > 0.3e9
 
 
