@@ -7,6 +7,10 @@ bag. The check reproduces the recorded log-probs with adapter v1 (from the
 episode and from the camera/action streams) and flags a perturbed v2. Then the
 recorded camera/instruction stream is played into the server, which answers
 every frame.
+
+The deploy graph (config/deploy_sim_arm.yaml) is recorded on the simulated arm and
+its bag played into the graph without the arm (``tgrpo_ros.testing.deploy_play``):
+it answers each played frame with an action and a safety-controller command.
 """
 
 import json
@@ -145,6 +149,7 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
         ros_nodes, ros_client, tmp_path):
     """A camera driver's best-effort stream is recorded and played back best effort."""
     from rclpy.qos import qos_profile_sensor_data, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
     from std_msgs.msg import Bool, String
 
@@ -182,10 +187,13 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
     node.create_subscription(
         Image, '/replayed/image', lambda msg: stamps.append(messages.stamp_to_ns(
             msg.header.stamp)), qos_profile_sensor_data)
+    clock = []
+    node.create_subscription(Clock, '/clock', lambda msg: clock.append(
+        messages.stamp_to_ns(msg.clock)), qos_profile_sensor_data)
     player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
                               str(bag), '--topics', '/arm/camera/image', '--loop',
                               '--start-offset', '0.5', '--rate', '2',
-                              '--remap', '/arm/camera/image:=/replayed/image'])
+                              '--remap', '/arm/camera/image:=/replayed/image', '--clock', '100'])
     ros_client.spin_until(lambda: node.get_publishers_info_by_topic('/replayed/image'),
                           60.0, 'the player')
     offered = node.get_publishers_info_by_topic('/replayed/image')[0].qos_profile
@@ -200,3 +208,67 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
     assert recorded_stamps[0] not in stamps
     assert set(stamps) <= set(recorded_stamps)
     assert 'played' in player.log_text()
+    # --clock: the bag's time (receive times, from 0.5 s in), at twice the speed.
+    received = [m[2] for m in recorded.messages(['/arm/camera/image'])]
+    assert len(clock) > 20
+    assert received[0] + 0.5e9 - 1e6 <= min(clock) and max(clock) <= received[-1] + 2e9
+    assert max(clock) - min(clock) > 0.3e9
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_deploy_graph_recorded_on_sim_arm_answers_every_frame_played_offline(tmp_path):
+    """Record the deploy graph on sim_arm; played offline at rate 1.0 it commands each frame."""
+    import torch
+
+    from tgrpo_ros.policy import cached_standin
+    from tgrpo_ros.testing import deploy_play
+
+    torch.set_num_threads(1)
+    model = cached_standin(seed=0)
+    bag = tmp_path / 'deploy_bag'
+    recording = deploy_play.record_on_sim_arm(bag, tmp_path / 'record_logs', model,
+                                              seconds=4.0)
+    counts = recording.counts
+    # sim_arm's 5 Hz camera, the server's actions and the live commands to the arm; the
+    # controller's status under the arm namespace, where the deploy graph runs it.
+    assert counts['/arm/camera/image'] >= 15 and counts['/arm/action'] >= 10
+    assert counts['/arm/instruction'] == 1 and counts['/arm/ee_pose'] >= 40
+    assert counts['/servo_node/delta_twist_cmds'] >= 50
+    assert counts['/gripper_controller/commands'] >= 50
+    assert counts['/arm/safety_controller/status'] >= 2
+    assert recording.live_actions >= 10 and recording.live_commands >= 50
+
+    play = deploy_play.play_offline(bag, tmp_path / 'play_logs', model, rate=1.0)
+    print(f'deploy play: {play.frames} frames played, {play.actions} actions, {play.answered} '
+          f'commanded; {play.commands} command ticks; controller {play.status}')
+    assert play.frames == counts['/arm/camera/image'] >= 15
+    assert f'/arm/camera/image {play.frames}' in play.player_log
+    detail = (f'{play.answered}/{play.frames} answered, {play.actions} with an action; '
+              f'unanswered {play.missed}, of which replaced by a newer frame {play.replaced}; '
+              f'server ms per batch {play.inference_ms}; frame to action ms '
+              f'{[round(v) for v in play.latency_ms]}')
+    # A frame goes unanswered only where a newer one replaced it, as both nodes act on
+    # the newest input (a server busy past the next frame, a controller given the next
+    # action before its next tick). The 99% target at rate 1.0 is bench/deploy_replay.py's:
+    # whether a frame is replaced depends on the machine's load.
+    assert set(play.missed) == set(play.replaced), detail
+    assert play.fraction >= 0.5, detail
+    # On the bag's clock the controller takes every action (none stale) and commands.
+    counters = play.status['counters']
+    assert counters['actions'] > 0 and counters['stale_action'] == 0
+
+
+def test_replaced_frames_are_those_a_newer_frame_replaced_in_the_server_or_the_controller():
+    from tgrpo_ros.testing.deploy_play import replaced_frames
+
+    frames = [1, 2, 3, 4, 5, 6]
+    arrivals = {1: 0.0, 2: 0.2, 3: 0.4, 4: 0.6, 5: 0.8, 6: 1.0}  # s
+    # Frame 1's action came at 0.45 s, after frame 3 arrived: frame 2 was replaced in the
+    # busy server; frame 3 was pending and answered. Frame 5 got no action though the
+    # server was free when 6 came (its action for 4 came at 0.65 s): not replaced.
+    done = {1: 0.45, 3: 0.5, 4: 0.65, 6: 1.05}
+    ticks = [0.47, 0.7, 1.1]  # frame 3's action (0.5 s) is replaced by 4's within a tick
+    assert replaced_frames(frames, done, arrivals, ticks, period=0.2) == [2, 3]
+    # With a 0.1 s control period, 0.15 s without a tick is the controller's fault.
+    assert replaced_frames(frames, done, arrivals, ticks, period=0.1) == [2]

@@ -130,8 +130,11 @@ def test_profiles_expand_clients_and_agree_with_the_ros2_bag_override_file():
                                         'durability': spec.durability}, spec.name
     deploy = record.load_profile('deploy')
     assert {'/arm/camera/image', '/arm/instruction', '/arm/action',
-            '/servo_node/delta_twist_cmds', '/diagnostics', '/estop'} <= {
-        s.name for s in deploy.topics}
+            '/servo_node/delta_twist_cmds', '/diagnostics', '/estop',
+            # The deploy graph's controller lives in the arm namespace (graph.build_graph).
+            '/arm/safety_controller/dry_run/delta_twist_cmds',
+            '/arm/safety_controller/dry_run/gripper_commands',
+            '/arm/safety_controller/status'} <= {s.name for s in deploy.topics}
     assert all(s.msgtype for s in deploy.topics)
     with pytest.raises(ValueError, match="unknown profile 'x'; choose one of"):
         record.load_profile('x')

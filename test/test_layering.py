@@ -12,7 +12,8 @@ PACKAGE_DIR = os.path.dirname(tgrpo_ros.__file__)
 # The rclpy layer: the nodes and what they share (topics, message codecs, parameters),
 # and the test helpers that talk to nodes.
 ROS_MODULES = ('tgrpo_ros.nodes', 'tgrpo_ros.testing.ros_client',
-               'tgrpo_ros.testing.arm_client', 'tgrpo_ros.testing.echo_node')
+               'tgrpo_ros.testing.arm_client', 'tgrpo_ros.testing.echo_node',
+               'tgrpo_ros.testing.deploy_play')
 ROS_IMPORTS = ('rclpy', 'rcl_interfaces', 'std_msgs', 'sensor_msgs', 'geometry_msgs',
                'diagnostic_msgs', 'lifecycle_msgs', 'std_srvs', 'builtin_interfaces')
 

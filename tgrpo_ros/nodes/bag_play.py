@@ -9,6 +9,14 @@ the recording has none). Timing follows the receive times in the bag, divided by
 at the end. Before the first message the player waits (``--wait-for-subscribers``)
 until every topic it plays has a subscriber, so a graph that is still starting
 does not miss the beginning.
+
+``--clock [HZ]`` also publishes the bag's time on ``/clock`` (rosgraph_msgs/Clock,
+best effort, as ``ros2 bag play --clock`` does; 40 Hz when no rate is given, and
+once right before every played message), for nodes run with ``use_sim_time``.
+The recorded stamps are the recording's clock: a node that compares them with
+its own clock (the safety controller's ``action_timeout``) needs the bag's time
+to act on them as it did on the arm (docs/bags.md). With ``--loop`` the clock
+jumps back at each pass.
 """
 
 import sys
@@ -18,6 +26,8 @@ from tgrpo_ros.nodes import bag_io, topics
 from tgrpo_ros.nodes.record import import_message
 
 STREAM_SUFFIXES = ('/' + topics.CAMERA_TOPIC, '/' + topics.INSTRUCTION_TOPIC)
+CLOCK_TOPIC = '/clock'
+DEFAULT_CLOCK_HZ = 40.0  # ros2 bag play --clock's default
 
 
 def default_topics(bag):
@@ -67,15 +77,30 @@ def add_arguments(parser):
     parser.add_argument('--wait-for-subscribers', type=float, default=10.0, metavar='S',
                         help='wait up to S seconds for a subscriber on every played topic '
                         '(default 10; 0: do not wait)')
+    parser.add_argument('--clock', type=float, nargs='?', const=DEFAULT_CLOCK_HZ, default=0.0,
+                        metavar='HZ', help="publish the bag's time on /clock at HZ "
+                        f'(default {DEFAULT_CLOCK_HZ:g} when given without a value) for nodes '
+                        'with use_sim_time:=true')
 
 
 class Player:
     """Publishes the selected topics of a bag in recorded time order."""
 
-    def __init__(self, node, bag, names, remaps, stream=None):
-        """Create one publisher per topic, with its recorded type and QoS."""
+    def __init__(self, node, bag, names, remaps, stream=None, clock_hz=0.0):
+        """Create one publisher per topic, with its recorded type and QoS (and /clock)."""
         self.node, self.bag = node, bag
         self.stream = stream or sys.stdout
+        self.origin = None  # (bag time ns, monotonic s) of the pass being played
+        self.rate = 1.0
+        self.clock_pub = None
+        if clock_hz > 0:
+            from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = node.create_publisher(
+                Clock, CLOCK_TOPIC, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                               reliability=ReliabilityPolicy.BEST_EFFORT))
+            node.create_timer(1.0 / clock_hz, self.publish_clock)
         self.publishers = {}
         for name in names:
             info = bag.topics[name]
@@ -97,6 +122,23 @@ class Player:
             rclpy.spin_once(self.node, timeout_sec=0.05)
         return {p.topic_name: p.get_subscription_count() for p in self.publishers.values()}
 
+    def bag_time(self):
+        """Return the bag time (ns) that corresponds to now, None before the first message."""
+        if self.origin is None:
+            return None
+        first, started = self.origin
+        return first + int((time.monotonic() - started) * self.rate * 1e9)
+
+    def publish_clock(self):
+        """Publish the bag's time on /clock (once playing has started)."""
+        now = self.bag_time()
+        if self.clock_pub is None or now is None:
+            return
+        from rosgraph_msgs.msg import Clock
+
+        from tgrpo_ros.nodes import messages
+        self.clock_pub.publish(Clock(clock=messages.ns_to_stamp(now)))
+
     def play_once(self, rate, start_offset):
         """Play the bag once; return the number of messages published."""
         import rclpy
@@ -104,6 +146,7 @@ class Player:
         first = None
         started = None
         published = 0
+        self.rate = rate
         for name, _, timestamp, data in self.bag.messages(sorted(self.publishers)):
             if first is None:
                 first = timestamp + int(start_offset * 1e9)
@@ -111,6 +154,7 @@ class Player:
                 continue
             if started is None:
                 started = time.monotonic()
+                self.origin = (first, started)
             due = started + (timestamp - first) / 1e9 / rate
             while rclpy.ok():
                 left = due - time.monotonic()
@@ -119,6 +163,7 @@ class Player:
                 rclpy.spin_once(self.node, timeout_sec=min(left, 0.05))
             if not rclpy.ok():
                 break
+            self.publish_clock()  # the receivers' time is the message's when it arrives
             self.publishers[name].publish(bytes(data))
             self.counts[name] += 1
             published += 1
@@ -134,6 +179,9 @@ def run(args, out=None, err=None):
 
     if not args.rate > 0:
         print(f'tgrpo_replay play: --rate ({args.rate}) must be > 0', file=err)
+        return 1
+    if args.clock < 0:
+        print(f'tgrpo_replay play: --clock ({args.clock} Hz) must be > 0', file=err)
         return 1
     if args.start_offset < 0:
         print(f'tgrpo_replay play: --start-offset ({args.start_offset} s) must be >= 0',
@@ -161,7 +209,7 @@ def run(args, out=None, err=None):
     node = rclpy.create_node('tgrpo_replay_play')
     status = 0
     try:
-        player = Player(node, bag, names, remaps)
+        player = Player(node, bag, names, remaps, clock_hz=args.clock)
         for problem in bag.problems[reported:]:
             print(f'tgrpo_replay play: {problem}', file=err)
         reported = len(bag.problems)

@@ -26,6 +26,11 @@ Modes (parameter ``mode``):
   from the ``instruction`` parameter or from a latched (transient-local)
   ``ns/instruction`` topic, the newest of the two winning.
 
+Warm-up: before it subscribes, the server runs one greedy inference on a blank
+policy view. The first call of a freshly loaded policy is slow (about 2 s on the
+CPU stand-in, against 30-70 ms afterwards); paid on the first camera frames, it
+would make stream mode drop the frames of those seconds (docs/bags.md).
+
 ``preprocessing`` turns each received frame into the policy's 224 x 224 view:
 ``none`` (the sim bridges send that view already; other sizes are resized),
 ``libero`` or ``camera`` (``tgrpo_ros.policy.contract.get_preprocessor``).
@@ -169,6 +174,7 @@ class PolicyServer(Node):
         self.client_namespaces = c.clients
         self.max_wait = c.max_wait_ms / 1000.0  # seconds
         self.policy, self.generator = self._load_policy()
+        self._warm_up()
         self.prepared = None  # adapter validated by the on-set callback, swapped in post-set
         self._mirroring = False
         self.bad_inputs = BadInputs(INPUTS)
@@ -239,6 +245,17 @@ class PolicyServer(Node):
         self.get_logger().info(f'loaded policy in {time.perf_counter() - start:.2f} s on '
                                f'{self.policy_config.device} ({self.policy_config.dtype})')
         return policy, generator
+
+    def _warm_up(self):
+        """Run one greedy inference on a blank view, with its own generator (see above)."""
+        import numpy as np
+        import torch
+
+        start = time.perf_counter()
+        blank = np.zeros((contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3), dtype=np.uint8)
+        self.policy.sample([blank], ['warm up'], greedy=True,
+                           generator=torch.Generator(device=self.policy.device).manual_seed(0))
+        self.get_logger().info(f'warmed up in {time.perf_counter() - start:.2f} s')
 
     def _serving(self, path):
         """Return True when ``path`` names the adapter directory being served."""
