@@ -107,6 +107,16 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
         ros_nodes.start('policy_server', name='policy_server', parameters={
             'model_path': model_path, 'clients': ['/sim0'], 'seed': 5})
         ros_client.wait_for_publishers(observer.subs[1], timeout=START_TIMEOUT)
+        # Discovery is not symmetric: the test sees the server's action publisher before
+        # the server's writer has matched the test's reader, and a reply sent in that
+        # window reaches the bridge but not the test (a CI failure: KeyError on the first
+        # step's stamp). The server subscribes right after it creates that publisher
+        # (after its warm-up inference); give both directions time to settle.
+        ros_client.spin_until(
+            lambda: ros_client.node.count_subscribers(
+                topics.client_topic('/sim0', topics.CAMERA_TOPIC)) >= 2,
+            START_TIMEOUT, "the server's camera subscription")
+        ros_client.spin_for(2.0)
     finally:
         bridge.signal(signal.SIGCONT)
     ros_client.spin_until(lambda: observer.episodes, START_TIMEOUT, 'the episode')
