@@ -1,6 +1,7 @@
 """Install tgrpo_ros with colcon (ament_python) or with pip."""
 
 from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
@@ -15,6 +16,10 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ] + [
+        # Shipped checkpoints (models/<name>/...): config files name them relative to config/.
+        ('share/' + package_name + '/' + os.path.dirname(path), [path])
+        for path in sorted(glob('models/*/*')) if os.path.isfile(path)
     ],
     install_requires=['setuptools'],
     zip_safe=True,

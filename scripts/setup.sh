@@ -53,7 +53,7 @@ log 'pip install -e . (tgrpo_ros)'
 share="$VENV/share/tgrpo_ros"
 mkdir -p "$share" "$VENV/share/ament_index/resource_index/packages"
 ln -sfn "$PWD/resource/tgrpo_ros" "$VENV/share/ament_index/resource_index/packages/tgrpo_ros"
-for item in package.xml launch config; do ln -sfn "$PWD/$item" "$share/$item"; done
+for item in package.xml launch config models; do ln -sfn "$PWD/$item" "$share/$item"; done
 "$VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 echo "$stamp_value" > "$stamp_file"
 log 'done'
