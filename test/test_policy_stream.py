@@ -126,15 +126,14 @@ def test_stream_hears_a_best_effort_camera_and_answers_only_the_newest_frames(
     bgr = client.answer('/arm', frame[:, :, ::-1].copy(), encoding='bgr8')
     np.testing.assert_array_equal(bgr.action_tokens, expected)
 
-    # A burst: 40 frames at ~200 Hz while one inference takes ~0.1 s. Frames never
-    # queue: far fewer replies than frames, each stamped with a published frame, in
-    # order, and the newest frame of the burst is answered.
+    # A burst: 40 frames back to back (a few ms in all) while one inference takes tens of
+    # ms. Frames never queue: far fewer replies than frames, each stamped with a
+    # published frame, in order, and the newest frame of the burst is answered. (Paced
+    # by the test's executor instead, the burst stretched to ~1 s on a loaded machine,
+    # and the warmed-up server answered 22 of 40 frames: a CI failure.)
     client.ros.spin_for(1.0)
     client.replies['/arm'].clear()
-    burst = []
-    for _ in range(40):
-        burst.append(client.frame('/arm', frame))
-        client.ros.spin_for(0.005)
+    burst = [client.frame('/arm', frame) for _ in range(40)]
     client.ros.spin_until(lambda: any(r.stamp_ns == burst[-1] for r in client.replies['/arm']),
                           30.0, 'the action for the last frame of the burst')
     client.ros.spin_for(2.0)  # anything still queued would arrive now

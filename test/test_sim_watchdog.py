@@ -30,7 +30,9 @@ def test_a_hung_env_worker_is_killed_and_reported():
         start = time.monotonic()
         with pytest.raises(EnvHang, match=r"gave no answer to 'step' in 2.0 s; killed it"):
             env.step(HOLD)
-        assert time.monotonic() - start < 10.0
+        # 2 s of silence, then a kill: not a hang. Generous, as CI's cores may be busy
+        # (12 s was seen with both cores loaded by other jobs).
+        assert time.monotonic() - start < 60.0
         with pytest.raises(ProcessLookupError):
             os.kill(env.pid, 0)  # gone (and reaped)
     finally:
