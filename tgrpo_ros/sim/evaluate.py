@@ -44,6 +44,9 @@ class EvalConfig:
     """Evaluate init states 0..N-1 of each task."""
     first_init_state: int = 0
     """Start at this init state (evaluates first..first+N-1)."""
+    repeats: int = 1
+    """Episodes per init state. Sampled actions (``temperature``) draw fresh samples from
+    one seeded stream on every repeat; greedy repeats replay the same episode."""
     num_envs: int = 2
     """K env worker processes."""
     render: bool = None
@@ -81,6 +84,8 @@ class EvalConfig:
         if int(self.num_init_states) < 1 or int(self.first_init_state) < 0:
             raise ValueError(f'num_init_states ({self.num_init_states}) must be >= 1 and '
                              f'first_init_state ({self.first_init_state}) >= 0')
+        if int(self.repeats) < 1:
+            raise ValueError(f'repeats ({self.repeats}) must be >= 1')
         if int(self.num_envs) < 1:
             raise ValueError(f'num_envs ({self.num_envs}) must be >= 1')
         if self.camera_size not in CAMERA_SIZES:
@@ -330,7 +335,7 @@ def run_evaluation(config, policy=None, progress=True):
         raise ValueError(f'policy {config.policy!r} needs images: do not pass render=False')
     init_ids = list(range(config.first_init_state,
                           config.first_init_state + config.num_init_states))
-    jobs = _JobQueue(config.tasks, init_ids)
+    jobs = _JobQueue(config.tasks, [i for _ in range(int(config.repeats)) for i in init_ids])
     num_envs = min(int(config.num_envs), len(jobs))
     env_kwargs = {'suite': config.suite, 'task_id': int(config.tasks[0]), 'render': render,
                   'camera_size': config.camera_size, 'max_steps': config.max_steps,
@@ -429,6 +434,8 @@ def build_parser():
                         help="'all' or comma-separated task ids")
     parser.add_argument('--num-init-states', type=int, default=DEFAULT_NUM_INIT_STATES)
     parser.add_argument('--first-init-state', type=int, default=0)
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='episodes per init state (use with --temperature)')
     parser.add_argument('--num-envs', type=int, default=2, help='env worker processes')
     render = parser.add_mutually_exclusive_group()
     render.add_argument('--render', dest='render', action='store_true', default=None,
