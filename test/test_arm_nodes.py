@@ -221,7 +221,7 @@ def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
     values = {kv.key: kv.value for kv in status.values}
     assert status.name == '/safety_controller' and 'estop' in status.message
     assert values['lifecycle'] == 'active' and values['estop_latched'] == 'true'
-    assert int(values['estop_events']) == 1 and values['dry_run'] == 'true'
+    assert int(values['counters.estop_events']) == 1 and values['dry_run'] == 'true'
 
 
 @pytest.mark.ros

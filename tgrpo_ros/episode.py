@@ -202,17 +202,24 @@ def assignment_to_json(assignment):
     return json.dumps({'schema': ASSIGNMENT_SCHEMA, **asdict(assignment)}, sort_keys=True)
 
 
-def assignment_from_json(text):
-    """Return the Assignment in JSON ``text``; ValueError naming what is malformed."""
+def _tagged_json_object(text, what, schema):
+    """Return the JSON object in ``text`` less its ``schema`` tag; ValueError naming ``what``."""
     try:
         values = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f'assignment is not JSON ({error}): {text[:200]!r}') from None
+    except ValueError as error:  # JSONDecodeError
+        raise ValueError(f'{what} is not JSON ({error}): {text[:200]!r}') from None
     if not isinstance(values, dict):
-        raise ValueError(f'assignment must be a JSON object, got {text[:200]!r}')
-    schema = values.pop('schema', None)
-    if schema != ASSIGNMENT_SCHEMA:
-        raise ValueError(f"assignment schema is {schema!r}; expected '{ASSIGNMENT_SCHEMA}'")
+        raise ValueError(f'{what} must be a JSON object, got {type(values).__name__}: '
+                         f'{text[:200]!r}')
+    tag = values.pop('schema', None)
+    if tag != schema:
+        raise ValueError(f"{what} schema is {tag!r}; expected '{schema}'")
+    return values
+
+
+def assignment_from_json(text):
+    """Return the Assignment in JSON ``text``; ValueError naming what is malformed."""
+    values = _tagged_json_object(text, 'assignment', ASSIGNMENT_SCHEMA)
     known = [f.name for f in fields(Assignment)]
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -276,14 +283,10 @@ def episode_from_bytes(data):
     if missing:
         raise ValueError(f'episode payload lacks arrays {missing}; has {sorted(contents)}')
     try:
-        metadata = json.loads(contents.pop(_META_KEY).tobytes().decode('utf-8'))
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f'episode metadata is not JSON text: {error}') from None
-    if not isinstance(metadata, dict):
-        raise ValueError(f'episode metadata must be a JSON object, got {type(metadata).__name__}')
-    schema = metadata.pop('schema', None)
-    if schema != EPISODE_SCHEMA:
-        raise ValueError(f"episode schema is {schema!r}; expected '{EPISODE_SCHEMA}'")
+        text = contents.pop(_META_KEY).tobytes().decode('utf-8')
+    except UnicodeDecodeError as error:
+        raise ValueError(f'episode metadata is not UTF-8 text: {error}') from None
+    metadata = _tagged_json_object(text, 'episode metadata', EPISODE_SCHEMA)
     for name, dtype in EPISODE_ARRAYS.items():
         if contents[name].dtype != dtype:
             raise ValueError(f'episode {name} has dtype {contents[name].dtype}; expected '

@@ -30,7 +30,6 @@ through ``servo_command_type_service``. See docs/deploy.md.
 """
 
 from dataclasses import dataclass
-import json
 import sys
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -38,20 +37,16 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from tgrpo_ros.arm import ArmConfig, SafetyFilter
 from tgrpo_ros.nodes import arm_topics, messages, topics
-from tgrpo_ros.nodes.diagnostics import bad_input_summary, BadInputs, flatten
+from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config, read_config
 from tgrpo_ros.options import check_range, option
 
-try:  # not on PyPI: /diagnostics only where the ROS install has it
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-except ImportError:  # pragma: no cover - depends on the install
-    DiagnosticArray = None
 try:  # MoveIt is not on PyPI
     from moveit_msgs.srv import ServoCommandType
 except ImportError:  # pragma: no cover - depends on the install
@@ -106,24 +101,17 @@ class SafetyController(LifecycleNode):
         self.last_reasons = None
         self.messages_dropped = 0  # malformed actions and poses
         self.bad_inputs = BadInputs(INPUTS)
-        self.reported_bad_inputs = dict(self.bad_inputs.counts)  # at the last status
 
         self.estop_sub = self.create_subscription(
             Bool, arm_topics.ESTOP_TOPIC, self.estop_callback, arm_topics.ESTOP_QOS)
         self.reset_srv = self.create_service(Trigger, arm_topics.RESET_SERVICE,
                                              self.reset_callback)
-        self.status_pub = self.create_publisher(String, arm_topics.STATUS_TOPIC,
-                                                arm_topics.STATUS_QOS)
-        self.diagnostics_pub = None
-        if DiagnosticArray is not None:
-            self.diagnostics_pub = self.create_publisher(
-                DiagnosticArray, arm_topics.DIAGNOSTICS_TOPIC, arm_topics.STATUS_QOS)
-        else:
+        self.reporter = StatusReporter(self, self.status, self.bad_inputs,
+                                       period=1.0 / self.node_config.diagnostics_rate_hz)
+        if self.reporter.diagnostics_publisher is None:
             self.get_logger().warning(
                 'diagnostic_msgs is not installed (pip install ros-jazzy-diagnostic-msgs): '
                 'no /diagnostics; the same status goes to ~/status as JSON')
-        self.status_timer = self.create_timer(1.0 / self.node_config.diagnostics_rate_hz,
-                                              self.publish_status)
         self.get_logger().info('unconfigured; configure and activate me through the lifecycle '
                                'services (dry_run is read on configure)')
 
@@ -341,44 +329,23 @@ class SafetyController(LifecycleNode):
         self.twist_pub.publish(msg)
 
     def status(self):
-        """Return the status dict: lifecycle state, filter state, counters."""
+        """Return the status dict: lifecycle state, filter state, counters, level, message."""
         status = self.safety.status(self.now())
         status['lifecycle'] = self.lifecycle_state
         status['counters']['messages_dropped'] = self.messages_dropped
-        status.update(self.bad_inputs.status())
-        return status
-
-    def publish_status(self):
-        """Publish ~/status (JSON) and, where available, /diagnostics."""
-        status = self.status()
-        bad_level, bad_message = bad_input_summary(self.bad_inputs.counts,
-                                                   self.reported_bad_inputs)
-        self.reported_bad_inputs = dict(self.bad_inputs.counts)
         level = 'OK'
         if status['state'] == 'estop':
             level = 'ERROR'
-        elif (status['lifecycle'] == 'active' and status['state'] != 'running') \
-                or bad_level == 'WARN':
+        elif status['lifecycle'] == 'active' and status['state'] != 'running':
             level = 'WARN'
         message = (f"{status['lifecycle']}, {status['state']}"
                    + (f" ({', '.join(status['stop_reasons'])})" if status['stop_reasons'] else '')
-                   + (', dry run' if status['dry_run'] else ', LIVE') + f'; {bad_message}')
-        self.status_pub.publish(String(data=json.dumps(dict(status, level=level,
-                                                            message=message))))
-        if self.diagnostics_pub is None:
-            return
-        values = [KeyValue(key='lifecycle', value=status['lifecycle']),
-                  KeyValue(key='state', value=status['state']),
-                  KeyValue(key='dry_run', value=str(status['dry_run']).lower()),
-                  KeyValue(key='estop_latched', value=str(status['estop_latched']).lower())]
-        values += [KeyValue(key=k, value=str(v)) for k, v in status['counters'].items()]
-        values += [KeyValue(key=k, value=v) for k, v in flatten(self.bad_inputs.status())]
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [DiagnosticStatus(level=getattr(DiagnosticStatus, level),
-                                         name=self.get_fully_qualified_name(),
-                                         message=message, hardware_id='', values=values)]
-        self.diagnostics_pub.publish(array)
+                   + (', dry run' if status['dry_run'] else ', LIVE'))
+        return dict(status, level=level, message=message)
+
+    def publish_status(self):
+        """Publish ~/status (JSON) and, where available, /diagnostics, with the bad input."""
+        self.reporter.publish()
 
 
 def main(args=None):

@@ -27,6 +27,7 @@ with a stop (a watchdog or the e-stop), so those ticks are counted on its
 gripper output, timed by their arrival here against the actions' arrival.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 import json
 import os
@@ -77,6 +78,20 @@ def deploy_nodes(model, *, with_sim_arm, offline, camera_rate_hz=5.0):
         for kind in ('policy_server', 'safety_controller'):
             overrides[kind]['use_sim_time'] = True
     return graph.build_graph(config, model_path=model, overrides=overrides)
+
+
+@contextmanager
+def _graph_and_client(log_dir, client_name):
+    """Yield (NodeGroup logging to ``log_dir``, RosClient); close both on the way out."""
+    from tgrpo_ros.orchestration.processes import NodeGroup
+    from tgrpo_ros.testing.ros_client import RosClient
+
+    group, client = NodeGroup(log_dir), RosClient(client_name)
+    try:
+        yield group, client
+    finally:
+        client.close()
+        group.stop_all(report=sys.stderr)
 
 
 def _start(group, nodes, log_dir):
@@ -169,15 +184,8 @@ def record_on_sim_arm(bag, log_dir, model, *, seconds=6.0, camera_rate_hz=5.0,
     ``RECORDED_TOPICS``; SIGINT then closes the bag (the recorder must exit 0).
     Node logs go to ``log_dir``.
     """
-    from tgrpo_ros.orchestration.processes import NodeGroup
-    from tgrpo_ros.testing.ros_client import RosClient
-
-    group, client = NodeGroup(log_dir), RosClient('deploy_record')
-    try:
+    with _graph_and_client(log_dir, 'deploy_record') as (group, client):
         return _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout)
-    finally:
-        client.close()
-        group.stop_all(report=sys.stderr)
 
 
 def _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout):
@@ -248,15 +256,8 @@ def play_offline(bag, log_dir, model, *, rate=1.0, clock=True, timeout=START_TIM
     to show what the controller does with recorded stamps then. Node logs go to
     ``log_dir``.
     """
-    from tgrpo_ros.orchestration.processes import NodeGroup
-    from tgrpo_ros.testing.ros_client import RosClient
-
-    group, client = NodeGroup(log_dir), RosClient('deploy_play')
-    try:
+    with _graph_and_client(log_dir, 'deploy_play') as (group, client):
         return _play(group, client, bag, log_dir, model, rate, clock, timeout)
-    finally:
-        client.close()
-        group.stop_all(report=sys.stderr)
 
 
 def _play(group, client, bag, log_dir, model, rate, clock, timeout):
