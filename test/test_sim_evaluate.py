@@ -70,7 +70,20 @@ def test_failing_policy_keeps_finished_episodes(tmp_path):
     assert not (tmp_path / 'e.json').exists()
 
 
+def test_repeats_run_each_init_state_again_with_fresh_samples():
+    config = EvalConfig(policy='random', tasks=[0], num_init_states=2, repeats=3,
+                        num_envs=1, max_steps=3)
+    report = run_evaluation(config, progress=False)
+    episodes = report['episode_results']
+    assert [e['init_state_id'] for e in episodes] == [0, 0, 0, 1, 1, 1]
+    assert report['episodes'] == 6 and report['per_task']['0']['episodes'] == 6
+    # Each repeat draws its own random actions: the three returns of a state differ.
+    assert len({round(e['return'], 9) for e in episodes[:3]}) == 3
+
+
 def test_bad_options(capsys):
+    with pytest.raises(ValueError, match=r'repeats \(0\) must be >= 1'):
+        EvalConfig(repeats=0)
     with pytest.raises(ValueError, match="Unknown policy 'nope'; available: expert, random"):
         EvalConfig(policy='nope')
     with pytest.raises(ValueError, match=r'camera_size \(100\) must be one of'):
