@@ -14,11 +14,10 @@ until it has used ``--env-steps`` policy steps (equal env steps per arm):
 - ``grpo``: a1 = 0, a2 = 1 (trajectory-level only, the paper's ablation);
 - ``step``: a1 = 1, a2 = 0 (step-level only), with ``--arms tgrpo,grpo,step``.
 
-Training rollouts sample at ``--train-temperature`` (1.0 by default; the learner's
-``temperature``), which is also the temperature of every training log-prob. The shipped
-SFT'd stand-in succeeds greedily on 30% of the init states but almost never at
-temperature 1 (1 of 48 training episodes in a run here), so almost no group has a success
-to learn from; at 0.5 it succeeded on 1 of 6.
+Training rollouts sample at ``--train-temperature`` (the learner's ``temperature``),
+which is also the temperature of every training log-prob. The shipped SFT'd stand-in
+succeeds greedily on 30% of the init states but almost never at temperature 1 (1 of 48
+training episodes in a run here), so almost no group has a success to learn from.
 
 Then the SFT start and every arm's final policy are evaluated on the same episodes with
 ``sim.evaluate.run_evaluation`` (the code behind ``tgrpo_eval``): ``--eval-init-states``

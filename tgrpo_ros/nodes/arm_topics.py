@@ -38,8 +38,8 @@ SERVO_COMMAND_TYPE_SERVICE = '/servo_node/switch_command_type'  # moveit_msgs Se
 
 # Reporting.
 RESET_SERVICE = '~/reset'               # std_srvs/Trigger: clear a latched e-stop
-STATUS_TOPIC = '~/status'               # std_msgs/String JSON, the same content as diagnostics
-DIAGNOSTICS_TOPIC = '/diagnostics'      # diagnostic_msgs/DiagnosticArray
+# ~/status and /diagnostics: topics.NODE_STATUS_TOPIC and topics.DIAGNOSTICS_TOPIC, published
+# by diagnostics.StatusReporter as for every node.
 
 # sim_arm's extra outputs.
 JOINT_STATES_TOPIC = 'joint_states'     # sensor_msgs/JointState of the Panda
