@@ -91,7 +91,8 @@ def play_into_server(bag, out):
 
     from sensor_msgs.msg import JointState
 
-    from tgrpo_ros.nodes import bag_io, messages, topics
+    from tgrpo_ros.bags import storage as bag_io
+    from tgrpo_ros.nodes import messages, topics
     from tgrpo_ros.testing.ros_client import RosClient
 
     recorded = bag_io.Bag(bag)

@@ -21,8 +21,9 @@ import time
 import numpy as np
 import pytest
 
+from tgrpo_ros.bags import storage as bag_io
 from tgrpo_ros.episode import Assignment
-from tgrpo_ros.nodes import bag_io, messages, replay, topics
+from tgrpo_ros.nodes import messages, replay, topics
 
 START_TIMEOUT = 180.0  # s: bridge and server import heavy libraries; the env takes ~8 s
 MAX_STEPS = 3

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from tgrpo_ros import check_report
+from tgrpo_ros.bags import episodes as episode_bags
+from tgrpo_ros.bags import profiles as record
+from tgrpo_ros.bags import report as check_report
+from tgrpo_ros.bags import storage as bag_io
 from tgrpo_ros.episode import Episode
-from tgrpo_ros.nodes import bag_io, record, replay, topics
+from tgrpo_ros.nodes import replay, topics
 
 INSTRUCTION = 'pick up the alphabet soup and place it in the basket'
 STRING = 'std_msgs/msg/String'
@@ -203,10 +206,10 @@ def policy_episodes(tmp_path_factory):
     policy.save_adapter(str(root / 'v2'))
     bag = root / 'bag'
     with bag_io.SplitWriter(bag, max_bytes=1) as writer:  # one episode per file
-        writer.add_topic(topics.EPISODE_TOPIC, replay.EPISODE_TYPE)
+        writer.add_topic(topics.EPISODE_TOPIC, episode_bags.EPISODE_TYPE)
         for i, episode in enumerate(episodes):
             writer.write(topics.EPISODE_TOPIC, 10 + i,
-                         replay._episode_cdr(episode, bag_io.typestore()))
+                         episode_bags._episode_cdr(episode, bag_io.typestore()))
     return {'model': model, 'root': root, 'bag': bag}
 
 

@@ -22,7 +22,8 @@ jumps back at each pass.
 import sys
 import time
 
-from tgrpo_ros.nodes import bag_io, topics
+from tgrpo_ros.bags import storage as bag_io
+from tgrpo_ros.nodes import topics
 from tgrpo_ros.nodes.record import import_message
 
 STREAM_SUFFIXES = ('/' + topics.CAMERA_TOPIC, '/' + topics.INSTRUCTION_TOPIC)
@@ -47,7 +48,7 @@ def parse_remaps(items):
 
 
 def qos_of(info):
-    """Return the rclpy QoSProfile to republish ``info`` (a bag_io.TopicInfo) with."""
+    """Return the rclpy QoSProfile to republish ``info`` (a storage.TopicInfo) with."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     reliability, durability, depth = 'reliable', 'volatile', bag_io.DEFAULT_DEPTH

@@ -12,8 +12,8 @@ Two sources of recorded steps (docs/bags.md):
   one on ``ns/instruction`` whose CRC-32 the reply carries.
 
 Each step is re-scored with ``policy.log_probs`` (teacher-forced, the recorded
-tokens) and ``policy.sample(greedy=True)``; ``tgrpo_ros.check_report`` turns the
-figures into the JSON report and the PNG. Damage in the bag (see ``bag_io``) is
+tokens) and ``policy.sample(greedy=True)``; ``tgrpo_ros.bags.report`` turns the
+figures into the JSON report and the PNG. Damage in the bag (see ``storage``) is
 reported and the rest is still checked.
 """
 
@@ -23,8 +23,10 @@ import sys
 
 import numpy as np
 
-from tgrpo_ros import check_report
-from tgrpo_ros.nodes import bag_io, messages, topics
+from tgrpo_ros.bags import report as check_report
+from tgrpo_ros.bags import storage as bag_io
+from tgrpo_ros.bags import topic_names as topics
+from tgrpo_ros.nodes import messages
 
 EPISODE_TYPE = 'std_msgs/msg/UInt8MultiArray'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
