@@ -172,7 +172,10 @@ def test_report_maths_on_hand_computed_steps():
         'episodes': 2, 'success_rate': 0.5, 'successes': 1, 'mean_return': 1.5,
         'mean_length': 5.0}
     assert not report['passed'] and len(report['failures']) == 2
-    assert 'log-prob max abs difference 0.5 exceeds the tolerance 0.4' in report['failures'][0]
+    assert ('log-prob max abs difference 0.5 at step 0 (stamp 0 ns), dimension dz, exceeds '
+            'the tolerance 0.4 (1 of 2 step(s) over it') in report['failures'][0]
+    assert [e['failed'] for e in report['per_step']] == [['logp'], []]
+    assert report['actions']['max_abs_diff'] == pytest.approx(0.1)
     json.dumps(report)  # JSON-ready
 
 
@@ -268,3 +271,152 @@ def test_check_and_play_of_damaged_bags_name_the_damage_and_use_the_rest(
     err = capsys.readouterr().err
     assert "topic '/nope' is not in bag" in err and "['/tgrpo/episodes']" in err
     assert 'nothing to play' in err
+
+
+# ---------------------------------------------------------------------- stream bags
+# A deploy-style bag written here: <ns>/camera/image, <ns>/action (the server's
+# replies, stamped with their image's header) and, when given, <ns>/instruction.
+# The replies are the adapter's greedy choices, so a re-run agrees exactly.
+
+FRAMES = 24
+STAMP0 = 1_764_856_800_000_000_000  # ns, the first image header stamp
+FRAME_NS = 200_000_000              # 5 Hz camera
+
+
+@pytest.fixture(scope='module')
+def greedy_frames(policy_episodes):
+    """Return 24 images and the v1 adapter's greedy replies to them (tokens, logps, action)."""
+    import torch
+
+    from tgrpo_ros.policy import load_policy
+    from tgrpo_ros.testing.policy_helpers import random_images
+
+    p = policy_episodes
+    policy = load_policy(p['model'], trainable='lora', adapter_root=str(p['root']))
+    policy.load_adapter(str(p['root'] / 'v1'), version=1)
+    images = random_images(FRAMES, seed=7, size=64)
+    with torch.no_grad():
+        out = policy.sample(images, [INSTRUCTION] * FRAMES, greedy=True)
+    return {'images': images, 'tokens': out.action_tokens.numpy().astype(np.int64),
+            'logps': out.log_probs.numpy().astype(np.float64),
+            'actions': np.asarray(out.actions, np.float64)}
+
+
+def write_stream_bag(path, frames, instruction_at=0, instruction=INSTRUCTION, alter=None,
+                     unanswered=(), ns='/arm'):
+    """
+    Write a stream bag; return the image stamps.
+
+    ``instruction_at``: index of the frame before which the instruction is recorded
+    (None: no instruction topic); ``alter``: {frame: (dimension, added)} on the
+    recorded action; ``unanswered``: frames recorded without a reply.
+    """
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from tgrpo_ros.nodes import messages
+
+    alter = alter or {}
+    stamps = []
+    with bag_io.SplitWriter(path) as writer:
+        writer.add_topic(f'{ns}/camera/image', 'sensor_msgs/msg/Image',
+                         [bag_io.rosbags_qos('best_effort', 'volatile', 1)])
+        writer.add_topic(f'{ns}/action', 'sensor_msgs/msg/JointState')
+        if instruction_at is not None:
+            writer.add_topic(f'{ns}/instruction', STRING,
+                             [bag_io.rosbags_qos('reliable', 'transient_local', 1)])
+        for i, image in enumerate(frames['images']):
+            stamp = STAMP0 + i * FRAME_NS
+            stamps.append(stamp)
+            if i == instruction_at:
+                writer.write(f'{ns}/instruction', stamp + 1_000,
+                             serialize_message(String(data=instruction)))
+            msg = messages.numpy_to_image(image, 'rgb8', stamp=stamp, frame_id='camera')
+            writer.write(f'{ns}/camera/image', stamp + 2_000, serialize_message(msg))
+            if i in unanswered:
+                continue
+            action = frames['actions'][i].copy()
+            if i in alter:
+                action[alter[i][0]] += alter[i][1]
+            reply = messages.encode_action(msg.header, action, frames['tokens'][i],
+                                           frames['logps'][i], 1, INSTRUCTION)
+            writer.write(f'{ns}/action', stamp + 50_000_000, serialize_message(reply))
+    return stamps
+
+
+def run_check(bag, p, *extra, report=None):
+    report = report or bag.parent / (bag.name + '.json')
+    status = replay.main(['check', str(bag), '--model', p['model'], '--adapter',
+                          str(p['root'] / 'v1'), '--adapter-version', '1', '--report',
+                          str(report), *extra])
+    return status, json.loads(report.read_text()) if report.is_file() else None
+
+
+def test_one_altered_action_fails_and_the_failure_names_its_frame(
+        policy_episodes, greedy_frames, tmp_path, capsys):
+    bag = tmp_path / 'altered'
+    stamps = write_stream_bag(bag, greedy_frames, alter={7: (2, 0.5)})
+    # On one frame of 24 a 0.5 error is 0.003 as a mean: --action-tol is a maximum.
+    status, data = run_check(bag, policy_episodes, '--action-tol', '0.01')
+    err = capsys.readouterr().err
+    assert status == 3, err
+    (line,) = [x for x in err.splitlines() if x.startswith('FAILED: action')]
+    assert f'at step 7 (stamp {stamps[7]} ns, /arm), dimension dz' in line
+    assert '1 of 24 step(s) over it' in line
+    assert data['steps'] == 24 and data['actions']['max_abs_diff'] == pytest.approx(0.5)
+    assert data['actions']['mean_abs_diff'] == pytest.approx(0.5 / 24 / 7)
+    assert data['logp']['max_abs_diff'] < 1e-4
+    entries = data['per_step']
+    assert [e['index'] for e in entries] == list(range(24))
+    assert [e['stamp_ns'] for e in entries] == stamps
+    assert entries[7]['failed'] == ['action'] and not any(
+        e['failed'] for i, e in enumerate(entries) if i != 7)
+    assert entries[7]['action_abs_diff'][2] == pytest.approx(0.5)
+    assert entries[7]['agreement'] == [1] * 7 and len(entries[0]['logp_abs_diff']) == 7
+    assert data['accounting']['rescored'] == data['accounting']['frames'] == 24
+    assert (tmp_path / 'altered.png').is_file()
+
+
+def test_a_late_instruction_pairs_with_the_earlier_frames_and_the_report_says_so(
+        policy_episodes, greedy_frames, tmp_path, capsys):
+    bag = tmp_path / 'late'
+    write_stream_bag(bag, greedy_frames, instruction_at=12)  # recorded 2.4 s late
+    status, data = run_check(bag, policy_episodes)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert data['steps'] == 24 and data['accounting']['skipped'] == {}
+    assert data['pairing']['unknown_instruction'] == 0
+    (note,) = data['notes']
+    assert '12 frame(s) recorded before the instruction arrived were paired' in note
+    assert 'note: /arm: 12 frame(s)' in out
+
+
+def test_a_bag_without_instruction_is_rescored_with_instruction_option(
+        policy_episodes, greedy_frames, tmp_path, capsys):
+    bag = tmp_path / 'none'
+    write_stream_bag(bag, greedy_frames, instruction_at=None)
+    status, _ = run_check(bag, policy_episodes)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert 'no step to re-score' in err and '24 unknown instruction' in err
+    assert 'give it with --instruction TEXT' in err
+    status, data = run_check(bag, policy_episodes, '--instruction', INSTRUCTION)
+    assert status == 0, capsys.readouterr()
+    assert data['steps'] == 24 and data['accounting']['skipped'] == {}
+    # Another instruction than the replies': named, not re-scored against the wrong text.
+    status, _ = run_check(bag, policy_episodes, '--instruction', 'open the drawer')
+    assert status == 1 and '24 unknown instruction' in capsys.readouterr().err
+
+
+def test_every_frame_is_accounted_for_and_skipped_frames_exit_4(
+        policy_episodes, greedy_frames, tmp_path, capsys):
+    bag = tmp_path / 'skipped'
+    write_stream_bag(bag, greedy_frames, unanswered=(3, 20))
+    status, data = run_check(bag, policy_episodes)
+    err = capsys.readouterr().err
+    assert status == 4, err
+    assert data['accounting']['frames'] == 24 and data['accounting']['rescored'] == 22
+    assert data['accounting']['skipped'] == {'no_reply': 2}
+    assert 'INCOMPLETE: 22 of 24 recorded frame(s) re-scored: 2 no reply (8.3% skipped' in err
+    status, data = run_check(bag, policy_episodes, '--max-skipped', '0.1')
+    assert status == 0 and data['accounting']['within_limit']
