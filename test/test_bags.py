@@ -420,3 +420,80 @@ def test_every_frame_is_accounted_for_and_skipped_frames_exit_4(
     assert 'INCOMPLETE: 22 of 24 recorded frame(s) re-scored: 2 no reply (8.3% skipped' in err
     status, data = run_check(bag, policy_episodes, '--max-skipped', '0.1')
     assert status == 0 and data['accounting']['within_limit']
+
+
+# ---------------------------------------------------------------------- one reader
+
+def test_info_prints_every_field_of_ros2_bag_info(tmp_path, capsys):
+    write_strings(tmp_path / 'bag', 10, max_bytes=300)
+    assert replay.main(['info', str(tmp_path / 'bag')]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    size = sum(p.stat().st_size for p in (tmp_path / 'bag').glob('*.mcap'))
+    assert lines[0] == 'Files:             bag_0.mcap' and lines[1].strip() == 'bag_1.mcap'
+    assert f'Bag size:          {size / 1024:.1f} KiB' in lines
+    assert 'Storage id:        mcap' in lines and 'Messages:          10' in lines
+    assert 'Duration:          0.000000009s' in lines  # receive times 1000..1009 ns
+    assert any(x.startswith('Start:') and x.endswith('(0.000001000)') for x in lines)
+    assert any(x.startswith('End:') and x.endswith('(0.000001009)') for x in lines)
+    assert any(x.startswith('ROS Distro:') for x in lines)
+    assert ('Topic information: Topic: /a | Type: std_msgs/msg/String | Count: 5 | '
+            'Serialization Format: cdr | QoS: reliable, transient_local, depth 1') in lines
+    assert 'Services:          0' in lines
+
+
+def test_listing_commands_read_through_the_one_reader(tmp_path, capsys):
+    from test_messages import make_episode
+
+    bag = tmp_path / 'bag'
+    with bag_io.SplitWriter(bag, max_bytes=1) as writer:  # one episode per file
+        writer.add_topic(topics.EPISODE_TOPIC, episode_bags.EPISODE_TYPE)
+        for i in range(2):
+            writer.write(topics.EPISODE_TOPIC, 10 + i, episode_bags._episode_cdr(
+                make_episode(length=2, size=16, seed=i, group_id=i, episode_id=f'/sim0/{i}'),
+                bag_io.typestore()))
+    # A single storage file reads on its own.
+    assert replay.main([str(bag / 'bag_0.mcap')]) == 0
+    assert '1 episode(s) on /tgrpo/episodes' in capsys.readouterr().out
+    second = bag / 'bag_1.mcap'
+    second.write_bytes(second.read_bytes()[:600])  # cut inside the second episode
+    assert replay.main([str(bag)]) == 4  # what reads is listed, the damage is named
+    captured = capsys.readouterr()
+    assert '/sim0/0: group 0' in captured.out and '1 episode(s) on' in captured.out
+    assert 'bag_1.mcap: not a complete MCAP file' in captured.err
+    assert 'Traceback' not in captured.err
+    images = tmp_path / 'images'
+    from rclpy.serialization import serialize_message
+
+    from tgrpo_ros.nodes import messages
+    with bag_io.SplitWriter(images) as writer:
+        writer.add_topic('/cam', 'sensor_msgs/msg/Image')
+        for i in range(3):
+            msg = messages.numpy_to_image(np.full((8, 8, 3), i, np.uint8), stamp=100 + i)
+            writer.write('/cam', 100 + i, serialize_message(msg))
+    only = images / 'images_0.mcap'
+    only.write_bytes(only.read_bytes()[:-100])
+    assert replay.main([str(only), '--images', '/cam']) == 4
+    captured = capsys.readouterr()
+    assert '3 image(s) on /cam' in captured.out and 'not a complete MCAP file' in captured.err
+
+
+def test_errors_name_their_cause(policy_episodes, tmp_path, capsys):
+    junk = tmp_path / 'junk.mcap'
+    junk.write_bytes(b'not an mcap file' * 6)
+    for argv in (['check', str(junk), '--model', policy_episodes['model']],
+                 ['info', str(junk)], [str(junk)]):
+        assert replay.main(argv) == 1
+        err = capsys.readouterr().err
+        assert 'does not start with the MCAP magic' in err, argv
+    write_strings(tmp_path / 'bag', 4)
+    short = tmp_path / 'short.mcap'  # the first 100 B of a bag
+    short.write_bytes((tmp_path / 'bag' / 'bag_0.mcap').read_bytes()[:100])
+    assert replay.main(['check', str(short), '--model', policy_episodes['model']]) == 1
+    err = capsys.readouterr().err
+    assert 'not a complete MCAP file' in err and ' of 100 (' in err
+    assert 'recovered 0 message(s)' in err
+    (tmp_path / 'bag' / 'metadata.yaml').write_text('rosbag2: [unclosed\n')
+    assert replay.main(['info', str(tmp_path / 'bag')]) == 4
+    err = capsys.readouterr().err
+    assert 'metadata.yaml does not parse as YAML' in err and 'is missing' not in err

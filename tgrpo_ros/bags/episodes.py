@@ -8,12 +8,10 @@ No rclpy: the pure-Python ``rosbags`` package and ``tgrpo_ros.nodes.messages``'
 decoders, which import no ROS at module level.
 """
 
-import os
-
 import numpy as np
 
 from tgrpo_ros.bags import topic_names as topics
-from tgrpo_ros.bags.storage import rosbags_qos, STORAGES
+from tgrpo_ros.bags.storage import Bag, rosbags_qos, STORAGES
 from tgrpo_ros.episode import EPISODE_SCHEMA, episode_to_bytes
 from tgrpo_ros.nodes import messages
 
@@ -26,53 +24,69 @@ def _typestore():
     return get_typestore(Stores.ROS2_JAZZY)
 
 
-def _open(path):
-    from rosbags.rosbag2 import Reader
-    if not os.path.exists(os.path.join(os.fspath(path), 'metadata.yaml')):
-        raise FileNotFoundError(f'{path} is not a rosbag2 directory (no metadata.yaml)')
-    return Reader(path)
+def open_bag(path_or_bag):
+    """Return a ``storage.Bag`` for a path (a bag directory or one storage file)."""
+    return path_or_bag if isinstance(path_or_bag, Bag) else Bag(path_or_bag)
 
 
 def list_topics(path):
     """Return {topic: (message type, message count)} of the bag at ``path``."""
-    with _open(path) as reader:
-        return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
+    return {name: (info.msgtype, info.count) for name, info in open_bag(path).topics.items()}
 
 
-def _messages(path, topic, msgtype):
-    store = _typestore()
-    with _open(path) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        if not connections:
-            raise ValueError(f"topic '{topic}' is not in bag {path}; topics: "
-                             f'{sorted(reader.topics)}')
-        types = sorted({c.msgtype for c in connections})
-        if types != [msgtype]:
-            raise ValueError(f"topic '{topic}' in bag {path} has type {types}; "
-                             f'expected {msgtype}')
-        for connection, timestamp, data in reader.messages(connections=connections):
-            yield timestamp, store.deserialize_cdr(data, connection.msgtype)
+def _messages(bag, topic, msgtype):
+    """
+    Yield (index, receive time ns, message) of ``topic``; ValueError if it is absent.
+
+    Through the reader every command uses: damaged files are read around and named
+    in ``bag.problems``; a message that does not decode is named there and skipped.
+    """
+    if bag.require(topic, msgtype) is None:
+        raise ValueError(bag.problems.pop())
+    for index, (name, kind, timestamp, data) in enumerate(bag.messages([topic])):
+        msg = bag.decode(name, kind, timestamp, data, index)
+        if msg is not None:
+            yield index, timestamp, msg
 
 
-def read_episodes(path, topic=topics.EPISODE_TOPIC):
+def read_episodes(path, topic=topics.EPISODE_TOPIC, strict=True):
     """
     Yield (receive time ns, Episode) for every episode recorded on ``topic``.
 
-    A message that does not decode raises ValueError naming its index and time.
+    ``path``: a bag directory, one storage file, or a ``storage.Bag``. A message that
+    is not a valid episode raises ValueError naming its index and time; with
+    ``strict=False`` it goes to the bag's problems and reading goes on.
     """
-    for index, (timestamp, msg) in enumerate(_messages(path, topic, EPISODE_TYPE)):
+    bag = open_bag(path)
+    for index, timestamp, msg in _messages(bag, topic, EPISODE_TYPE):
         try:
             yield timestamp, messages.decode_episode(msg)
         except ValueError as error:
-            raise ValueError(f'message {index} on {topic} (recorded at {timestamp} ns) '
-                             f'is not a valid episode: {error}') from None
+            problem = (f'message {index} on {topic} (recorded at {timestamp} ns) is not a '
+                       f'valid episode: {error}')
+            if strict:
+                raise ValueError(problem) from None
+            bag.problems.append(problem)
 
 
-def read_images(path, topic):
-    """Yield (header stamp ns, frame_id, uint8 RGB array [H, W, 3]) per recorded image."""
-    for timestamp, msg in _messages(path, topic, IMAGE_TYPE):
-        yield (messages.stamp_to_ns(msg.header.stamp), msg.header.frame_id,
-               messages.image_to_numpy(msg))
+def read_images(path, topic, strict=True):
+    """
+    Yield (header stamp ns, frame_id, uint8 RGB array [H, W, 3]) per recorded image.
+
+    As ``read_episodes``: an image that does not convert raises, or with
+    ``strict=False`` is named in the bag's problems.
+    """
+    bag = open_bag(path)
+    for index, timestamp, msg in _messages(bag, topic, IMAGE_TYPE):
+        try:
+            image = messages.image_to_numpy(msg)
+        except ValueError as error:
+            if strict:
+                raise ValueError(f'message {index} on {topic}: {error}') from None
+            bag.problems.append(f'message {index} on {topic} (recorded at {timestamp} ns): '
+                                f'{error}')
+            continue
+        yield messages.stamp_to_ns(msg.header.stamp), msg.header.frame_id, image
 
 
 def write_episodes(path, records, topic=topics.EPISODE_TOPIC, storage='mcap'):

@@ -32,13 +32,14 @@ def _subcommand(argv):
         prog='tgrpo_replay', description='Inspect, re-score or play rosbag2 recordings of '
         'tgrpo_ros graphs (docs/bags.md).')
     sub = parser.add_subparsers(dest='command', required=True)
-    info_parser = sub.add_parser('info', help='topics, types, counts, QoS and damage')
+    info_parser = sub.add_parser('info', help='what ros2 bag info prints, with QoS and '
+                                 'damage')
     info_parser.add_argument('bag', help='rosbag2 directory (or one .mcap file)')
     bag_check.add_arguments(sub.add_parser(
         'check', help='re-score every recorded step through a policy; exit 3 past a '
         'tolerance, 4 on a damaged bag'))
     bag_play.add_arguments(sub.add_parser(
-        'play', help='republish the camera/instruction stream with its timing and QoS'))
+        'play', help='republish the recorded topics with their timing and QoS'))
     args = parser.parse_args(argv)
     args.ros_args = ['tgrpo_replay'] + ros_args if ros_args else None
     if args.command == 'info':
@@ -54,10 +55,16 @@ def main(argv=None):
     if argv and argv[0] in SUBCOMMANDS:
         return _subcommand(argv)
     parser = argparse.ArgumentParser(
-        prog='tgrpo_replay', description='Decode tgrpo_ros episodes or images from a '
-        'rosbag2 recording (MCAP or SQLite3), e.g. one made with '
-        f'`ros2 bag record {topics.EPISODE_TOPIC}`.')
-    parser.add_argument('bag', help='rosbag2 directory (holds metadata.yaml)')
+        prog='tgrpo_replay', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Decode tgrpo_ros episodes or images from a rosbag2 recording (MCAP or '
+        f'SQLite3), e.g. one made with `ros2 bag record {topics.EPISODE_TOPIC}`.',
+        epilog='subcommands (tgrpo_replay COMMAND --help; docs/bags.md):\n'
+        '  info    what ros2 bag info prints: files, size, storage, duration, start, end,\n'
+        '          messages, per topic its type, count, serialization format and QoS\n'
+        '  check   re-score every recorded step through a policy; exit 3 past a tolerance,\n'
+        '          4 on a damaged bag or frames not re-scored\n'
+        '  play    republish the recorded topics with their timing and QoS, as ros2 bag play')
+    parser.add_argument('bag', help='rosbag2 directory, or one .mcap or .db3 file')
     parser.add_argument('--topic', default=topics.EPISODE_TOPIC,
                         help=f'episode topic (default {topics.EPISODE_TOPIC})')
     parser.add_argument('--export', metavar='DIR', help='write each episode as DIR/<id>.npz '
