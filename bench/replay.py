@@ -109,8 +109,11 @@ def play_into_server(bag, out):
                 JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
                 lambda msg, ns=ns: answered.add((ns, messages.decode_action(msg).stamp_ns)),
                 topics.reliable_qos(100))
+        played = [topics.client_topic(ns, t) for ns in BRIDGES
+                  for t in (topics.CAMERA_TOPIC, topics.INSTRUCTION_TOPIC)]
         player = subprocess.Popen([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
-                                   bag, '--rate', '1.0'], stdout=subprocess.PIPE, text=True)
+                                   bag, '--rate', '1.0', '--topics', *played],
+                                  stdout=subprocess.PIPE, text=True)
         while player.poll() is None:
             client.spin_for(0.2)
         client.spin_for(2.0)

@@ -132,8 +132,11 @@ def test_record_check_and_play_a_training_graph(ros_nodes, ros_client, adapters,
         lambda msg: answered.add(messages.decode_action(msg).stamp_ns), topics.ACTION_QOS)
     frames = {messages.stamp_to_ns(recorded.decode(*m).header.stamp)
               for m in recorded.messages(['/sim0/camera/image'])}
+    # The frames and the instruction only: play's default, every topic, would also
+    # replay the recorded actions the test waits for.
     player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
-                              str(bag), '--rate', '1.0'])
+                              str(bag), '--rate', '1.0', '--topics', '/sim0/camera/image',
+                              '/sim0/instruction'])
     deadline = time.monotonic() + 120.0
     while player.alive and time.monotonic() < deadline:
         ros_client.spin_for(0.2)

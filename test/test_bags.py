@@ -497,3 +497,130 @@ def test_errors_name_their_cause(policy_episodes, tmp_path, capsys):
     assert replay.main(['info', str(tmp_path / 'bag')]) == 4
     err = capsys.readouterr().err
     assert 'metadata.yaml does not parse as YAML' in err and 'is missing' not in err
+
+
+# ---------------------------------------------------------------------- play
+
+def test_play_selects_every_topic_by_default_and_filters_as_ros2_bag_play(tmp_path):
+    from tgrpo_ros.bags import playback
+
+    names = {'/arm/camera/image': 1, '/arm/action': 1, '/arm/instruction': 1, '/estop': 1}
+    assert playback.select_topics(names) == (sorted(names), [])
+    assert playback.select_topics(names, ['/estop', '/nope']) == (['/estop'], ['/nope'])
+    assert playback.select_topics(names, regex='^/arm/', exclude_regex='action$') == (
+        ['/arm/camera/image', '/arm/instruction'], [])
+    assert playback.select_topics(names, exclude_topics=['/estop'])[0] == [
+        '/arm/action', '/arm/camera/image', '/arm/instruction']
+    with pytest.raises(ValueError, match="--regex '\\(' is not a regular expression"):
+        playback.select_topics(names, regex='(')
+    path = tmp_path / 'qos.yaml'
+    path.write_text('/arm/camera/image: {reliability: best_effort, depth: 1}\n'
+                    '/estop: {durability: transient_local}\n')
+    overrides = playback.load_qos_overrides(path)
+    assert overrides == {'/arm/camera/image': ('best_effort', None, 1, None),
+                         '/estop': (None, 'transient_local', None, None)}
+    recorded = bag_io.TopicInfo('/estop', STRING, qos=[bag_io.rosbags_qos('reliable',
+                                                                          'volatile', 7)])
+    assert playback.play_qos(recorded, overrides['/estop']) == (
+        'reliable', 'transient_local', 7, 'keep_last')
+    path.write_text('/estop: {durability: sometimes}\n')
+    with pytest.raises(ValueError, match="topic '/estop': durability 'sometimes' is not one"):
+        playback.load_qos_overrides(path)
+    path.write_text('/estop: {reliable: true}\n')
+    with pytest.raises(ValueError, match="unknown keys \\['reliable'\\]"):
+        playback.load_qos_overrides(path)
+
+
+def test_play_timeline_pauses_steps_and_changes_rate():
+    from tgrpo_ros.bags import playback
+
+    line = playback.Timeline(rate=2.0, paused=True)
+    line.start(1_000_000_000, now=100.0)
+    assert line.bag_time(105.0) == 1_000_000_000  # paused: the bag time stands still
+    line.play_next(1_400_000_000, now=106.0)       # the next message, due now
+    assert line.due(1_400_000_000) == 106.0 and line.bag_time(107.0) == 1_400_000_000
+    assert line.resume(110.0) and not line.paused
+    assert line.due(1_600_000_000) == pytest.approx(110.1)  # 0.2 s of bag at rate 2
+    assert line.bag_time(110.05) == 1_500_000_000
+    line.set_rate(1.0, now=110.05)
+    assert line.due(1_600_000_000) == pytest.approx(110.15)
+    before = line.bag_time(111.0)
+    assert line.toggle(111.0) and not line.toggle(112.0)
+    assert line.bag_time(112.0) == before == 2_450_000_000  # the pause took no bag time
+
+
+def string_bag(path, topics_and_times):
+    with bag_io.SplitWriter(path) as writer:
+        for topic in sorted({t for t, _ in topics_and_times}):
+            writer.add_topic(topic, STRING, [bag_io.rosbags_qos('reliable', 'volatile', 10)])
+        for topic, stamp in topics_and_times:
+            writer.write(topic, stamp, string_cdr(f'{topic} {stamp}'))
+
+
+@pytest.mark.ros
+def test_play_plays_all_topics_pauses_steps_and_resumes_by_service(
+        ros_nodes, ros_client, tmp_path):
+    import sys
+
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    t0 = 1_764_856_800_000_000_000
+    plan = [('/a', t0 + i * 50_000_000) for i in range(6)] + [
+        ('/b', t0 + 25_000_000 + i * 100_000_000) for i in range(3)] + [('/c', t0 + 1)]
+    bag = tmp_path / 'bag'
+    string_bag(bag, plan)
+    overrides = tmp_path / 'qos.yaml'
+    overrides.write_text('/a: {durability: transient_local, depth: 20}\n')
+    node = ros_client.node
+    got = []
+    for topic in ('/a', '/b'):
+        node.create_subscription(String, topic, lambda msg: got.append(msg.data),
+                                 QoSProfile(depth=50))
+    player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay'], args=[
+        'play', str(bag), '--start-paused', '--exclude-topics', '/c',
+        '--qos-profile-overrides-path', str(overrides), '--wait-for-subscribers', '60'])
+    client = node.create_client(Trigger, '/tgrpo_replay_play/play_next')
+    ros_client.wait_for_service(client, timeout=120.0)
+    assert not node.get_publishers_info_by_topic('/c')  # excluded
+    offered = node.get_publishers_info_by_topic('/a')[0].qos_profile
+    assert offered.durability == DurabilityPolicy.TRANSIENT_LOCAL  # the override file
+    for count in (1, 2):
+        reply = ros_client.call(client, Trigger.Request(), timeout=60.0)
+        assert reply.success, reply.message
+        ros_client.spin_until(lambda: len(got) == count, 60.0, f'message {count}')
+    assert got == [f'/a {t0}', f'/b {t0 + 25_000_000}']  # in recorded order
+    is_paused = node.create_client(Trigger, '/tgrpo_replay_play/is_paused')
+    assert ros_client.call(is_paused, Trigger.Request(), timeout=60.0).message == 'true'
+    assert len(got) == 2  # still paused: nothing else was played
+    resume = node.create_client(Trigger, '/tgrpo_replay_play/resume')
+    assert ros_client.call(resume, Trigger.Request(), timeout=60.0).success
+    ros_client.spin_until(lambda: len(got) == 9, 60.0, 'the rest of the bag')
+    ros_client.spin_until(lambda: not player.alive, 60.0, 'the player to finish')
+    assert player.returncode == 0, player.log_text()[-2000:]
+    assert 'played 9 message(s)' in player.log_text()
+    assert sorted(got) == sorted(f'{t} {s}' for t, s in plan if t != '/c')
+
+
+def test_play_keyboard_reads_rosbag2_keys_from_a_terminal():
+    import os
+    import time
+
+    from tgrpo_ros.nodes.bag_play import Keyboard
+
+    leader, follower = os.openpty()
+    with os.fdopen(follower, 'rb', buffering=0) as terminal:
+        keyboard = Keyboard(True, terminal)
+        try:
+            assert keyboard.actions() == []
+            os.write(leader, b' \x1b[Cq\x1b[A\x1b[B')
+            got, deadline = [], time.monotonic() + 30.0  # the terminal passes keys on async
+            while len(got) < 4 and time.monotonic() < deadline:
+                got += keyboard.actions()
+                time.sleep(0.01)
+            assert got == ['toggle_paused', 'play_next', 'faster', 'slower']
+        finally:
+            keyboard.close()
+        assert Keyboard(False, terminal).fd is None  # --disable-keyboard-controls
+    os.close(leader)
