@@ -178,6 +178,7 @@ def main(argv=None):
     streams = figures['streams']
     print(f"stream steps: {streams['pairing']}; logp max abs diff "
           f"{streams['logp']['max_abs_diff']:.3g}")
+    print(f"stream frames: {streams['accounting']['sentence']}")
     for task, row in episodes['episodes']['per_task'].items():
         print(f"episodes task {task}: {row['successes']}/{row['episodes']} success, return "
               f"{row['mean_return']:.3f}, length {row['mean_length']:.1f}")

@@ -347,9 +347,11 @@ def summary_lines(report) -> List[str]:
 
 def plot_report(report, steps: Steps, path) -> str:
     """
-    Draw the check: |log-prob diff| per dimension, agreement, action difference, and
-    each step's largest |log-prob diff| and |action diff| on a time axis (the image
-    stamps, s from the first), the failing steps marked with a red x.
+    Draw the check's PNG at ``path`` and return the path.
+
+    |log-prob diff| per dimension, agreement, action difference, and each step's
+    largest |log-prob diff| and |action diff| on a time axis (the image stamps, s
+    from the first), the failing steps marked with a red x.
     """
     import matplotlib
     matplotlib.use('Agg')
