@@ -112,7 +112,8 @@ def test_wrong_types_unknown_topics_and_bad_messages_are_named(tmp_path, capsys)
     assert bag.decode(*message, index=0) is None
     assert 'message 0 on /tgrpo/episodes (received at 2 ns) does not decode' in bag.problems[-1]
     assert replay.main(['info', str(tmp_path / 'bag')]) == 0
-    assert '/sim0/camera/image  std_msgs/msg/String  1 msg' in capsys.readouterr().out
+    assert 'Topic: /sim0/camera/image | Type: std_msgs/msg/String | Count: 1 |' in \
+        capsys.readouterr().out
     with pytest.raises(bag_io.BagError, match='no metadata.yaml and no .mcap or .db3'):
         bag_io.Bag(tmp_path)
     assert replay.main(['info', str(tmp_path / 'missing')]) == 1

@@ -406,9 +406,10 @@ def _plot_time_axis(ax, report):
         ax.plot(x, logp, '.', color='tab:blue', label='max |log-prob diff| (nats)')
         ax.plot(x, action, '.', color='tab:orange', label='max |action diff|')
         failed = np.array([bool(e['failed']) for e in entries])
-        if failed.any():
-            ax.plot(x[failed], np.maximum(logp, action)[failed], 'x', color='red',
-                    markersize=10, label=f'failing steps ({int(failed.sum())})')
+        if failed.any():  # the x on the figure that failed (the log-prob one if both did)
+            y = np.where([('logp' in e['failed']) for e in entries], logp, action)
+            ax.plot(x[failed], y[failed], 'x', color='red', markersize=10,
+                    label=f'failing steps ({int(failed.sum())})')
         ax.set_yscale('log')
         ax.legend(loc='upper right', fontsize=8)
     ax.set_title('per step, on the time axis')
