@@ -625,3 +625,12 @@ def test_play_keyboard_reads_rosbag2_keys_from_a_terminal():
             keyboard.close()
         assert Keyboard(False, terminal).fd is None  # --disable-keyboard-controls
     os.close(leader)
+
+
+def test_replay_help_lists_its_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        replay.main(['--help'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ('info', 'check', 'play'):
+        assert f'\n  {command}  ' in out, command
