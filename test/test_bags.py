@@ -634,3 +634,12 @@ def test_replay_help_lists_its_subcommands(capsys):
     out = capsys.readouterr().out
     for command in ('info', 'check', 'play'):
         assert f'\n  {command}  ' in out, command
+
+
+def test_the_bag_layer_reads_the_topic_names_the_nodes_use():
+    from tgrpo_ros.bags import topic_names
+
+    for name in ('CAMERA_TOPIC', 'INSTRUCTION_TOPIC', 'ACTION_TOPIC', 'EPISODE_TOPIC',
+                 'BRIDGE_EPISODE_DEPTH'):
+        assert getattr(topic_names, name) == getattr(topics, name), name
+    assert topic_names.client_topic('sim0', 'action') == topics.client_topic('sim0', 'action')
