@@ -49,7 +49,7 @@ RECORDED_TOPICS = PLAYED_TOPICS + (ARM + '/action', '/servo_node/delta_twist_cmd
 
 def deploy_config():
     """Return the deploy graph configuration on the simulated arm (config/deploy_sim_arm)."""
-    from tgrpo_ros.nodes.record import config_dirs
+    from tgrpo_ros.bags.profiles import config_dirs
     from tgrpo_ros.orchestration import graph
 
     for directory in config_dirs():
@@ -191,7 +191,8 @@ def record_on_sim_arm(bag, log_dir, model, *, seconds=6.0, camera_rate_hz=5.0,
 def _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout):
     from std_msgs.msg import String
 
-    from tgrpo_ros.nodes import bag_io, topics
+    from tgrpo_ros.bags import storage as bag_io
+    from tgrpo_ros.nodes import topics
 
     nodes = deploy_nodes(model, with_sim_arm=True, offline=False, camera_rate_hz=camera_rate_hz)
     instruction = client.node.create_publisher(
@@ -261,7 +262,8 @@ def play_offline(bag, log_dir, model, *, rate=1.0, clock=True, timeout=START_TIM
 
 
 def _play(group, client, bag, log_dir, model, rate, clock, timeout):
-    from tgrpo_ros.nodes import bag_io, messages
+    from tgrpo_ros.bags import storage as bag_io
+    from tgrpo_ros.nodes import messages
 
     recorded = bag_io.Bag(bag)
     frames = [messages.stamp_to_ns(recorded.decode(*m).header.stamp)
