@@ -89,7 +89,7 @@ class ArmConfig:
     # Same host: 0; chrony on a LAN keeps hosts within about a millisecond, PTP far less.
     max_clock_skew: float = _option(
         0.05, 'Largest time (s) an action or pose may be stamped ahead of the controller '
-        "clock; one stamped further ahead is refused and counted (future_stamp): it would "
+        'clock; one stamped further ahead is refused and counted (future_stamp): it would '
         'look fresh for that much longer.')
     estop_heartbeat_timeout: float = _option(
         0.0, 'Dead-man mode (s) when > 0: no message on the e-stop topic for this long counts '
