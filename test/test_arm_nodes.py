@@ -429,7 +429,7 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     sim = ros_nodes.start(SIM_ARM, name='sim_arm', parameters={'camera_rate_hz': 5.0})
     # 25 Hz: several commands inside sim_arm's (Servo's) 0.1 s command timeout.
     parameters = dict(PARAMETERS, control_rate_hz=25.0, dry_run=False, frame_id='world',
-                      image_timeout=1.0,
+                      image_timeout=1.0, pose_timeout=1.0,  # s: sim poses arrive late
                       workspace_min=[-0.6, -0.5, 0.1], workspace_max=[0.3, 0.5, 0.8])
     _, probe = start_controller(ros_nodes, ros_client, **parameters)
     probe.follow_camera()
