@@ -254,6 +254,28 @@ def test_estop_bursts_best_effort_presses_and_reset_while_moving(ros_nodes, ros_
     after = probe.twists(since=sent)
     first_back = next(i for i, tw in enumerate(after) if tw[1][0] < 0)
     assert any(is_zero(tw) for tw in after[:first_back]), 'no zero between +x and -x'
+
+    # Dead-man mode: silence on /estop latches; a heartbeat and a reset bring motion back,
+    # ramping from the zero of the deactivate before the reconfiguration.
+    assert probe.transition('deactivate')
+    assert all(r.successful for r in probe.set_parameters(estop_heartbeat_timeout=0.5))
+    assert probe.transition('cleanup') and probe.transition('configure')
+    assert probe.transition('activate')
+
+    def status(key):
+        return (probe.latest_status() or {}).get(key)
+    ros_client.spin_until(lambda: status('estop_silent') and status('estop_latched'), 10.0,
+                          'the silent e-stop latched')
+    heartbeat = ros_client.node.create_timer(0.1, lambda: probe.estop(False))
+    ros_client.spin_until(lambda: status('estop_silent') is False, 10.0, 'the heartbeat heard')
+    ok, message = probe.reset()
+    assert ok, message
+    probe.wait_for_twist(lambda tw: np.allclose(tw[1], -MOVING), since=probe.now(),
+                         what='motion with the heartbeat')
+    ros_client.node.destroy_timer(heartbeat)
+    silent = probe.now()
+    ros_client.spin_for(1.5)
+    assert_zero_after(probe, silent + 0.5 + PERIOD + LATENCY)
     assert not accel_breaches(probe.twists(since=start), accel)
 
 
