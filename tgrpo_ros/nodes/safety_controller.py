@@ -204,7 +204,7 @@ class SafetyController(LifecycleNode):
     def on_deactivate(self, state):
         """Send one zero twist, stop the timer and disable the publishers."""
         self.control_timer.cancel()
-        self._publish_command(self.safety.stop(self.now(), 'deactivate'))
+        self._publish_stop('deactivate')
         self.safety.reset_motion()
         self.lifecycle_state = 'inactive'
         self.get_logger().info('inactive: sent a zero twist')
@@ -309,14 +309,15 @@ class SafetyController(LifecycleNode):
         if self.safety.estop_latched and not was_latched:
             self.get_logger().error('E-STOP engaged: commanding zero until reset')
             if self.lifecycle_state == 'active':
-                self._publish_command(self.safety.stop(self.now(), 'estop'))
+                self._publish_stop('estop')
             self.publish_status()
 
     def reset_callback(self, request, response):
         """Clear a latched e-stop (std_srvs/Trigger) if the e-stop input is released."""
-        response.success, response.message = self.safety.reset(self.now())
+        stamp = self.get_clock().now()
+        response.success, response.message = self.safety.reset(stamp.nanoseconds * 1e-9)
         if response.success and self.lifecycle_state == 'active':
-            self._publish_command(self.safety.last_command)  # the reset's zero, at once
+            self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), stamp)  # the reset's zero
         if response.success:  # rclpy binds one severity to each logging call site
             self.get_logger().info(f'reset: {response.message}')
         else:
@@ -327,8 +328,9 @@ class SafetyController(LifecycleNode):
     # ------------------------------------------------------------------ output
     def control_callback(self):
         """Run one filter tick and publish its twist (and gripper command)."""
-        command = self.safety.tick(self.now())
-        self._publish_command(command)
+        stamp = self.get_clock().now()  # the twist's stamp is the filter's time of the tick
+        command = self.safety.tick(stamp.nanoseconds * 1e-9)
+        self._publish_twist(command.linear, command.angular, stamp)
         if command.gripper is not None:
             self.gripper_pub.publish(Float64MultiArray(data=[float(command.gripper)]))
         stops = tuple(r for r in command.reasons if command.stopped)
@@ -339,12 +341,17 @@ class SafetyController(LifecycleNode):
                 self.get_logger().info('moving: every input is fresh')
             self.last_reasons = stops
 
-    def _publish_command(self, command):
-        self._publish_twist(command.linear, command.angular)
+    def _publish_stop(self, reason):
+        """Publish a zero twist now, recorded by the filter as the last one sent."""
+        stamp = self.get_clock().now()
+        command = self.safety.stop(stamp.nanoseconds * 1e-9, reason)
+        self._publish_twist(command.linear, command.angular, stamp)
 
-    def _publish_twist(self, linear, angular):
+    def _publish_twist(self, linear, angular, stamp=None):
         msg = TwistStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()  # Servo drops stale stamps
+        # Servo drops stale stamps. A filter's command carries the time the filter
+        # computed it at, so the stamps measure exactly what its ramp allowed.
+        msg.header.stamp = (stamp or self.get_clock().now()).to_msg()
         msg.header.frame_id = self.frame_id
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in linear)
         msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v)
