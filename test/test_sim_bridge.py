@@ -182,12 +182,13 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     def latest():
         return max(observer.images)
 
-    def reply(action, text=instruction, stamp=None):
+    def reply(action, text=instruction, stamp=None, version=3.0):
         from std_msgs.msg import Header
         header = Header(stamp=messages.ns_to_stamp(latest() if stamp is None else stamp),
                         frame_id='agentview')
-        observer.action_pub.publish(messages.encode_action(header, action, tokens, logps, 3,
-                                                           text))
+        msg = messages.encode_action(header, action, tokens, logps, 3, text)
+        msg.position[messages.ACTION_JOINT_NAMES.index('adapter_version')] = version
+        observer.action_pub.publish(msg)
 
     def wait_for(count, what):
         ros_client.spin_until(lambda: len(observer.images) == count, 20.0, what)
@@ -204,13 +205,16 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     observer.action_pub.publish(malformed)
     wait_for(3, 'a fresh request after the malformed action')
     assert "malformed action reply: action reply has joint names ['dx']" in bridge.log_text()
+    reply(good, version=float('inf'))  # raised OverflowError, which killed the bridge
+    wait_for(4, 'a fresh request after an infinite adapter_version')
+    assert 'non-finite adapter_version [inf]' in bridge.log_text()
     reply(good, text='open the drawer')
-    wait_for(4, 'a fresh request after the wrong instruction')
+    wait_for(5, 'a fresh request after the wrong instruction')
     assert 'the action answers another instruction' in bridge.log_text()
     reply(good, stamp=first)  # an answer to an old request: ignored
     reply(good)
     step0 = latest()
-    wait_for(5, 'the request of step 1')
+    wait_for(6, 'the request of step 1')
     # Bad assignments while the episode runs: refused, the episode goes on. One at a
     # time: the assignment reader keeps only the newest (depth 1).
     for text, reason in (('{"group_id": 9', 'assignment is not JSON'),
@@ -228,7 +232,7 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
     episode = observer.episodes[0]
     assert episode.length == 2
-    assert episode.extras['retries'] == 3
+    assert episode.extras['retries'] == 4
     # The env itself ran with the assignment's limit (its success bonus counts the
     # steps left before it), not with the suite's 280.
     assert episode.extras['step_limit'] == 2
@@ -238,10 +242,10 @@ def test_bridge_survives_bad_replies_without_losing_steps(ros_nodes, ros_client)
     assert episode.adapter_version == 3
     # The retries re-sent the same picture: nothing was stepped in between.
     pictures = [messages.image_to_numpy(observer.images[s][0]) for s in sorted(observer.images)]
-    assert all(np.array_equal(pictures[0], p) for p in pictures[1:4])
+    assert all(np.array_equal(pictures[0], p) for p in pictures[1:5])
     np.testing.assert_array_equal(episode.images[0], pictures[0])
     # Counted per input (the reply for another instruction is a retry, not bad input).
-    expected = {'assignment': 2, 'action': 2}
+    expected = {'assignment': 2, 'action': 3}
     ros_client.spin_until(lambda: statuses and statuses[-1]['bad_input'] == expected, 10.0,
                           f'bad_input {expected} in ~/status')
     assert statuses[-1]['episodes_done'] == 1 and status_sub

@@ -99,6 +99,32 @@ def stamp_to_ns(stamp):
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def checked_stamp_ns(stamp, what='message'):
+    """Return a header stamp as ns; ValueError for a negative one or nanosec >= 1e9."""
+    if int(stamp.sec) < 0 or not 0 <= int(stamp.nanosec) < 1_000_000_000:
+        raise ValueError(f'{what} stamp must have sec >= 0 and nanosec in [0, 1e9), got sec '
+                         f'{stamp.sec} nanosec {stamp.nanosec}')
+    return stamp_to_ns(stamp)
+
+
+def check_numbers(name, values, low, high, integer=False):
+    """
+    Return ``values`` as float64 [N]; ValueError unless each is finite and in [low, high].
+
+    With ``integer`` each must also be a whole number. Used by every decoder
+    on numbers from the wire, so that a hostile value (NaN, inf, 1e300) is
+    refused with one clear ValueError instead of an OverflowError deeper in.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f'non-finite {name} {values.tolist()}')
+    if np.any(values < low) or np.any(values > high):
+        raise ValueError(f'{name} {values.tolist()} outside [{low:g}, {high:g}]')
+    if integer and not np.array_equal(np.floor(values), values):
+        raise ValueError(f'{name} must be integers, got {values.tolist()}')
+    return values
+
+
 def ns_to_stamp(nanoseconds):
     """Return integer nanoseconds as a builtin_interfaces/Time."""
     from builtin_interfaces.msg import Time
@@ -126,6 +152,16 @@ ACTION_EXTRA_NAMES = (
     'batch_size',         # int, size of the policy batch this reply was computed in
 )
 ACTION_JOINT_NAMES = ACTION_NAMES + ACTION_EXTRA_NAMES
+# The ranges decode_action accepts (anything else is a ValueError naming it).
+ACTION_ABS_MAX = 1e3         # un-normalised policy actions are O(1) (LIBERO's are in [-1, 1])
+LOG_PROB_MIN = -1e6          # float32 log-probs of a sampled token lie far above this
+TOKEN_ID_MAX = 2 ** 31 - 1   # token ids are int32 in every tokenizer here
+PAD_ABS_MAX = 1e9            # the unused velocity / effort entries (written as 0)
+ACTION_EXTRA_RANGES = {      # inclusive integer ranges of the extra entries
+    'adapter_version': (-1, 2 ** 31 - 1),   # -1: the base policy, before any adapter
+    'instruction_crc32': (0, 2 ** 32 - 1),
+    'batch_size': (1, 2 ** 31 - 1),
+}
 
 
 @dataclass
@@ -181,18 +217,20 @@ def decode_action(msg):
         if got != count:
             raise ValueError(f'action reply {field_name} has {got} entries; expected {count}')
     position = np.asarray(msg.position, dtype=np.float64)
-    effort = np.asarray(msg.effort[:ACTION_DIM], dtype=np.float64)
-    tokens = effort.astype(np.int64)
-    if not np.array_equal(tokens.astype(np.float64), effort):
-        raise ValueError(f'action token ids must be integers, got {effort.tolist()}')
-    extras = dict(zip(ACTION_EXTRA_NAMES, position[ACTION_DIM:].tolist()))
+    action = check_numbers('action', position[:ACTION_DIM], -ACTION_ABS_MAX, ACTION_ABS_MAX)
+    log_probs = check_numbers('log-probs', msg.velocity[:ACTION_DIM], LOG_PROB_MIN, 0.0)
+    tokens = check_numbers('action token ids', msg.effort[:ACTION_DIM], 0, TOKEN_ID_MAX,
+                           integer=True).astype(np.int64)
+    for field_name in ('velocity', 'effort'):
+        check_numbers(f'{field_name} padding', getattr(msg, field_name)[ACTION_DIM:],
+                      -PAD_ABS_MAX, PAD_ABS_MAX)
+    extras = {name: int(check_numbers(name, [value], *ACTION_EXTRA_RANGES[name],
+                                      integer=True)[0])
+              for name, value in zip(ACTION_EXTRA_NAMES, position[ACTION_DIM:])}
     return ActionReply(
-        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=msg.header.frame_id,
-        action=position[:ACTION_DIM].copy(), action_tokens=tokens,
-        log_probs=np.asarray(msg.velocity[:ACTION_DIM], dtype=np.float64),
-        adapter_version=int(extras['adapter_version']),
-        instruction_crc32=int(extras['instruction_crc32']),
-        batch_size=int(extras['batch_size']))
+        stamp_ns=checked_stamp_ns(msg.header.stamp, 'action reply'),
+        frame_id=msg.header.frame_id, action=action.copy(), action_tokens=tokens,
+        log_probs=log_probs, **extras)
 
 
 def _vector(name, values, dtype):
@@ -200,6 +238,28 @@ def _vector(name, values, dtype):
     if out.shape != (ACTION_DIM,):
         raise ValueError(f'{name} must have {ACTION_DIM} entries, got {out.shape[0]}')
     return out
+
+
+# ---------------------------------------------------------------------------- poses
+
+POSITION_ABS_MAX = 1e3  # m: no arm reaches this far from the origin of its frame
+
+
+def decode_pose(msg):
+    """
+    Return (stamp ns, frame_id, position [3] m, quaternion xyzw [4]) of a PoseStamped.
+
+    ValueError naming the problem for a bad stamp, a non-finite position or one
+    beyond POSITION_ABS_MAX, or a quaternion entry that is non-finite or outside
+    [-1, 1].
+    """
+    p, q = msg.pose.position, msg.pose.orientation
+    position = check_numbers('pose position', (p.x, p.y, p.z), -POSITION_ABS_MAX,
+                             POSITION_ABS_MAX)
+    orientation = check_numbers('pose orientation', (q.x, q.y, q.z, q.w), -1.0 - 1e-6,
+                                1.0 + 1e-6)
+    return (checked_stamp_ns(msg.header.stamp, 'pose'), msg.header.frame_id, position,
+            orientation)
 
 
 # ---------------------------------------------------------------------------- assignments
