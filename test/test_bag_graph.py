@@ -16,13 +16,13 @@ it answers each played frame with an action and a safety-controller command.
 import json
 import signal
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from tgrpo_ros.episode import Assignment
 from tgrpo_ros.nodes import bag_io, messages, replay, topics
+from tgrpo_ros.testing import deploy_play
 
 START_TIMEOUT = 180.0  # s: bridge and server import heavy libraries; the env takes ~8 s
 MAX_STEPS = 3
@@ -133,13 +133,16 @@ def test_record_check_and_play_a_training_graph(ros_nodes, ros_client, adapters,
               for m in recorded.messages(['/sim0/camera/image'])}
     player = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
                               str(bag), '--rate', '1.0'])
-    deadline = time.monotonic() + 120.0
-    while player.alive and time.monotonic() < deadline:
-        ros_client.spin_for(0.2)
-    ros_client.spin_until(lambda: frames <= answered, 10.0, 'replies to every played frame')
+    ros_client.spin_until(lambda: not player.alive, START_TIMEOUT, 'the player to finish')
     assert player.returncode == 0, player.log_text()[-2000:]
     assert f'/sim0/camera/image {counts["/sim0/camera/image"]}' in player.log_text()
-    assert len(frames & answered) / len(frames) >= 0.99
+    # Events: the newest frame is answered (the server answers the newest pending
+    # request; the camera is reliable), and only played frames are. How many of the
+    # others are answered depends on the load (a newer frame replaces a pending one):
+    # bench/replay.py reports that share.
+    ros_client.spin_until(lambda: max(frames) in answered, START_TIMEOUT,
+                          'the reply to the last played frame')
+    assert answered <= frames, sorted(answered - frames)
     assert server.alive
     assert np.isfinite(data['actions']['mean_abs_diff'])
 
@@ -162,15 +165,24 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
     estop.publish(Bool(data=False))
     bag = tmp_path / 'deploy_bag'
     recorder = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.record'], args=[
-        '--profile', 'deploy', '-o', str(bag), '--status-period', '0'])
+        '--profile', 'deploy', '-o', str(bag), '--status-period', '0.2'])
     ros_client.wait_for_subscribers(camera, timeout=60.0)
     ros_client.wait_for_subscribers(instruction, timeout=60.0)
     image = np.zeros((48, 64, 3), np.uint8)
-    for i in range(FRAMES):
-        image[:] = i
-        camera.publish(messages.numpy_to_image(image, stamp=1_000_000_000 + i * 50_000_000))
+    # 20 Hz until the recorder has counted FRAMES frames (best effort: one may be lost
+    # on the way, so the count is the event, not the frames sent).
+    sent = 0
+
+    def recorded_enough():
+        return deploy_play.recorder_counts(recorder.log_text()).get(
+            '/arm/camera/image', 0) >= FRAMES
+
+    while not recorded_enough():
+        image[:] = sent % 256
+        camera.publish(messages.numpy_to_image(image, stamp=1_000_000_000 + sent * 50_000_000))
+        sent += 1
         ros_client.spin_for(0.05)  # 20 Hz
-    ros_client.spin_for(0.5)
+        assert sent < 100 * FRAMES, 'the recorder counted too few frames'
     recorder.signal(signal.SIGINT)
     recorder.process.wait(timeout=30)
     assert recorder.returncode == 0, recorder.log_text()[-2000:]
@@ -178,7 +190,7 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
     recorded = bag_io.Bag(bag)
     camera_info = recorded.topics['/arm/camera/image']
     assert bag_io.qos_names(camera_info.qos[0])[:2] == ('best_effort', 'volatile')
-    assert camera_info.count >= FRAMES - 2  # best effort on loopback: nearly all
+    assert camera_info.count >= FRAMES
     assert bag_io.qos_names(recorded.topics['/arm/instruction'].qos[0])[:2] == (
         'reliable', 'transient_local')
     assert recorded.topics['/estop'].count == 1
@@ -200,17 +212,16 @@ def test_deploy_profile_adapts_to_a_best_effort_camera_and_play_offers_it_again(
     assert offered.reliability == ReliabilityPolicy.BEST_EFFORT
     recorded_stamps = [messages.stamp_to_ns(recorded.decode(*m).header.stamp)
                        for m in recorded.messages(['/arm/camera/image'])]
-    ros_client.spin_until(lambda: len(stamps) > len(recorded_stamps), 60.0,
-                          'a second pass of the loop')
+    ros_client.spin_until(lambda: len(stamps) > len(recorded_stamps) and len(clock) > 20,
+                          60.0, 'a second pass of the loop, and the clock')
     player.stop()
-    # The first half second (about 10 frames at 20 Hz) is skipped on every pass.
-    assert stamps[0] >= 1_000_000_000 + 5 * 50_000_000
-    assert recorded_stamps[0] not in stamps
+    # The first half second of the bag (by its receive times) is skipped on every pass.
+    received = [m[2] for m in recorded.messages(['/arm/camera/image'])]
+    skipped = [s for s, t in zip(recorded_stamps, received) if t < received[0] + 0.5e9]
+    assert skipped and not set(skipped) & set(stamps)
     assert set(stamps) <= set(recorded_stamps)
     assert 'played' in player.log_text()
     # --clock: the bag's time (receive times, from 0.5 s in), at twice the speed.
-    received = [m[2] for m in recorded.messages(['/arm/camera/image'])]
-    assert len(clock) > 20
     assert received[0] + 0.5e9 - 1e6 <= min(clock) and max(clock) <= received[-1] + 2e9
     assert max(clock) - min(clock) > 0.3e9
 
