@@ -98,12 +98,15 @@ def test_lifecycle_dry_run_and_live(ros_nodes, ros_client):
     twist = probe.wait_for_twist(moving, timeout=20.0, what='a moving dry-run twist')
     assert twist[3] == 'world'
     assert abs(twist[0] - probe.now()) < 5.0  # a fresh stamp, not zero
-    ros_client.spin_for(0.5)
+    ros_client.spin_until(lambda: probe.records['dry_gripper'], 120.0, 'a gripper command')
     assert probe.records['dry_gripper'][-1][1].data.tolist() == [0.04]  # action gripper 1: open
     assert not probe.records['twist'] and not probe.records['gripper'], 'dry run reached the arm'
 
+    deactivated = probe.now()
     assert probe.transition('deactivate')
-    ros_client.spin_for(0.5)
+    # Deactivate ends with a zero twist (an event; twists arrive in order, so none after).
+    probe.wait_for_twist(is_zero, since=deactivated, timeout=120.0,
+                         what='the zero twist of deactivate')
     count = len(probe.records['dry_twist'])
     assert is_zero(probe.twists()[-1]), 'deactivate must end with a zero twist'
     ros_client.spin_for(1.0)
@@ -118,7 +121,7 @@ def test_lifecycle_dry_run_and_live(ros_nodes, ros_client):
     assert probe.transition('activate')
     twist = probe.wait_for_twist(moving, key='twist', timeout=20.0, what='a live twist')
     assert twist[3] == 'base'
-    ros_client.spin_for(0.5)
+    ros_client.spin_until(lambda: probe.records['gripper'], 120.0, 'a live gripper command')
     assert probe.records['gripper'][-1][1].data.tolist() == [0.04]
     assert len(probe.records['dry_twist']) == count, 'live commands also went to dry run'
     assert 'LIVE, commands to /servo_node/delta_twist_cmds' in controller.log_text()
@@ -485,7 +488,12 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     assert sim.alive
 
     probe.feed['action'] = False  # the policy stalls: stale action after 1 s, then zero
-    ros_client.spin_for(2.5)
+    # Events, not 2.5 s: the controller's zero twist, then 5 of sim_arm's poses after it.
+    probe.wait_for_twist(is_zero, key='twist', since=probe.now(), timeout=120.0,
+                         what='the zero twist of the stale action')
+    zeroed = probe.now()
+    ros_client.spin_until(lambda: sum(p[0] > zeroed for p in poses) >= 5, 120.0,
+                          '5 poses after the zero twist')
     held = np.array(poses[-1][1:])
     ros_client.spin_for(1.0)
     assert np.linalg.norm(np.array(poses[-1][1:]) - held) < 0.005  # m: holds still
@@ -495,8 +503,8 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
                                timeout=60.0)
     assert response.success, response.message
-    ros_client.spin_for(0.5)
-    assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01
+    ros_client.spin_until(lambda: np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01,
+                          120.0, 'a pose back where it started')
 
     # Bad twists and gripper commands: refused and counted (the controller is stopped
     # first: the command readers keep only the newest message).

@@ -325,15 +325,20 @@ def test_a_resent_assignment_of_the_running_group_is_not_run_again(ros_nodes, ro
     observer.assign.publish(messages.encode_assignment(
         Assignment(group_id=7, task_id=0, init_state_id=0, max_steps=2,
                    episode_id='/sim0/7/a2')))
-    ros_client.spin_for(1.5)  # the re-sent assignment reaches the bridge mid-episode
+    # The re-sent assignment reaches the bridge mid-episode (the first request is not
+    # answered yet): it says it ignored it. An event, not 1.5 s, which on a loaded
+    # machine could pass before the bridge had read it.
+    ros_client.spin_until(lambda: any('assignment_ignored' in s for s in observer.status),
+                          START_TIMEOUT, 'the bridge to ignore the re-sent assignment')
     instruction = task_instructions('libero_object')[0]
     good = np.array([0.1, 0.0, -0.05, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
     for count in (1, 2):
-        ros_client.spin_until(lambda: len(observer.images) == count, 20.0, f'request {count}')
+        ros_client.spin_until(lambda: len(observer.images) == count, START_TIMEOUT,
+                              f'request {count}')
         observer.action_pub.publish(messages.encode_action(
             Header(stamp=messages.ns_to_stamp(max(observer.images)), frame_id='agentview'),
             good, np.full(7, 31870), np.full(7, -5.5, dtype=np.float32), 0, instruction))
-    ros_client.spin_until(lambda: observer.episodes, 30.0, 'the episode')
+    ros_client.spin_until(lambda: observer.episodes, START_TIMEOUT, 'the episode')
     ros_client.spin_for(3.0)  # a second run would reset the env and send its first request
     assert [e.episode_id for e in observer.episodes] == ['/sim0/7/a1']
     assert len(observer.images) == 2, 'the group was run again'

@@ -17,9 +17,10 @@ In detail:
    server (``adapter_transport``): 'path' sets ``adapter_version`` and
    ``adapter_path`` together through its standard ``~/set_parameters_atomically``
    service (a shared filesystem); 'dds' publishes the safetensors bytes with their
-   sha256 and version on ``/tgrpo/adapter`` and waits for the server's answer on
-   ``/tgrpo/adapter_status`` (no shared filesystem). The next groups are assigned
-   once the push succeeded.
+   sha256, version and an id of the push on ``/tgrpo/adapter`` and waits for the
+   server's answer echoing that id on ``/tgrpo/adapter_status`` (no shared
+   filesystem; an earlier answer, e.g. the server's latched one from before a
+   restart, never counts). The next groups are assigned once the push succeeded.
 
 At start the learner saves and pushes its initial weights as version 0 (or, when
 resuming from a checkpoint of k updates, version k), so every episode it accepts
@@ -110,6 +111,10 @@ class LearnerConfig:
         'path', "How adapters reach the policy server: 'path' (set its adapter_path; a "
         "shared filesystem) or 'dds' (the safetensors bytes + sha256 on /tgrpo/adapter).")
     policy_server: str = option('/policy_server', 'Full name of the policy server node.')
+    bridge_node: str = option(
+        'sim_bridge', 'Node name of the sim bridges (each in its namespace): only the '
+        'subscription of <ns>/assignment by that node is the bridge in the node graph, '
+        'never a recorder listening there.')
     stale_policy: str = option(
         'drop', "Episodes from an older adapter version: 'drop' (the only choice).")
     seed: int = option(0, 'Seed of torch, minibatch shuffling and the env seeds of assignments.')
@@ -151,6 +156,18 @@ class LearnerConfig:
         return list(range(start, stop)) if stop > start else list(self.init_states)
 
 
+def bridge_endpoints(infos, namespace, node_name):
+    """Return the endpoint GIDs among ``infos`` of node ``node_name`` in ``namespace``."""
+    return {tuple(info.endpoint_gid) for info in infos
+            if info.node_name == node_name and info.node_namespace == namespace}
+
+
+def adapter_answers(status, version, sha256, push):
+    """Return whether adapter ``status`` (dict or None) answers push ``push`` of the adapter."""
+    return (status is not None and status.get('push') == push
+            and status.get('version') == version and status.get('sha256') == sha256)
+
+
 class LearnerError(RuntimeError):
     """The run cannot go on: a push refused or unanswered, an update that failed."""
 
@@ -186,6 +203,7 @@ class Learner(Node):
         self.push_client = self.create_client(SetParametersAtomically,
                                               server + '/set_parameters_atomically')
         self.adapter_status = None  # the policy server's latest answer to a DDS push
+        self.pushes = 0  # DDS pushes sent; each carries its own id, echoed in the answer
         if c.adapter_transport == 'dds':
             self.adapter_publisher = self.create_publisher(
                 UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
@@ -316,12 +334,15 @@ class Learner(Node):
         from tgrpo_ros.policy.adapters import pack_adapter
 
         header, weights = pack_adapter(path, version)
+        # An id of this push, echoed by the server: a status with the same version and
+        # sha256 can be an answer to an earlier push (the server's latched status, the
+        # one kept here), given before a server restart and not true of the new server.
+        self.pushes += 1
+        header['push'] = push = f'{self.group_id_base}-{self.pushes}'
         self.adapter_publisher.publish(messages.encode_adapter(header, weights))
 
         def answered():
-            status = self.adapter_status
-            return (status is not None and status.get('version') == int(version)
-                    and status.get('sha256') == header['sha256'])
+            return adapter_answers(self.adapter_status, int(version), header['sha256'], push)
 
         timeout = self.config.push_timeout - (time.monotonic() - started)
         if not self.spin_until(answered, timeout):
@@ -330,8 +351,8 @@ class Learner(Node):
                 f'({len(weights) / 1e6:.2f} MB on {topics.ADAPTER_TOPIC}) after '
                 f'{time.monotonic() - started:.0f} s: is a policy server running?')
         if not self.adapter_status['ok']:
-            raise LearnerError(f'policy server rejected adapter version {version}: '
-                               f"{self.adapter_status['reason']}")
+            reason = self.adapter_status.get('reason') or 'the server gave no reason'
+            raise LearnerError(f'policy server rejected adapter version {version}: {reason}')
 
     def adapter_status_callback(self, msg):
         """Keep the policy server's latest answer to an adapter sent over DDS."""
@@ -415,15 +436,17 @@ class Learner(Node):
 
     def check_bridges(self):
         """Every GRAPH_CHECK_PERIOD s: notice bridges gone from or back in the node graph."""
-        # A bridge is the subscription of its assignment topic: a restarted one has a
-        # new endpoint GID, even while the killed one's lingers until its lease ends.
+        # A bridge is the subscription of its assignment topic by the node bridge_node in
+        # its namespace (not any subscriber: a recorder listens there too): a restarted
+        # one has a new endpoint GID, even while the killed one's lingers until its lease
+        # ends.
         now = time.monotonic()
         if now - self.graph_checked < GRAPH_CHECK_PERIOD:
             return
         self.graph_checked = now
-        present = {ns: {tuple(info.endpoint_gid) for info in
-                        self.get_subscriptions_info_by_topic(publisher.topic_name)}
-                   for ns, publisher in self.assignment_publishers.items()}
+        present = {ns: bridge_endpoints(
+            self.get_subscriptions_info_by_topic(publisher.topic_name), ns,
+            self.config.bridge_node) for ns, publisher in self.assignment_publishers.items()}
         lost, back = self.watch.update(present)
         self.counts['bridges_lost'] = self.watch.deaths
         self.counts['bridges_restarted'] = self.watch.restarts
@@ -488,7 +511,7 @@ class Learner(Node):
         return {'updates_done': self.trainer.updates_done, 'updates': self.config.updates,
                 'adapter_version': self.version,
                 'have': {str(g): n for g, n in self.collector.have().items()},
-                'dropped': dict(self.counts)}
+                'bridges': self.watch.state(), 'dropped': dict(self.counts)}
 
     def update(self, k, episodes, rollout_seconds):
         """Run TGRPO update ``k`` on the collected episodes and log its metrics."""

@@ -7,7 +7,8 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   ``/servo_node/delta_twist_cmds`` (its ``header.frame_id`` must be ``frame_id``)
   and ``std_msgs/Float64MultiArray`` on ``/gripper_controller/commands``. A twist
   whose stamp is older than ``command_timeout`` (Servo's incoming_command_timeout,
-  0.1 s) is stale: the arm holds still. The gripper keeps its last command, as a
+  0.1 s), or was more than that ahead of the clock when it came, is stale: the arm
+  holds still. The gripper keeps its last command, as a
   forward command controller does.
 * **Stepping**: one LIBERO control step (20 Hz, OSC pose deltas) per 50 ms of
   wall clock. A step that falls behind is caught up (at most ``max_catch_up``
@@ -228,7 +229,11 @@ class SimArm(Node):
 
     # ------------------------------------------------------------------ inputs
     def twist_callback(self, msg):
-        """Keep the newest twist in the accepted frame; hold still on a non-finite one."""
+        """
+        Keep the newest twist in the accepted frame; hold still on a non-finite one.
+
+        A twist stamped more than ``command_timeout`` ahead of the clock is stale too.
+        """
         if msg.header.frame_id != self.frame_id:
             self.counters['rejected_twists'] += 1
             self.bad_inputs.count('twist', f'ignored a twist in frame {msg.header.frame_id!r}; '
@@ -244,6 +249,16 @@ class SimArm(Node):
             self.counters['rejected_twists'] += 1
             self.twist = None  # Servo would refuse it too: hold still
             self.bad_input('twist', f'holding still: non-finite twist {values}')
+            return
+        # A stamp ahead of the clock would never grow old: the arm would follow that
+        # twist until the clock passed it, however long the sender has been gone.
+        ahead = (messages.stamp_to_ns(msg.header.stamp)
+                 - self.get_clock().now().nanoseconds) * 1e-9  # s
+        if ahead > self.command_timeout:
+            self.counters['rejected_twists'] += 1
+            self.twist = None  # stale: hold still
+            self.bad_input('twist', f'holding still: twist stamped {ahead:.3f} s ahead of the '
+                           f'clock (more than command_timeout {self.command_timeout} s)')
             return
         self.twist = msg
 

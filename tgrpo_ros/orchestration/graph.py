@@ -240,7 +240,9 @@ def build_graph(config: Mapping, *, model_path: Optional[str] = None,
         bridges = bridge_namespaces(config)
         nodes = [spec('policy_server', None, {'clients': list(bridges)})]
         nodes += [spec('sim_bridge', ns, {}) for ns in bridges]
-        nodes.append(spec('learner', None, {'bridges': list(bridges)}))
+        # The learner knows a bridge in the node graph by its node name (bridge_node).
+        nodes.append(spec('learner', None, {'bridges': list(bridges),
+                                            'bridge_node': nodes[-1].name}))
     names = [n.full_name for n in nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
