@@ -1,0 +1,376 @@
+"""
+The package as a ROS user runs it: the real Jazzy ``ros2 launch``, ``lifecycle``, ``topic``.
+
+``launch``, ``launch_ros`` and ``ros2cli`` are not on PyPI; ``scripts/setup.sh``
+installs their Jazzy sources from ``../shared/ros2_upstream`` (beside the checkout in
+CI and on the developers' machines) into ``.venv/ros2_tools``. In a user's clone that
+folder is absent and these tests skip, saying so. Select them with ``-m ros_tools``.
+
+Each test starts ``ros2 launch tgrpo_ros ...`` in its own session (as a terminal
+would: Ctrl-C is a SIGINT to the whole process group) and checks what a user sees:
+the exit status, the lines printed, the run directory, the topics, and that no
+process is left behind.
+"""
+
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UPSTREAM = os.environ.get('TGRPO_ROS2_UPSTREAM') or os.path.join(
+    os.path.dirname(ROOT), 'shared', 'ros2_upstream')
+TOOLS = os.path.join(sys.prefix, 'ros2_tools')  # where scripts/setup.sh installs them
+CONFIG_DIR = os.path.join(ROOT, 'config')
+NODE_EXECUTABLES = ('policy_server', 'sim_bridge', 'learner', 'safety_controller', 'sim_arm')
+LAUNCH_FAILURES = ('Caught exception', 'Cannot shutdown', 'Traceback', 'KeyboardInterrupt',
+                   'terminated episode', 'context is invalid')
+
+
+def _unavailable():
+    if not os.path.isfile(os.path.join(UPSTREAM, 'install.sh')):
+        return (f'the real ROS 2 launch and CLI tools are installed from {UPSTREAM}, which is '
+                'absent (a user clone has no ../shared): see docs/testing.md')
+    if not os.access(os.path.join(TOOLS, 'bin', 'ros2'), os.X_OK):
+        return f'{UPSTREAM} exists but the tools are not installed in {TOOLS}: run make setup'
+    return None
+
+
+pytestmark = [pytest.mark.ros, pytest.mark.ros_tools, pytest.mark.slow,
+              pytest.mark.skipif(_unavailable() is not None, reason=str(_unavailable()))]
+
+
+def tools_env(home):
+    """Return the environment of a shell with the ROS tools on its paths (scripts/env.sh)."""
+    env = dict(os.environ)
+    env['PATH'] = os.pathsep.join([os.path.join(TOOLS, 'bin'), os.path.dirname(sys.executable),
+                                   env.get('PATH', '')])
+    env['PYTHONPATH'] = os.pathsep.join(p for p in [TOOLS, env.get('PYTHONPATH')] if p)
+    env['ROS_HOME'] = str(home)  # launch's own logs
+    env['PYTHONUNBUFFERED'] = '1'
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    return env
+
+
+def session_processes(sid):
+    """Return {pid: command line} of the live processes of session ``sid``."""
+    found = {}
+    for stat_path in glob.glob('/proc/[0-9]*/stat'):
+        try:
+            with open(stat_path) as stream:
+                fields = stream.read().rsplit(')', 1)[1].split()
+            if int(fields[3]) != sid or fields[0] == 'Z':
+                continue
+            pid = int(stat_path.split('/')[2])
+            with open(f'/proc/{pid}/cmdline', 'rb') as stream:
+                found[pid] = stream.read().replace(b'\0', b' ').decode(errors='replace')
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+class Launch:
+    """``ros2 launch tgrpo_ros ...`` in its own session, as typed in a terminal."""
+
+    def __init__(self, tmp_path, *args, label='launch'):
+        """Start ``ros2 launch tgrpo_ros *args``; its output goes to <tmp_path>/<label>.log."""
+        self.env = tools_env(tmp_path / 'ros_home')
+        self.log_path = tmp_path / f'{label}.log'
+        self._log = open(self.log_path, 'wb')
+        self.command = ['ros2', 'launch', 'tgrpo_ros', *args]
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.env, cwd=tmp_path, start_new_session=True)
+
+    def text(self):
+        """Return everything printed so far."""
+        return self.log_path.read_text(errors='replace')
+
+    def wait_for(self, pattern, timeout, ros_client=None):
+        """Wait until the output matches ``pattern`` (regex); fail if the launch ends first."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.text()):
+            assert self.process.poll() is None, \
+                f'launch ended ({self.process.returncode}) before {pattern!r}:\n{self.text()}'
+            assert time.monotonic() < deadline, f'no {pattern!r} in {timeout} s:\n{self.text()}'
+            if ros_client is not None:
+                ros_client.spin_for(0.5)
+            else:
+                time.sleep(0.5)
+
+    def node_pid(self, name, namespace='/'):
+        """Return the pid of node process ``namespace/name``."""
+        for pid, command in session_processes(self.process.pid).items():
+            if f'__node:={name} ' in command + ' ' and f'__ns:={namespace} ' in command + ' ':
+                return pid
+        raise AssertionError(f'no process of node {namespace}/{name}:\n{self.text()}')
+
+    def interrupt(self, times=1, signum=signal.SIGINT):
+        """Press Ctrl-C ``times``: the signal goes to the whole process group."""
+        for _ in range(times):
+            os.killpg(self.process.pid, signum)
+            time.sleep(0.3)
+
+    def wait(self, timeout=120.0, ros_client=None):
+        """Return the exit status once the launch and every process it started are gone."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None or session_processes(self.process.pid):
+            assert time.monotonic() < deadline, \
+                f'still running after {timeout} s: ' \
+                f'{session_processes(self.process.pid)}\n{self.text()}'
+            if ros_client is not None:
+                ros_client.spin_for(0.2)
+            else:
+                time.sleep(0.2)
+        return self.process.returncode
+
+    def close(self):
+        """Kill whatever is left (a failed test), close the log."""
+        for pid in session_processes(self.process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=30)
+        self._log.close()
+
+    def finished_cleanly(self):
+        """Return the launch process names ('policy_server-1', ...) that exited 0."""
+        return re.findall(r'\[INFO\] \[([\w-]+)\]: process has finished cleanly', self.text())
+
+
+@pytest.fixture
+def launches():
+    """Start launches; kill anything left of them after the test."""
+    started = []
+
+    def start(*args, **kwargs):
+        launch = Launch(*args, **kwargs)
+        started.append(launch)
+        return launch
+    try:
+        yield start
+    finally:
+        for launch in started:
+            launch.close()
+
+
+@pytest.fixture(scope='module')
+def ros2(tmp_path_factory):
+    """Run ``ros2 <args>`` as typed; a daemon (``ros2 daemon start``) serves discovery."""
+    home = tmp_path_factory.mktemp('ros2_cli')
+    env = tools_env(home)
+
+    def run(*args, timeout=60.0, check=True):
+        result = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
+                                timeout=timeout)
+        output = result.stdout + result.stderr
+        if check:
+            assert result.returncode == 0, f"ros2 {' '.join(args)}: {output}"
+        return output
+    run('daemon', 'start')
+    try:
+        yield run
+    finally:
+        run('daemon', 'stop', check=False)
+
+
+def until_ok(ros2, args, expect, timeout=90.0):
+    """Run ``ros2 *args`` until its output holds ``expect`` (the node may still be starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        output = ros2(*args, check=False)
+        if expect in output:
+            return output
+        assert time.monotonic() < deadline, f"ros2 {' '.join(args)}: {output}"
+        time.sleep(1.0)
+
+
+def config_copy(tmp_path, name, **sections):
+    """Copy config/<name> elsewhere (as a user makes my_robot.yaml), changing parameters."""
+    with open(os.path.join(CONFIG_DIR, name)) as stream:
+        config = yaml.safe_load(stream)
+    for section, values in sections.items():
+        config.setdefault(section, {}).setdefault('parameters', {}).update(values)
+    path = tmp_path / 'my_robot' / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_config(tmp_path, updates=1):
+    """Copy config/train_sim.yaml sized for a test: short episodes, ``updates``."""
+    return config_copy(tmp_path, 'train_sim.yaml', learner={'updates': updates, 'max_steps': 40},
+                       sim_bridge={'max_steps': 40})
+
+
+def assert_clean(text):
+    for word in LAUNCH_FAILURES:
+        assert word not in text, f'{word!r} in the launch output:\n{text}'
+
+
+# ------------------------------------------------------------------ install layout
+
+def test_install_layout_is_what_the_ros_tools_read(ros2):
+    """share/ files linked one by one (os.walk finds them), executables in lib/tgrpo_ros."""
+    share = os.path.join(sys.prefix, 'share', 'tgrpo_ros')
+    for folder in ('launch', 'config', 'models'):
+        assert not os.path.islink(os.path.join(share, folder)), f'{folder}/ is a directory link'
+    found = {name for _, _, files in os.walk(share) for name in files}
+    assert {'train_sim.launch.py', 'deploy_arm.launch.py', 'train_sim.yaml',
+            'deploy_sim_arm.yaml', 'package.xml', 'config.json'} <= found
+    executables = ros2('pkg', 'executables', 'tgrpo_ros')
+    for name in NODE_EXECUTABLES:
+        assert f'tgrpo_ros {name}' in executables
+        assert os.access(os.path.join(sys.prefix, 'lib', 'tgrpo_ros', name), os.X_OK)
+    shown = ros2('launch', 'tgrpo_ros', 'train_sim.launch.py', '--show-args')
+    assert "'config':" in shown and 'share/tgrpo_ros/config/train_sim.yaml' in shown
+
+
+# ------------------------------------------------------------------ training graph
+
+def test_ros2_launch_trains_one_update_into_a_complete_run_directory(tmp_path, launches):
+    config = train_config(tmp_path)  # a copy: its package:// model path still resolves
+    launch = launches(tmp_path, 'train_sim.launch.py', f'config:={config}',
+                      f'runs_root:={tmp_path / "runs"}')
+    code = launch.wait(timeout=240.0)
+    text = launch.text()
+    assert code == 0, text
+    assert_clean(text)
+    assert '/learner finished: stopping the graph' in text
+    assert sorted(launch.finished_cleanly()) == \
+        ['learner-4', 'policy_server-1', 'sim_bridge-2', 'sim_bridge-3'], text
+    (run_dir,) = glob.glob(str(tmp_path / 'runs' / 'libero_object_task0__tgrpo__0__*'))
+    entries = set(os.listdir(run_dir))
+    assert {'config.yaml', 'metrics.csv', 'summary.json', 'curves.png', 'adapters',
+            'checkpoints', 'logs'} <= entries, entries
+    with open(os.path.join(run_dir, 'summary.json')) as stream:
+        assert yaml.safe_load(stream)['updates'] == 1
+    assert os.listdir(os.path.join(run_dir, 'adapters'))
+    params = sorted(os.listdir(os.path.join(run_dir, 'logs', 'params')))
+    assert params == ['learner.params.yaml', 'policy_server.params.yaml',
+                      'sim0__sim_bridge.params.yaml', 'sim1__sim_bridge.params.yaml']
+    node_logs = [n for n in os.listdir(os.path.join(run_dir, 'logs')) if n.endswith('.log')]
+    assert {n.split('_')[0] for n in node_logs} >= {'learner', 'policy', 'sim'}, node_logs
+
+
+def test_a_killed_sim_bridge_fails_the_training_launch(tmp_path, launches):
+    launch = launches(tmp_path, 'train_sim.launch.py',
+                      f'config:={train_config(tmp_path, updates=3)}',
+                      f'runs_root:={tmp_path / "runs"}')
+    launch.wait_for(r'\[sim0\.sim_bridge\]: reset to task', 180.0)
+    os.kill(launch.node_pid('sim_bridge', '/sim0'), signal.SIGKILL)
+    code = launch.wait(timeout=120.0)
+    text = launch.text()
+    assert code == 1, text
+    lines = [line for line in text.splitlines() if line.startswith('tgrpo_ros: ')]
+    assert lines == ['tgrpo_ros: /sim0/sim_bridge exited with code -9: stopping the graph '
+                     '(exit 1)'], text
+    assert 'Caught exception' not in text and 'Cannot shutdown' not in text
+
+
+def test_ctrl_c_stops_the_training_launch_cleanly(tmp_path, launches):
+    """A terminal's Ctrl-C, twice: every node ends cleanly; the unfinished run exits 1."""
+    launch = launches(tmp_path, 'train_sim.launch.py',
+                      f'config:={train_config(tmp_path, updates=3)}',
+                      f'runs_root:={tmp_path / "runs"}')
+    launch.wait_for(r'\[sim1\.sim_bridge\]: reset to task', 180.0)
+    launch.interrupt(times=2)
+    code = launch.wait(timeout=120.0)
+    text = launch.text()
+    assert_clean(text)
+    assert sorted(launch.finished_cleanly()) == \
+        ['policy_server-1', 'sim_bridge-2', 'sim_bridge-3'], text
+    # The learner reports an interrupted run (130, resumable); the launch does not say 0.
+    assert re.search(r'\[learner-4\]: process has died \[pid \d+, exit code 130', text), text
+    assert 'tgrpo_ros: /learner exited with code 130 before all its updates were done' in text
+    assert code == 1, text
+
+
+# ------------------------------------------------------------------ deploy graph
+
+def test_deploy_graph_on_the_sim_arm_runs_past_the_horizon_then_stops_on_ctrl_c(
+        tmp_path, launches, ros2, ros_client):
+    """
+    The deploy graph as docs/deploy.md drives it, on sim_arm with a 20-step horizon.
+
+    sim_arm used to raise robosuite's 'executing action in terminated episode' at its
+    horizon, 1000 steps (50 s, 'dies after about 50 s'); with ``horizon: 20`` the same
+    code path is reached after 1 s, so running 5 horizons long stands for running
+    past 90 s.
+    """
+    from std_msgs.msg import String
+
+    from tgrpo_ros.nodes import arm_topics
+    from tgrpo_ros.testing.arm_client import ArmProbe, is_zero
+    import json
+
+    config = config_copy(tmp_path, 'deploy_sim_arm.yaml', sim_arm={'horizon': 20})
+    launch = launches(tmp_path, 'deploy_arm.launch.py', f'config:={config}',
+                      f'runs_root:={tmp_path / "runs"}')
+    probe = ArmProbe(ros_client, namespace='/arm')
+    probe.feed.update(camera=False, pose=False, action=False)  # the graph feeds itself
+    arm_status = []
+    ros_client.node.create_subscription(
+        String, '/arm/sim_arm/status', lambda msg: arm_status.append(json.loads(msg.data)),
+        arm_topics.STATUS_QOS)
+    # docs/deploy.md: configure, then activate (the node may still be starting).
+    until_ok(ros2, ['lifecycle', 'set', '/arm/safety_controller', 'configure'],
+             'Transitioning successful', timeout=300.0)
+    assert 'Transitioning successful' in ros2('lifecycle', 'set', '/arm/safety_controller',
+                                              'activate')
+    assert ros2('lifecycle', 'get', '/arm/safety_controller').strip() == 'active [3]'
+    assert '/arm/safety_controller' in ros2('lifecycle', 'nodes')
+    # Past the horizon, and five horizons on: still stepping, still commanding.
+    launch.wait_for(r"\[arm\.sim_arm\]: stepped past the env's horizon of 20 steps", 300.0,
+                    ros_client)
+    ros_client.spin_until(lambda: arm_status and arm_status[-1]['steps'] >= 100, 120.0,
+                          'sim_arm 100 steps (5 horizons)')
+    # One twist per control tick: the controller's tick counter, read as each status
+    # arrives, against the twists heard by then.
+    snapshots = []
+    ros_client.node.create_subscription(
+        String, '/arm/safety_controller/status', lambda msg: snapshots.append(
+            (json.loads(msg.data)['counters'], len(probe.records['dry_twist']))),
+        arm_topics.STATUS_QOS)
+    ros_client.spin_until(lambda: len(snapshots) >= 2 and snapshots[-1][0]['ticks']
+                          >= snapshots[0][0]['ticks'] + 100, 120.0, '100 ticks')
+    (first, heard_first), (last, heard_last) = snapshots[0], snapshots[-1]
+    ticks = last['ticks'] - first['ticks']
+    assert abs((heard_last - heard_first) - ticks) <= 3, (heard_last - heard_first, ticks)
+    print(f"twists: {ticks} ticks, {last['moving_ticks'] - first['moving_ticks']} moving")
+    assert launch.process.poll() is None
+    # Ctrl-C in the terminal, pressed twice.
+    launch.interrupt(times=2)
+    code = launch.wait(timeout=90.0, ros_client=ros_client)
+    ros_client.spin_for(1.0)
+    text = launch.text()
+    assert code == 0, text
+    assert_clean(text)
+    assert sorted(launch.finished_cleanly()) == \
+        ['policy_server-1', 'safety_controller-2', 'sim_arm-3'], text
+    assert is_zero(probe.twists()[-1]), probe.twists()[-3:]
+    (run_dir,) = glob.glob(str(tmp_path / 'runs' / 'libero_object_task0__deploy__0__*'))
+    assert sorted(os.listdir(os.path.join(run_dir, 'logs', 'params'))) == [
+        'arm__safety_controller.params.yaml', 'arm__sim_arm.params.yaml',
+        'policy_server.params.yaml']
+
+
+def test_a_killed_node_ends_the_deploy_launch_with_one_line(tmp_path, launches):
+    launch = launches(tmp_path, 'deploy_arm.launch.py', f'runs_root:={tmp_path / "runs"}')
+    launch.wait_for(r'\[policy_server\]: serving ', 120.0)
+    launch.wait_for(r'\[arm\.safety_controller\]: unconfigured', 60.0)
+    os.kill(launch.node_pid('policy_server'), signal.SIGKILL)
+    code = launch.wait(timeout=60.0)
+    text = launch.text()
+    assert code == 1, text
+    lines = [line for line in text.splitlines() if line.startswith('tgrpo_ros: ')]
+    assert lines == ['tgrpo_ros: /policy_server exited with code -9: stopping the graph '
+                     '(exit 1)'], text
+    assert_clean(text)
+    assert launch.finished_cleanly() == ['safety_controller-2'], text
