@@ -11,6 +11,7 @@ in ``destroy_node``). ros2 launch and a terminal deliver exactly these signals
 
 import signal
 import sys
+import time
 
 import pytest
 
@@ -25,7 +26,10 @@ PARAMETERS = {
     'action_timeout': 1.0,
 }
 SIGNALS = {'sigint': (signal.SIGINT,), 'sigint_twice': (signal.SIGINT, signal.SIGINT),
-           'sigterm': (signal.SIGTERM,), 'sigint_then_sigterm': (signal.SIGINT, signal.SIGTERM)}
+           'sigterm': (signal.SIGTERM,), 'sigint_then_sigterm': (signal.SIGINT, signal.SIGTERM),
+           # Ctrl-C held down: a SIGINT every 20 ms until the process is gone, so one lands
+           # in each phase of the shutdown, the interpreter's finalization included.
+           'sigint_burst': 'burst'}
 
 
 def moving(twist):
@@ -34,7 +38,14 @@ def moving(twist):
 
 def stop_with(node, ros_client, signals):
     """Send ``signals`` to the node process back to back; return its exit status."""
-    for signum in signals:
+    if signals == 'burst':
+        while node.alive:
+            try:
+                node.signal(signal.SIGINT)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+    for signum in signals if signals != 'burst' else ():
         node.signal(signum)
     ros_client.spin_until(lambda: not node.alive, 60.0, 'the node to exit')
     ros_client.spin_for(1.0)  # anything still on its way
@@ -60,8 +71,9 @@ def test_safety_controller_sends_a_final_zero_on_a_stop_signal(ros_nodes, ros_cl
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize('signals', [SIGNALS['sigint_twice'], SIGNALS['sigterm']],
-                         ids=['sigint_twice', 'sigterm'])
+@pytest.mark.parametrize('signals', [SIGNALS['sigint_twice'], SIGNALS['sigterm'],
+                                     SIGNALS['sigint_burst']],
+                         ids=['sigint_twice', 'sigterm', 'sigint_burst'])
 def test_a_server_node_exits_zero_on_a_stop_signal(ros_nodes, ros_client, signals):
     """A node with no publishing shutdown path: exit 0, no traceback, whatever the signal."""
     from std_msgs.msg import String

@@ -11,9 +11,10 @@ therefore starts rclpy without its signal handlers and installs its own:
 * the node's shutdown path then runs with the context still valid: the node's
   ``destroy_node`` (which may publish, e.g. the final zero twist), then
   ``rclpy.try_shutdown``;
-* every later SIGINT or SIGTERM is noted and ignored, so the second Ctrl-C that a
-  terminal and ``ros2 launch`` both deliver cannot interrupt the clean-up or turn
-  the exit status into death by SIGINT.
+* every later SIGINT or SIGTERM is noted and ignored (and from the end of the
+  clean-up, ignored at the OS level), so the second Ctrl-C that a terminal and
+  ``ros2 launch`` both deliver cannot interrupt the clean-up, nor kill the process
+  while the interpreter finalizes (exit -2 instead of the node's status).
 """
 
 import os
@@ -83,15 +84,19 @@ class StopSignals:
 
     def close(self):
         """
-        Stop the wake-up thread; the handlers stay installed, disarmed.
+        Stop the wake-up thread and ignore SIGINT and SIGTERM from now on.
 
         The process is ending: a late Ctrl-C (a terminal and ros2 launch each send one)
-        must not raise KeyboardInterrupt on the way out, where Python would turn it into
-        death by SIGINT (exit -2) instead of the node's exit status.
+        must not kill it on the way out. Python puts back the default action of a signal
+        that has a Python handler when the interpreter finalizes, so a SIGINT then would
+        end the process as killed by SIGINT (exit -2) instead of with the node's status;
+        an ignored signal stays ignored.
         """
         self.armed = False
         if self._wakeup is None:
             return
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         signal.set_wakeup_fd(self._old_wakeup_fd)
         for sock in self._sockets:
             sock.close()
