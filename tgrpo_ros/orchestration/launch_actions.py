@@ -15,6 +15,10 @@ import os
 
 from tgrpo_ros.orchestration import graph
 
+# s a node gets after Ctrl-C before SIGTERM, then after SIGTERM before SIGKILL (launch's
+# default is 5): closing a LIBERO scene's GL context or writing a checkpoint on a loaded
+# machine takes longer. ``sigterm_timeout:=`` / ``sigkill_timeout:=`` override it.
+STOP_TIMEOUT = '20'
 ARGUMENTS = (
     # name, description (the config's default is the launch file's own)
     ('model_path', "replaces the policy's model_path ('' keeps the config's)"),
@@ -110,7 +114,11 @@ def node_actions(context):
         node = action(package=spec.package, executable=spec.executable, name=spec.name,
                       namespace=spec.namespace or '', parameters=[spec.parameters],
                       remappings=list(spec.remaps.items()), output='screen',
-                      additional_env={'ROS_LOG_DIR': run.log_dir})
+                      additional_env={'ROS_LOG_DIR': run.log_dir},
+                      sigterm_timeout=LaunchConfiguration('sigterm_timeout',
+                                                          default=STOP_TIMEOUT),
+                      sigkill_timeout=LaunchConfiguration('sigkill_timeout',
+                                                          default=STOP_TIMEOUT))
         actions.append(node)
         actions.append(RegisterEventHandler(OnProcessExit(
             target_action=node,
