@@ -90,3 +90,33 @@ def test_a_server_node_exits_zero_on_a_stop_signal(ros_nodes, ros_client, signal
     assert stop_with(node, ros_client, signals) == 0, node.log_text()
     log = node.log_text()
     assert 'Traceback' not in log and 'KeyboardInterrupt' not in log, log
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_sim_arm_steps_past_the_env_horizon_and_stops_cleanly(ros_nodes, ros_client):
+    """
+    An arm has no episode end: sim_arm steps on past robosuite's horizon.
+
+    It used to die with 'executing action in terminated episode' at the horizon
+    (1000 steps, 50 s); ``horizon: 20`` reaches the same point after 1 s.
+    """
+    import json
+
+    from std_msgs.msg import String
+
+    from tgrpo_ros.nodes import arm_topics
+
+    node = ros_nodes.start([sys.executable, '-m', 'tgrpo_ros.nodes.sim_arm'], name='sim_arm',
+                           namespace='/arm', parameters={'horizon': 20})
+    status = []
+    ros_client.node.create_subscription(
+        String, '/arm/sim_arm/status', lambda msg: status.append(json.loads(msg.data)),
+        arm_topics.STATUS_QOS)
+    ros_client.spin_until(lambda: status and status[-1]['steps'] >= 100 or not node.alive,
+                          300.0, 'sim_arm 100 steps (5 horizons)')
+    log = node.log_text()
+    assert node.alive, log
+    assert "stepped past the env's horizon of 20 steps" in log
+    assert stop_with(node, ros_client, SIGNALS['sigint_twice']) == 0, node.log_text()
+    assert 'Traceback' not in node.log_text()

@@ -318,7 +318,7 @@ def resolve_package_url(path: str) -> str:
     try:
         from ament_index_python.packages import get_package_share_directory
         share = get_package_share_directory(package)
-    except (ImportError, LookupError, ValueError):  # PackageNotFoundError is a KeyError
+    except (ImportError, LookupError, OSError, ValueError):  # not found: a KeyError
         checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if package == PACKAGE and os.path.isfile(os.path.join(checkout, 'package.xml')):
             share = checkout
