@@ -405,6 +405,29 @@ def test_deploy_graph_on_the_sim_arm_runs_past_the_horizon_then_stops_on_ctrl_c(
     assert abs((heard_last - heard_first) - ticks) <= 3, (heard_last - heard_first, ticks)
     print(f"twists: {ticks} ticks, {last['moving_ticks'] - first['moving_ticks']} moving")
     assert launch.process.poll() is None
+    # The other commands docs/deploy.md shows.
+    assert '/arm/safety_controller/dry_run/delta_twist_cmds' in ros2('topic', 'list')
+    assert 'frame_id: world' in ros2('topic', 'echo', '--once', '/arm/ee_pose')
+    latched = ('--qos-durability', 'transient_local')  # the e-stop's QoS (docs/deploy.md)
+    ros2('topic', 'pub', '--once', *latched, '/estop', 'std_msgs/Bool', '{data: true}')
+    ros_client.spin_until(lambda: probe.latest_status()['state'] == 'estop', 30.0, 'e-stop')
+    ros2('topic', 'pub', '--once', *latched, '/estop', 'std_msgs/Bool', '{data: false}')
+    assert 'success=True' in ros2('service', 'call', '/arm/safety_controller/reset',
+                                  'std_srvs/srv/Trigger')
+    ros2('topic', 'pub', '--once', *latched, '/arm/instruction',
+         'std_msgs/String', "{data: 'pick up the bowl'}")
+    # Go live (the checklist's step 9): deactivate, cleanup, dry_run false, configure.
+    for transition in ('deactivate', 'cleanup'):
+        assert 'Transitioning successful' in ros2('lifecycle', 'set', '/arm/safety_controller',
+                                                  transition)
+    assert 'Set parameter successful' in ros2('param', 'set', '/arm/safety_controller',
+                                              'dry_run', 'false')
+    for transition in ('configure', 'activate'):
+        assert 'Transitioning successful' in ros2('lifecycle', 'set', '/arm/safety_controller',
+                                                  transition)
+    launch.wait_for(r'LIVE, commands to /servo_node/delta_twist_cmds', 30.0, ros_client)
+    ros_client.spin_until(lambda: len(probe.twists('twist')) >= 10, 60.0, '10 live twists')
+    assert launch.process.poll() is None
     # Ctrl-C in the terminal, pressed twice.
     launch.interrupt(times=2)
     code = launch.wait(timeout=90.0, ros_client=ros_client)
@@ -414,7 +437,7 @@ def test_deploy_graph_on_the_sim_arm_runs_past_the_horizon_then_stops_on_ctrl_c(
     assert_clean(text)
     assert sorted(launch.finished_cleanly()) == \
         ['policy_server-1', 'safety_controller-2', 'sim_arm-3'], text
-    assert is_zero(probe.twists()[-1]), probe.twists()[-3:]
+    assert is_zero(probe.twists('twist')[-1]), probe.twists('twist')[-3:]  # the arm's topic
     (run_dir,) = glob.glob(str(tmp_path / 'runs' / 'libero_object_task0__deploy__0__*'))
     assert sorted(os.listdir(os.path.join(run_dir, 'logs', 'params'))) == [
         'arm__safety_controller.params.yaml', 'arm__sim_arm.params.yaml',
