@@ -55,12 +55,12 @@ def with_tools(test):
 RUN_BY_THESE_TESTS = {
     ('launch', 'tgrpo_ros', 'train_sim.launch.py'): 'test_ros2_launch_trains_one_update...',
     ('launch', 'tgrpo_ros', 'deploy_arm.launch.py'): 'test_deploy_graph_on_the_sim_arm...',
-    ('lifecycle', 'set', '/arm/safety_controller'): 'configure, activate, deactivate, '
-                                                   'cleanup in the deploy test',
+    ('lifecycle', 'set', '/arm/safety_controller'):
+        'configure, activate, deactivate, cleanup in the deploy test',
     ('param', 'set', '/arm/safety_controller'): 'dry_run false in the deploy test',
     ('service', 'call', '/arm/safety_controller/reset'): 'the deploy test',
     ('topic', 'pub', '--once'): '/estop and /arm/instruction in the deploy test',
-    ('topic', 'echo', '/ee_pose'): 'the deploy test echoes sim_arm\'s /arm/ee_pose',
+    ('topic', 'echo', '/ee_pose'): "the deploy test echoes sim_arm's /arm/ee_pose",
     ('topic', 'list', None): 'the deploy test',
     ('pkg', 'prefix', 'tgrpo_ros'): 'test_install_layout_is_what_the_ros_tools_read',
 }
