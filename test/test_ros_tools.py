@@ -62,6 +62,9 @@ RUN_BY_THESE_TESTS = {
     ('topic', 'pub', '--once'): '/estop and /arm/instruction in the deploy test',
     ('topic', 'echo', '/ee_pose'): "the deploy test echoes sim_arm's /arm/ee_pose",
     ('topic', 'list', None): 'the deploy test',
+    ('topic', 'hz', '/arm/safety_controller/dry_run/delta_twist_cmds'): 'the deploy test',
+    ('lifecycle', 'get', '/arm/safety_controller'): 'the deploy test',
+    ('param', 'get', '/arm/safety_controller'): 'the deploy test',
     ('pkg', 'prefix', 'tgrpo_ros'): 'test_install_layout_is_what_the_ros_tools_read',
 }
 NOT_AMONG_THE_TOOLS = {
@@ -192,8 +195,14 @@ def ros2(tmp_path_factory):
     env = tools_env(home)
 
     def run(*args, timeout=60.0, check=True):
-        result = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
-                                timeout=timeout)
+        try:
+            result = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
+                                    timeout=timeout)
+        except subprocess.TimeoutExpired as expired:  # e.g. `ros2 topic hz` runs until stopped
+            if check:
+                raise
+            output = expired.stdout or ''
+            return output.decode() if isinstance(output, bytes) else output
         output = result.stdout + result.stderr
         if check:
             assert result.returncode == 0, f"ros2 {' '.join(args)}: {output}"
@@ -386,6 +395,10 @@ def test_deploy_graph_on_the_sim_arm_runs_past_the_horizon_then_stops_on_ctrl_c(
                                               'activate')
     assert ros2('lifecycle', 'get', '/arm/safety_controller').strip() == 'active [3]'
     assert '/arm/safety_controller' in ros2('lifecycle', 'nodes')
+    assert 'Boolean value is: True' in ros2('param', 'get', '/arm/safety_controller', 'dry_run')
+    hz = ros2('topic', 'hz', '/arm/safety_controller/dry_run/delta_twist_cmds', timeout=10.0,
+              check=False)
+    print(hz.splitlines()[:1])  # the rate: wall-clock, reported rather than asserted
     # Past the horizon, and five horizons on: still stepping, still commanding.
     launch.wait_for(r"\[arm\.sim_arm\]: stepped past the env's horizon of 20 steps", 300.0,
                     ros_client)
