@@ -38,6 +38,7 @@ import sys
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -80,6 +81,7 @@ class SafetyControllerConfig:
 
 
 INPUTS = ('action', 'pose', 'parameters')  # counted when bad
+FINAL_ZERO_ACK_TIMEOUT = 1.0  # s, the most shutdown waits for the final zero twist's delivery
 
 
 def _seconds(stamp):
@@ -258,11 +260,18 @@ class SafetyController(LifecycleNode):
             f'{name}: success={getattr(f.result(), "success", None)}'))
 
     def destroy_node(self):
-        """Send a last zero twist if still commanding (Ctrl-C while active), then destroy."""
+        """
+        Send a last zero twist if still commanding (Ctrl-C, SIGTERM while active), then destroy.
+
+        node_main.run_node keeps the context valid until here, whatever signals follow;
+        waiting (at most FINAL_ZERO_ACK_TIMEOUT) for the reliable subscribers to
+        acknowledge it lets the zero reach them before the participant goes away.
+        """
         if self.lifecycle_state == 'active' and self.twist_pub is not None:
             try:
                 self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
-            except Exception as error:  # noqa: B902 - the context may be shut down already
+                self.twist_pub.wait_for_all_acked(Duration(seconds=FINAL_ZERO_ACK_TIMEOUT))
+            except Exception as error:  # noqa: B902 - e.g. an external shutdown came first
                 self.get_logger().warning(f'could not send the final zero twist: {error}')
         super().destroy_node()
 

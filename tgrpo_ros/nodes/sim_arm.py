@@ -34,6 +34,9 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   holds) and a refused ``init_state_id`` are logged and counted in ``bad_input``
   (``twist``, ``gripper``, ``parameters``: since the node started; the per-episode
   ``rejected_*`` counters restart with ``~/reset``).
+* **No episode end**: the scene steps for as long as the node runs. robosuite's
+  horizon (``horizon``, default the env's 1000 steps = 50 s) is ignored; the first
+  step past it is logged once per episode.
 """
 
 from dataclasses import dataclass
@@ -101,6 +104,10 @@ class SimArmConfig:
     gripper_close: float = option(_ARM_DEFAULTS['gripper_close'],
                                   'Gripper command meaning closed.')
     max_catch_up: int = option(4, 'Most steps run at once to catch up with the wall clock.')
+    horizon: int = option(
+        0, "robosuite's episode horizon (0: the env's own, 1000 steps = 50 s). The simulated "
+        'arm ignores it, as an arm has no episode end: stepping past it goes on and is logged '
+        'once per episode. A small value shows that quickly.', unit='steps')
 
     def __post_init__(self):
         """Check the values (scales and gripper values as the controller's ArmConfig does)."""
@@ -112,6 +119,7 @@ class SimArmConfig:
             check_range(name, getattr(self, name), 0.0, low_open=True)
             setattr(self, name, float(getattr(self, name)))
         check_range('max_catch_up', self.max_catch_up, 1)
+        check_range('horizon', self.horizon, 0)
         check_choice('camera_qos', self.camera_qos, CAMERA_QOS)
         check_range('init_state_id', self.init_state_id, 0)
 
@@ -143,6 +151,12 @@ class SimArm(Node):
         self.raw_env = self.env.raw_env
         self.inner = self.raw_env.env
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)  # render on demand
+        # An arm has no episode end: robosuite would raise 'executing action in terminated
+        # episode' on the first step past its horizon (1000 steps, 50 s).
+        if c.horizon:
+            self.inner.horizon = int(c.horizon)
+        self.inner.ignore_done = True
+        self.past_horizon = False  # logged once per episode
         robot = self.inner.robots[0]
         self.eef_site = robot.eef_site_id  # the grip site, robot0_eef_pos in observations
         self.eef_body = robot.robot_model.eef_name  # its orientation, robot0_eef_quat
@@ -217,6 +231,7 @@ class SimArm(Node):
             return response
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)
         self.twist, self.gripper, self.success = None, LIBERO_OPEN, False
+        self.past_horizon = False
         for key in self.counters:
             self.counters[key] = 0
         self.episodes += 1
@@ -321,6 +336,11 @@ class SimArm(Node):
             self.publish_pose(messages.ns_to_stamp(step_time_ns))
         if raw is None:
             return
+        if not self.past_horizon and self.inner.timestep > self.inner.horizon:
+            self.past_horizon = True
+            self.get_logger().info(
+                f"stepped past the env's horizon of {self.inner.horizon} steps: going on, an "
+                'arm has no episode end')
         self.publish_joints(self.get_clock().now().to_msg())
         if now >= self.next_frame:
             self.next_frame = max(self.next_frame + self.camera_period, now)
