@@ -5,6 +5,8 @@ import os
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from tgrpo_ros.nodes.params import refuse_undeclared
+
 
 def spin_forever(node):
     """Spin until interrupted; a server node has no natural end."""
@@ -29,6 +31,7 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
     try:
         try:
             node = node_class()
+            refuse_undeclared(node)  # rclpy would keep a misspelt override silently
         except ValueError as error:
             rclpy.logging.get_logger(name).fatal(str(error))
             return 1

@@ -196,7 +196,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='tgrpo_replay', description='Decode tgrpo_ros episodes or images from a '
         'rosbag2 recording (MCAP or SQLite3), e.g. one made with '
-        f'`ros2 bag record {topics.EPISODE_TOPIC}`.')
+        f'`ros2 bag record {topics.EPISODE_TOPIC}`.',
+        epilog=f"subcommands: {', '.join(SUBCOMMANDS)} (tgrpo_replay info BAG: topics, "
+        'counts, QoS and damage; tgrpo_replay check BAG: re-score every step through a '
+        'policy; tgrpo_replay play BAG: republish the camera stream; tgrpo_replay '
+        'SUBCOMMAND --help for their options)')
     parser.add_argument('bag', help='rosbag2 directory (holds metadata.yaml)')
     parser.add_argument('--topic', default=topics.EPISODE_TOPIC,
                         help=f'episode topic (default {topics.EPISODE_TOPIC})')
