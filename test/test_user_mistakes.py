@@ -184,7 +184,7 @@ def _run(*argv):
      'libero_object (50 init states per task: 0..49)'),
     (['--policy', 'vla'], "tgrpo_eval: error: policy 'vla' needs --model-path DIR, a "
      'checkpoint directory'),
-    (['--policy', 'vla', '--model-path', 'no/such/model'], "tgrpo_eval: error: "
+    (['--policy', 'vla', '--model-path', 'no/such/model'], 'tgrpo_eval: error: '
      "--model-path 'no/such/model' does not exist; give a checkpoint directory"),
 ])
 def test_tgrpo_eval_checks_its_arguments_in_one_line(argv, expected):
@@ -197,7 +197,7 @@ def test_tgrpo_eval_checks_its_arguments_in_one_line(argv, expected):
 def test_tgrpo_sft_checks_its_model_and_adapter_in_one_line(tmp_path):
     model = os.path.join(ROOT, 'models', 'standin_sft_task0')
     cases = [
-        (['--model-path', 'no/such/model'], "tgrpo_sft: error: --model-path "
+        (['--model-path', 'no/such/model'], 'tgrpo_sft: error: --model-path '
          "'no/such/model' does not exist; give a checkpoint directory"),
         (['--model-path', model, '--adapter', 'no/such/adapter'],
          "tgrpo_sft: error: --adapter 'no/such/adapter': no such adapter directory"),

@@ -106,10 +106,10 @@ class EvalConfig:
                              f'{self.num_init_states}) are out of range for {self.suite} '
                              f'({INIT_STATES_PER_TASK} init states per task: 0..'
                              f'{INIT_STATES_PER_TASK - 1})')
-        if self.policy == 'vla':
-            check_model_path(self.model_path, "policy 'vla'")
         if self.adapter_path is not None and not os.path.isdir(self.adapter_path):
             raise ValueError(f'adapter directory {self.adapter_path!r} does not exist')
+        if self.policy == 'vla':
+            check_model_path(self.model_path, "policy 'vla'")
 
 
 @dataclass
