@@ -99,7 +99,8 @@ ALONE = re.compile(r'`(--[a-z][a-z0-9-]*)[^`]*`')
 
 
 def _alone():
-    """Yield (doc, commands, flag) for a flag in a code span of its own.
+    """
+    Yield (doc, commands, flag) for a flag in a code span of its own.
 
     A table row or a sentence such as "`--repeats N` sets ..." names a flag of a
     command its document mentions: ``commands`` lists them as (command, subcommand).
