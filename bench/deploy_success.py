@@ -48,7 +48,9 @@ PERMISSIVE = {'max_linear_speed': [0.25, 0.25, 0.25], 'max_linear_norm': 0.5,
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0].strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model-path', default=os.path.join(ROOT, 'models',
                                                              'standin_sft_task0'),
                         help="checkpoint directory ('' : the random-init stand-in)")
@@ -61,7 +63,15 @@ def parse_args(argv=None):
     parser.add_argument('--no-sync', action='store_true',
                         help='skip the synchronous evaluation')
     parser.add_argument('--verbose', action='store_true', help="echo the nodes' logs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from tgrpo_ros.policy.config import check_model_path
+    from tgrpo_ros.sim.libero_env import check_ids
+    try:
+        check_model_path(args.model_path, 'bench/deploy_success.py')
+        check_ids('libero_object', [args.task], range(args.init_states))
+    except ValueError as error:
+        parser.exit(2, f'{parser.prog}: error: {error}\n')
+    return args
 
 
 def deploy_run(args, model_path, instruction, log_dir):

@@ -67,6 +67,24 @@ def pooled_z(successes_a, n_a, successes_b, n_b):
     return diff / se
 
 
+def trainer_config(args, arm):
+    """
+    Return the TGRPOConfig of ``arm``: every option named like a config field, and a1/a2.
+
+    Passing the options by name means a new training flag cannot be parsed and then
+    dropped (``--advantage-mode masked`` once trained in paper mode without a word).
+    """
+    from dataclasses import fields
+
+    from tgrpo_ros.training.config import TGRPOConfig
+
+    names = {f.name for f in fields(TGRPOConfig)}
+    values = {key: value for key, value in vars(args).items() if key in names}
+    a1 = ARM_ADVANTAGE_WEIGHTS[arm]
+    values.update(a1=a1, a2=1.0 - a1)
+    return TGRPOConfig(**values)
+
+
 def train_arm(args, arm, out_dir):
     """Train one arm until its env-step budget is used; return its record."""
     import numpy as np
@@ -75,7 +93,6 @@ def train_arm(args, arm, out_dir):
     from tgrpo_ros.policy import load_policy
     from tgrpo_ros.sim.reward import RewardConfig
     from tgrpo_ros.sim.rollout import GroupRollout
-    from tgrpo_ros.training.config import TGRPOConfig
     from tgrpo_ros.training.trainer import TGRPOTrainer
 
     torch.set_num_threads(args.threads)
@@ -83,10 +100,7 @@ def train_arm(args, arm, out_dir):
     # One temperature for sampling and for every training log-prob (docs/tgrpo.md).
     policy = load_policy(args.model_path, trainable=args.trainable,
                          temperature=args.train_temperature)
-    a1 = ARM_ADVANTAGE_WEIGHTS[arm]
-    config = TGRPOConfig(group_size=args.group_size, a1=a1, a2=1.0 - a1, lr=args.lr,
-                         epochs=args.epochs, minibatch_size=args.minibatch_size,
-                         beta=args.beta, filter_groups=args.filter_groups)
+    config = trainer_config(args, arm)
     trainer = TGRPOTrainer(policy, config, seed=args.seed)
     sampler = torch.Generator().manual_seed(args.seed)
     init_states = np.random.default_rng(args.seed).permutation(args.train_init_states)
@@ -115,7 +129,7 @@ def train_arm(args, arm, out_dir):
     adapter = policy.save_adapter(os.path.join(out_dir, arm, 'adapter'))
     with open(os.path.join(out_dir, arm, 'updates.jsonl'), 'w') as stream:
         stream.writelines(json.dumps(row) + '\n' for row in rows)
-    return {'arm': arm, 'a1': a1, 'adapter': adapter, 'updates': len(rows),
+    return {'arm': arm, 'a1': config.a1, 'adapter': adapter, 'updates': len(rows),
             'env_steps': env_steps, 'train_seconds': time.perf_counter() - start,
             'rows': rows}
 
@@ -174,7 +188,9 @@ def plot(summary, path):
 
 def main(argv=None):
     """Train the arms, evaluate them and the SFT start, print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model-path', default=os.path.join(ROOT, 'models',
                                                              'standin_sft_task0'),
                         help="the SFT'd start (a full checkpoint directory)")
@@ -216,8 +232,14 @@ def main(argv=None):
     if unknown or 'tgrpo' not in arms:
         parser.error(f'--arms must include tgrpo and only {list(ARM_ADVANTAGE_WEIGHTS)}, '
                      f'got {arms}')
-    if not os.path.isfile(os.path.join(args.model_path, 'config.json')):
-        parser.error(f'--model-path {args.model_path!r} holds no checkpoint (config.json)')
+    from tgrpo_ros.policy.config import check_model_path
+    from tgrpo_ros.sim.libero_env import check_ids
+    try:  # one line each, before anything is loaded
+        check_model_path(args.model_path, 'bench/success.py')
+        check_ids('libero_object', [args.task], range(args.train_init_states))
+        check_ids('libero_object', [args.task], range(args.eval_init_states))
+    except ValueError as error:
+        parser.exit(2, f'{parser.prog}: error: {error}\n')
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.perf_counter()
 

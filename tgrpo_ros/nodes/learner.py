@@ -199,6 +199,13 @@ class Learner(Node):
                                       topics.ASSIGNMENT_QOS) for ns in c.bridges}
         self.episode_subscription = self.create_subscription(
             UInt8MultiArray, topics.EPISODE_TOPIC, self.episode_callback, topics.EPISODE_QOS)
+        # A bridge reports an assignment it cannot run on its bridge_status.
+        self.refused = None  # (bridge, event) of the first refused current assignment
+        self.bridge_status_subscriptions = [
+            self.create_subscription(
+                String, topics.client_topic(ns, topics.BRIDGE_STATUS_TOPIC),
+                lambda msg, ns=ns: self.bridge_status_callback(ns, msg),
+                topics.DIAGNOSTICS_QOS) for ns in c.bridges]
         server = '/' + c.policy_server.strip('/')
         self.push_client = self.create_client(SetParametersAtomically,
                                               server + '/set_parameters_atomically')
@@ -258,7 +265,12 @@ class Learner(Node):
                                       'starting from update 0')
         if latest is not None:
             state = checkpoint.load_checkpoint(latest, self.policy, self.trainer)
-            self.get_logger().info(f'resumed from {latest} (update {state["update"]})')
+            old = getattr(self.trainer, 'restored_settings', {})
+            self.get_logger().info(
+                f'resumed from {latest} (update {state["update"]}); optimiser lr '
+                f'{self.trainer.lr:g}, weight decay {self.tgrpo.weight_decay:g} from this '
+                f"configuration (the checkpoint's: lr {old.get('lr')}, weight decay "
+                f"{old.get('weight_decay')})")
         self.metrics = MetricsLogger(self.run_dir, plot_every=c.plot_every, resume=c.resume)
 
     # ------------------------------------------------------------------ the loop
@@ -398,11 +410,18 @@ class Learner(Node):
         started = sent = logged = time.monotonic()
 
         def done_or_rerun():
-            return self.collector.complete() or self.rerun or self.repush
+            return (self.collector.complete() or self.rerun or self.repush
+                    or self.refused is not None)
 
         while True:
             if self.spin_until(done_or_rerun, min(WAIT_LOG_PERIOD, self.config.group_timeout),
                                on_wait=self.check_bridges):
+                if self.refused is not None:
+                    ns, event = self.refused
+                    raise LearnerError(
+                        f"sim bridge {ns} cannot run task {event.get('task_id')}, init state "
+                        f"{event.get('init_state_id')} ({event.get('suite')}): "
+                        f"{event.get('reason')}")
                 if self.collector.complete():
                     break
                 if self.repush:  # e.g. a restarted server serving version -1
@@ -462,6 +481,16 @@ class Learner(Node):
             self.get_logger().info(f'sim bridge {ns} (re)started; assigning it groups '
                                    f'{groups} again')
             self.rerun.update((g, ns) for g in groups)
+
+    def bridge_status_callback(self, ns, msg):
+        """Note a bridge's refusal of an assignment of the current update."""
+        try:
+            event = json.loads(msg.data)
+        except ValueError:
+            return  # bridge_status is a log: a line that is not JSON is not ours to judge
+        if (isinstance(event, dict) and event.get('event') == 'assignment_refused'
+                and event.get('group_id') in self.current and self.refused is None):
+            self.refused = (ns, event)
 
     def episode_callback(self, msg):
         """Keep an episode of a current group from the current adapter version."""

@@ -25,6 +25,8 @@ import threading
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from tgrpo_ros.nodes.params import refuse_undeclared
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -122,6 +124,7 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
         rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
         try:
             node = node_class()
+            refuse_undeclared(node)  # rclpy would keep a misspelt override silently
         except ValueError as error:
             rclpy.logging.get_logger(name).fatal(str(error))
             return 1

@@ -378,8 +378,15 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
     adapters go to ``<run_dir>/adapters``, the server's adapter root; a deploy run
     keeps its node logs there and serves the adapter its configuration names.
     """
+    from tgrpo_ros.orchestration import validate
+
     main = dict(config.get('main') or {})
     deploy = graph_kind(config) == 'deploy'
+    # Every key and value is checked before the model is built or a directory made.
+    kinds = [k for k in (DEPLOY_KINDS if deploy else TRAIN_KINDS)
+             if k in config or k != 'sim_arm']
+    validate.check_config(config, overrides, kinds=kinds)
+    validate.check_nodes(build_graph(config, overrides=overrides))
     shared = dict((config.get('graph') or {}).get('policy_parameters') or {})
     seed = int(main.get('seed', 0))
     config_dir = os.path.dirname(os.path.abspath(config_path)) if config_path else ''
@@ -405,6 +412,7 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
             {'run_dir': run_dir, 'adapter_root': adapter_root, 'seed': seed})
         merged.setdefault('policy_server', {}).update({'adapter_root': adapter_root})
     nodes = build_graph(config, model_path=model, overrides=merged)
+    validate.check_nodes(nodes)  # also writes ints given for float fields as floats
     timeout = main.get('timeout')
     return RunPlan(nodes=nodes, run_dir=run_dir, model_path=model,
                    timeout=None if timeout is None else float(timeout))

@@ -24,8 +24,9 @@ import time
 
 import numpy as np
 
+from tgrpo_ros.policy.config import check_model_path
 from tgrpo_ros.sim.controllers import CONTROLLERS
-from tgrpo_ros.sim.libero_env import CAMERA_SIZES, SUITES
+from tgrpo_ros.sim.libero_env import CAMERA_SIZES, INIT_STATES_PER_TASK, SUITE_TASKS, SUITES
 
 DEFAULT_NUM_INIT_STATES = 50  # LIBERO's fixed initial states per task
 
@@ -93,8 +94,22 @@ class EvalConfig:
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f'temperature ({self.temperature}) must be > 0 (omit it for '
                              'greedy actions)')
+        tasks = SUITE_TASKS[self.suite]
+        bad = [t for t in self.tasks if not 0 <= int(t) < tasks]
+        if bad:
+            raise ValueError(f'task ids {bad} are out of range for {self.suite} ({tasks} '
+                             f'tasks: 0..{tasks - 1})')
+        last = int(self.first_init_state) + int(self.num_init_states)
+        if last > INIT_STATES_PER_TASK:
+            raise ValueError(f'init states {self.first_init_state}..{last - 1} '
+                             f'(first_init_state {self.first_init_state}, num_init_states '
+                             f'{self.num_init_states}) are out of range for {self.suite} '
+                             f'({INIT_STATES_PER_TASK} init states per task: 0..'
+                             f'{INIT_STATES_PER_TASK - 1})')
         if self.adapter_path is not None and not os.path.isdir(self.adapter_path):
             raise ValueError(f'adapter directory {self.adapter_path!r} does not exist')
+        if self.policy == 'vla':
+            check_model_path(self.model_path, "policy 'vla'")
 
 
 @dataclass
@@ -425,33 +440,45 @@ def _parse_tasks(text):
 
 
 def build_parser():
-    """Command-line options of tgrpo_eval."""
-    parser = argparse.ArgumentParser(prog='tgrpo_eval', description=__doc__.split('\n')[0])
+    """Command-line options of tgrpo_eval (--help shows every default)."""
+    parser = argparse.ArgumentParser(prog='tgrpo_eval', description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--policy', default='expert',
                         help=f'policy factory: {", ".join(available_policies())}')
-    parser.add_argument('--suite', default='libero_object', choices=SUITES)
+    parser.add_argument('--suite', default='libero_object', choices=SUITES,
+                        help='LIBERO suite')
     parser.add_argument('--tasks', type=_parse_tasks, default=list(range(10)),
-                        help="'all' or comma-separated task ids")
-    parser.add_argument('--num-init-states', type=int, default=DEFAULT_NUM_INIT_STATES)
-    parser.add_argument('--first-init-state', type=int, default=0)
+                        help="'all' or comma-separated task ids (LIBERO-Object: 0..9)")
+    parser.add_argument('--num-init-states', type=int, default=DEFAULT_NUM_INIT_STATES,
+                        help='init states per task, from --first-init-state (LIBERO has 50: '
+                        '0..49)')
+    parser.add_argument('--first-init-state', type=int, default=0,
+                        help='first init state id evaluated')
     parser.add_argument('--repeats', type=int, default=1,
                         help='episodes per init state (use with --temperature)')
     parser.add_argument('--num-envs', type=int, default=2, help='env worker processes')
     render = parser.add_mutually_exclusive_group()
     render.add_argument('--render', dest='render', action='store_true', default=None,
-                        help='render cameras even for scripted policies')
-    render.add_argument('--no-render', dest='render', action='store_false')
-    parser.add_argument('--camera-size', type=int, default=256, choices=CAMERA_SIZES)
+                        help='render cameras even for scripted policies (default: only when '
+                        'the policy needs images)')
+    render.add_argument('--no-render', dest='render', action='store_false',
+                        help='never render')
+    parser.add_argument('--camera-size', type=int, default=256, choices=CAMERA_SIZES,
+                        help='agentview render size in px (the policy sees 224 px)')
     parser.add_argument('--no-multisample', dest='multisample', action='store_false',
                         help='render without anti-aliasing (faster; what TGRPO training sees)')
-    parser.add_argument('--max-steps', type=int, default=None)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--model-path', default=None, help="model directory for 'vla'")
-    parser.add_argument('--adapter', dest='adapter_path', default=None,
+    parser.add_argument('--max-steps', type=int, default=None,
+                        help="policy steps per episode (None: the suite's limit, 280 for "
+                        'Object)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of sampled and random '
+                        'policies')
+    parser.add_argument('--model-path', default=None,
+                        help="checkpoint directory for 'vla' (with config.json)")
+    parser.add_argument('--adapter', '--adapter-path', dest='adapter_path', default=None,
                         help="adapter directory loaded on top of --model-path ('vla')")
     parser.add_argument('--temperature', type=float, default=None,
-                        help="sample 'vla' actions at this temperature (default: greedy)")
-    parser.add_argument('--device', default='cpu')
+                        help="sample 'vla' actions at this temperature (None: greedy)")
+    parser.add_argument('--device', default='cpu', help="torch device of 'vla'")
     parser.add_argument('--json', dest='json_path', default=None, help='report JSON path')
     parser.add_argument('--png', dest='png_path', default=None, help='chart PNG path')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
