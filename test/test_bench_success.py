@@ -57,7 +57,7 @@ def test_success_bench_runs_and_ends_with_its_target_lines(tmp_path):
                '--train-init-states', '2', '--eval-init-states', '2',
                '--heldout-init-states', '1', '--eval-temperature', '0', '--eval-envs', '1',
                '--out-dir', str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                             env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()

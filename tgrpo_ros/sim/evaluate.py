@@ -481,8 +481,9 @@ def build_parser():
     return parser
 
 
-def compare_main(path_a, path_b, out=sys.stdout):
+def compare_main(path_a, path_b, out=None):
     """Print the differences of two summaries' environments; return 0, 1, or 2 on bad input."""
+    out = out or sys.stdout
     try:
         comparable, lines = provenance.compare_files(path_a, path_b)
     except ValueError as error:
