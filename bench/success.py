@@ -69,7 +69,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-LORA_LR = 1e-4  # chosen by the per-update KL probe (--lr-probe), docs/sft.md
+LORA_LR = 1e-4  # 10x the full arm: LoRA moves fewer weights; confirm with --lr-probe (docs/sft.md)
 ARM_ADVANTAGE_WEIGHTS = {'tgrpo': 0.3, 'grpo': 0.0, 'step': 1.0,
                          'tgrpo_lora': 0.3}  # a1; a2 = 1 - a1
 # Arms that train LoRA (--lora-trainable at --lora-lr) instead of --trainable at --lr:
