@@ -69,7 +69,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-LORA_LR = 1e-4  # 10x the full arm: LoRA moves fewer weights; confirm with --lr-probe (docs/sft.md)
+LORA_LR = 1e-3  # per-update KL 1.6e-3 in the --lr-probe (full arm: 0.001-0.02), docs/sft.md
 ARM_ADVANTAGE_WEIGHTS = {'tgrpo': 0.3, 'grpo': 0.0, 'step': 1.0,
                          'tgrpo_lora': 0.3}  # a1; a2 = 1 - a1
 # Arms that train LoRA (--lora-trainable at --lora-lr) instead of --trainable at --lr:
