@@ -6,6 +6,9 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
+# default | paper (the MuJoCo LIBERO's datasets were rendered with; docs/sim.md)
+SIM_PROFILE ?= default
+export SIM_PROFILE
 
 .PHONY: setup train test test-loaded test-fast lint bench clean-runs
 

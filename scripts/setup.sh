@@ -11,6 +11,13 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 iproute2 util-linux)
+# SIM_PROFILE=paper installs the MuJoCo LIBERO's datasets were rendered with
+# (requirements/profile-paper.txt, docs/sim.md); default: the pins of 30-sim.txt.
+SIM_PROFILE=${SIM_PROFILE:-default}
+case "$SIM_PROFILE" in
+  default|paper) ;;
+  *) echo "[setup] SIM_PROFILE '$SIM_PROFILE' is unknown; choose default or paper" >&2; exit 2 ;;
+esac
 REQUIREMENTS=(requirements/00-torch.txt requirements/10-ml.txt requirements/20-ros.txt
               requirements/30-sim.txt)
 
@@ -30,7 +37,8 @@ if ((${#missing[@]})); then
     "${missing[@]}"
 fi
 
-stamp_value=$(cat "${REQUIREMENTS[@]}" requirements/lock.txt setup.py setup.cfg package.xml \
+stamp_value=$( (cat "${REQUIREMENTS[@]}" requirements/lock.txt requirements/profile-paper.txt \
+                   setup.py setup.cfg package.xml; echo "SIM_PROFILE=$SIM_PROFILE") \
               | sha256sum | cut -d' ' -f1)
 stamp_file="$VENV/.tgrpo-setup-stamp"
 
@@ -45,6 +53,10 @@ install_python_packages() {
     log "pip install -r $req"
     "${PIP[@]}" -r "$req" -c requirements/lock.txt
   done
+  if [ "$SIM_PROFILE" = paper ]; then
+    log 'pip install -r requirements/profile-paper.txt (the paper-faithful MuJoCo)'
+    "${PIP[@]}" --no-deps -r requirements/profile-paper.txt
+  fi
   log 'pip install -e . (tgrpo_ros)'
   "${PIP[@]}" --no-deps --no-build-isolation -e .
   "$VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'

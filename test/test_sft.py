@@ -182,6 +182,10 @@ def test_lora_sft_writes_an_adapter_with_validation(tmp_path):
     assert sorted(os.listdir(out)) == ['adapter_config.json', 'adapter_model.safetensors',
                                        sft.REPORT_FILE]
     assert len(report['demos']['val_episodes']) == 1
+    # What produced it, and which renders it learned from (the guard reads trained_on).
+    assert report['trained_on']['mujoco'] == report['environment']['versions']['mujoco']
+    assert report['environment']['output']['files']['adapter_model.safetensors']
+    assert report['environment']['checkpoint']['sha256']
     row = report['epochs'][0]
     assert 0.0 <= row['val/accuracy'] <= 1.0 and row['val/loss'] > 0
     assert {f'val/accuracy_dim{d}' for d in range(7)} <= set(row)

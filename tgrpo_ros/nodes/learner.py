@@ -70,6 +70,7 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
+from tgrpo_ros import provenance
 from tgrpo_ros.episode import Assignment, episode_error
 from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
@@ -250,6 +251,9 @@ class Learner(Node):
         c = self.config
         torch.manual_seed(c.seed)
         self.policy = self.policy_config.load()
+        provenance.warn_render_mismatch(self.policy_config.model_path,
+                                        log=self.get_logger().warning)
+        self.render_seen = {}  # render settings the bridges' episodes reported
         self.trainer = TGRPOTrainer(self.policy, self.tgrpo, seed=c.seed)
         # Fresh group ids for every learner process, resumed or not (never the
         # checkpoint's): episode ids are '<ns>/<group_id>/a<attempt>', so a resumed
@@ -559,6 +563,7 @@ class Learner(Node):
             metrics[f'rollout/{key}'] = float(value)
         self.metrics.log(k, metrics)
         self._record_trained(k, episodes)
+        provenance.note_render(self.render_seen, episodes)
         self.last_metrics = metrics
         self.update_seconds.append(metrics['perf/seconds_per_update'])
         self.get_logger().info(
@@ -601,6 +606,11 @@ class Learner(Node):
             'config': self.tgrpo.to_dict(), 'trainable': self.policy_config.trainable,
             'temperature': self.policy.temperature,
             'groups': self.groups, 'tasks': c.tasks, 'init_states': c.pairs_init_states(),
+            'environment': provenance.environment(
+                device=self.policy_config.device, seeds={'seed': c.seed},
+                render=provenance.render_from_episodes(self.render_seen),
+                checkpoint=self.policy_config.model_path,
+                adapter=self._adapter_path(self.version)),
         }
         path = os.path.join(self.run_dir, 'summary.json')
         with open(path + '.tmp', 'w') as stream:

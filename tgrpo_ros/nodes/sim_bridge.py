@@ -52,6 +52,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
+from tgrpo_ros import provenance
 from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder, queue_assignment
 from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
@@ -426,7 +427,9 @@ class SimBridge(Node):
         seconds = time.monotonic() - record.started
         extras = {'retries': record.retries, 'seed': assignment.seed,
                   'wall_s': round(seconds, 3), 'step_limit': record.limit,
-                  'env_restarts': self.episode_restarts.pop(record.episode_id, 0)}
+                  'env_restarts': self.episode_restarts.pop(record.episode_id, 0),
+                  'render': provenance.episode_render(self.config.camera_size,
+                                                      self.config.multisample)}
         if aborted:
             extras['aborted'] = aborted
         episode = record.builder.build(extras)

@@ -43,6 +43,7 @@ import sys
 
 import numpy as np
 
+from tgrpo_ros import provenance
 from tgrpo_ros.sim.evaluate import _JobQueue, _parse_tasks, _progress, _run_scripted
 from tgrpo_ros.sim.evaluate import EvalConfig, ScriptedPolicy
 from tgrpo_ros.sim.libero_env import CAMERA_SIZES, SUITES
@@ -137,6 +138,7 @@ def record_demos(out_dir, suite='libero_object', tasks=None, num_init_states=50,
             json.dump({'suite': suite, 'camera_size': camera_size, 'format': 'npz-v1',
                        'multisample': bool(multisample), 'dart_sigma': float(dart_sigma),
                        'noop_threshold': NOOP_THRESHOLD,
+                       'mujoco': provenance.package_version('mujoco'),
                        'episodes': sorted(index, key=lambda e: e['file'])}, stream, indent=1)
         os.replace(tmp, index_path)
 

@@ -24,9 +24,11 @@ import time
 
 import numpy as np
 
+from tgrpo_ros import provenance
 from tgrpo_ros.policy.config import check_model_path
 from tgrpo_ros.sim.controllers import CONTROLLERS
-from tgrpo_ros.sim.libero_env import CAMERA_SIZES, INIT_STATES_PER_TASK, SUITE_TASKS, SUITES
+from tgrpo_ros.sim.libero_env import (CAMERA_SIZES, INIT_STATES_PER_TASK, SUITE_MAX_STEPS,
+                                      SUITE_TASKS, SUITES)
 
 DEFAULT_NUM_INIT_STATES = 50  # LIBERO's fixed initial states per task
 
@@ -142,6 +144,7 @@ def _vla_factory(config):
     """Greedy (or sampled) actions of the OpenVLA policy at ``config.model_path``."""
     if not config.model_path:
         raise ValueError("policy 'vla' needs --model-path")
+    provenance.warn_render_mismatch(config.model_path, config.adapter_path)
     policy = load_vla(config.model_path, config.adapter_path, config.device)
     return vla_actor(policy, config.temperature, config.seed)
 
@@ -378,7 +381,25 @@ def _report(config, render, start, episodes, complete):
     episodes = sorted(episodes, key=lambda e: (e['task_id'], e['init_state_id']))
     return {'config': asdict(config), 'render': render, 'complete': complete,
             'wall_seconds': time.perf_counter() - start, **summarize(episodes, config.tasks),
+            'environment': eval_environment(config, render),
             'episode_results': episodes}
+
+
+def eval_environment(config, render):
+    """Return the provenance record of an evaluation (versions, device, render, hashes)."""
+    return provenance.environment(
+        device=config.device,
+        render=provenance.render_settings(config.camera_size, config.multisample)
+        if render else None,
+        seeds={'seed': int(config.seed)},
+        checkpoint=config.model_path if config.policy == 'vla' else None,
+        adapter=config.adapter_path,
+        protocol={'suite': config.suite, 'tasks': [int(t) for t in config.tasks],
+                  'init_states': [int(config.first_init_state),
+                                  int(config.first_init_state) + int(config.num_init_states)],
+                  'repeats': int(config.repeats),
+                  'max_steps': int(config.max_steps or SUITE_MAX_STEPS[config.suite]),
+                  'temperature': config.temperature, 'policy': config.policy})
 
 
 def _write_json(report, path):
@@ -482,7 +503,26 @@ def build_parser():
     parser.add_argument('--json', dest='json_path', default=None, help='report JSON path')
     parser.add_argument('--png', dest='png_path', default=None, help='chart PNG path')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    parser.add_argument('--compare', nargs=2, metavar=('A.json', 'B.json'), default=None,
+                        help='say whether two reports/summaries are comparable (what produced '
+                             'them), one line per difference; exit 0 comparable, 1 not')
     return parser
+
+
+def compare_main(path_a, path_b, out=None):
+    """Print the differences of two summaries' environments; return 0, 1, or 2 on bad input."""
+    out = out or sys.stdout
+    try:
+        comparable, lines = provenance.compare_files(path_a, path_b)
+    except ValueError as error:
+        print(f'tgrpo_eval: error: {error}', file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line, file=out)
+    breaking = sum(line.startswith('differs') for line in lines)
+    print('comparable' + (f' ({len(lines)} notes: what was evaluated)' if lines else '')
+          if comparable else f'not comparable: {breaking} difference(s)', file=out)
+    return 0 if comparable else 1
 
 
 def main(argv=None):
@@ -490,6 +530,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     options = vars(args)
     progress = not options.pop('no_progress')
+    compare = options.pop('compare')
+    if compare:
+        return compare_main(*compare)
     try:
         config = EvalConfig(**options)
     except ValueError as exc:

@@ -37,6 +37,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from tgrpo_ros import provenance
 from tgrpo_ros.policy import adapters, contract
 
 AUGMENTATIONS = ('none', 'shift', 'crop')
@@ -378,6 +379,30 @@ def export(policy, config: SFTConfig) -> str:
     return policy.save_adapter(config.out)
 
 
+def demos_trained_on(demo_dir, base_path=None) -> dict:
+    """
+    Return what renders the demos were recorded with: {'mujoco', 'camera_size', ...}.
+
+    The demos' index.json records the MuJoCo version that rendered them (tgrpo_demos);
+    an older index without it falls back to the installed version (``source`` says
+    which). A base model's own record is kept under ``base`` when it differs.
+    """
+    index = {}
+    path = os.path.join(os.fspath(demo_dir), 'index.json')
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as stream:
+            index = json.load(stream)
+    recorded = index.get('mujoco')
+    record = {'mujoco': recorded or provenance.package_version('mujoco'),
+              'source': 'demos index.json' if recorded else
+              'installed when tgrpo_sft ran (the demos index records none)',
+              'camera_size': index.get('camera_size'), 'multisample': index.get('multisample')}
+    base = provenance.trained_on(base_path)
+    if base is not None and base.get('mujoco') != record['mujoco']:
+        record['base'] = base
+    return record
+
+
 # ---------------------------------------------------------------------- training
 def _progress(total, enabled, desc):
     from tqdm import tqdm
@@ -486,7 +511,12 @@ def train_sft(config: SFTConfig, log=print) -> dict:
                         'val_episodes': [os.path.basename(files[e]) for e in val_eps],
                         'train_frames': len(train), 'val_frames': len(val)},
               'epochs': state.history, 'steps': state.step,
-              'wall_seconds': time.perf_counter() - started}
+              'wall_seconds': time.perf_counter() - started,
+              'trained_on': demos_trained_on(config.demos, config.model_path),
+              'environment': provenance.environment(
+                  device=config.device, seeds={'seed': config.seed},
+                  checkpoint=config.model_path, adapter=config.adapter,
+                  output=provenance.weights_record(out))}
     with open(os.path.join(out, REPORT_FILE), 'w', encoding='utf-8') as stream:
         json.dump(report, stream, indent=1, default=float)
     log(f'wrote {"model" if config.trainable == "full" else "adapter"} to {out}')
