@@ -6,9 +6,10 @@ Each simulator profile has its reference (test/data/render_task0_init0_224px_nom
 init state 0, without multisampling), made by ``python bench/render.py --no-multisample
 --reference test/data`` under that MuJoCo; its JSON holds the source frame's sha256 and
 the MuJoCo version. The test compares a fresh render with the reference of the installed
-MuJoCo: 3.17.0 (default profile) or 3.3.2 (``make setup SIM_PROFILE=paper``). MuJoCo after 3.3.2 renders LIBERO's floors darker (LIBERO issue
-#88), which took OpenVLA's LIBERO-Object checkpoints from 88% to about 68%: this test
-fails when the renderer drifts like that.
+MuJoCo: 3.17.0 (default profile) or 3.3.2 (``make setup SIM_PROFILE=paper``). MuJoCo
+after 3.3.2 renders LIBERO's floors darker (LIBERO issue #88), which took OpenVLA's
+LIBERO-Object checkpoints from 88% to about 68%: this test fails when the renderer
+drifts like that.
 """
 
 import hashlib
