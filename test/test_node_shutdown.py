@@ -24,6 +24,7 @@ PARAMETERS = {
     'max_linear_speed': [0.1, 0.1, 0.1], 'workspace_min': [0.0, -0.5, 0.0],
     'workspace_max': [1.0, 0.5, 1.0], 'image_timeout': 1.0, 'pose_timeout': 1.0,
     'action_timeout': 1.0,
+    'frame_id': 'world',  # the probe's poses are in 'world': a pose in another frame is refused
 }
 SIGNALS = {'sigint': (signal.SIGINT,), 'sigint_twice': (signal.SIGINT, signal.SIGINT),
            'sigterm': (signal.SIGTERM,), 'sigint_then_sigterm': (signal.SIGINT, signal.SIGTERM),
