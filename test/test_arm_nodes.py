@@ -578,3 +578,106 @@ def test_sim_arm_config_checks_its_values():
         SimArmConfig(max_catch_up=0)
     with pytest.raises(ValueError, match='gripper_open .* and gripper_close .* must differ'):
         SimArmConfig(gripper_open=0.0)
+
+
+HOSTILE_NUMBERS = [('nan', math.nan), ('+inf', math.inf), ('-inf', -math.inf),
+                   ('1e300', 1e300), ('-1e300', -1e300)]
+
+
+def hostile_twists(stamp):
+    """Yield (what, TwistStamped) with one hostile number, frame 'world', stamped ``stamp``."""
+    from geometry_msgs.msg import TwistStamped
+
+    from tgrpo_ros.nodes.sim_arm import TWIST_ABS_MAX
+
+    for part in ('linear', 'angular'):
+        for axis in 'xyz':
+            for what, value in HOSTILE_NUMBERS + [('above the bound', TWIST_ABS_MAX + 1.0),
+                                                  ('below the bound', -TWIST_ABS_MAX - 1.0)]:
+                msg = TwistStamped()
+                msg.header.frame_id, msg.header.stamp = 'world', stamp
+                setattr(getattr(msg.twist, part), axis, value)
+                yield f'{part}.{axis} {what}', msg
+    msg = TwistStamped()
+    msg.header.frame_id, msg.header.stamp.sec = 'world', -1
+    yield 'a negative stamp', msg
+    msg = TwistStamped()
+    msg.header.frame_id, msg.header.stamp.nanosec = 'world', 2 ** 32 - 1
+    yield 'an oversized nanosec', msg
+
+
+def hostile_gripper_commands():
+    """Yield (what, Float64MultiArray) gripper commands sim_arm must refuse (range [0, 0.04])."""
+    from std_msgs.msg import Float64MultiArray
+
+    for what, value in HOSTILE_NUMBERS + [('negative', -0.01), ('above open', 0.05)]:
+        yield what, Float64MultiArray(data=[value])
+    yield 'empty', Float64MultiArray(data=[])
+    yield 'overlong', Float64MultiArray(data=[0.0] * 1000)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_sim_arm_counts_hostile_twists_and_gripper_commands_and_serves_on(ros_nodes, ros_client):
+    """Issue 17: NaN, inf, 1e300, twists over 10 m/s, bad stamps and arrays: counted, not run."""
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, String
+
+    from tgrpo_ros.nodes import arm_topics
+    from tgrpo_ros.testing.ros_client import send_until_counted
+
+    hang = 300.0  # s: sim_arm loads LIBERO first; only a hang reaches it
+    sim = ros_nodes.start(SIM_ARM, name='sim_arm', parameters={'camera_rate_hz': 1.0})
+    node = ros_client.node
+    poses, joints, statuses = [], [], []
+    node.create_subscription(PoseStamped, '/' + arm_topics.POSE_TOPIC,
+                             lambda msg: poses.append(np.array([
+                                 msg.pose.position.x, msg.pose.position.y,
+                                 msg.pose.position.z])), arm_topics.SENSOR_QOS)
+    node.create_subscription(JointState, '/' + arm_topics.JOINT_STATES_TOPIC,
+                             joints.append, arm_topics.SENSOR_QOS)
+    node.create_subscription(String, '/sim_arm/status',
+                             lambda msg: statuses.append(json.loads(msg.data)),
+                             arm_topics.STATUS_QOS)
+    twist_pub = node.create_publisher(TwistStamped, arm_topics.TWIST_TOPIC,
+                                      arm_topics.COMMAND_QOS)
+    gripper_pub = node.create_publisher(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
+                                        arm_topics.COMMAND_QOS)
+    ros_client.spin_until(lambda: poses and joints and statuses, hang,
+                          'pose, joints and status from sim_arm')
+    ros_client.wait_for_subscribers(twist_pub, timeout=hang)
+    ros_client.wait_for_subscribers(gripper_pub, timeout=hang)
+
+    def bad_count(name):
+        return statuses[-1]['bad_input'][name]
+
+    start = poses[-1]
+    now = messages.ns_to_stamp(node.get_clock().now().nanoseconds)
+    sent = send_until_counted(ros_client, hostile_twists(now), twist_pub.publish,
+                              lambda: bad_count('twist'))
+    assert sent == 2 * 3 * 7 + 2
+    sent_gripper = send_until_counted(ros_client, hostile_gripper_commands(),
+                                      gripper_pub.publish, lambda: bad_count('gripper'))
+    assert bad_count('twist') >= sent and bad_count('gripper') >= sent_gripper
+    assert np.linalg.norm(poses[-1] - start) < 0.005, poses[-1] - start  # m: held still
+    assert sim.alive and 'Traceback' not in sim.log_text()
+    last = statuses[-1]['last_bad_input']
+    assert 'outside [0, 0.04]' in last['gripper'] or 'must hold 1 value' in last['gripper']
+
+    # Good input afterwards is served: fresh twists move it, a close command closes.
+    counted = {name: bad_count(name) for name in ('twist', 'gripper')}
+    fingers = joints[-1].position[7]
+
+    def moved():
+        msg = TwistStamped()
+        msg.header.frame_id = 'world'
+        msg.header.stamp = messages.ns_to_stamp(node.get_clock().now().nanoseconds)
+        msg.twist.linear.x = 0.1  # m/s
+        twist_pub.publish(msg)
+        gripper_pub.publish(Float64MultiArray(data=[0.0]))  # gripper_close
+        return poses[-1][0] - start[0] > 0.01 and abs(joints[-1].position[7] - fingers) > 0.005
+
+    ros_client.spin_until(moved, hang, '1 cm along x and the fingers closing')
+    assert {name: bad_count(name) for name in ('twist', 'gripper')} == counted
+    assert sim.alive

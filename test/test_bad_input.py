@@ -67,7 +67,8 @@ def test_episode_error_names_what_cannot_be_trained_on():
         ('positive logp', lambda e: e.behaviour_logps.__setitem__((0, 0), 0.5),
          'behaviour log-probs above 0 (max 0.5)'),
         ('versions', lambda e: e.extras.__setitem__('step_adapter_versions', [0, 0]),
-         "extras['step_adapter_versions'] must list one int per step (3), got [0, 0]"),
+         "extras['step_adapter_versions'] must list one int in [-1, 2147483647] per step (3), "
+         'got [0, 0]'),
     ]
     for name, spoil, expected in cases:
         episode = make_episode()

@@ -133,8 +133,8 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
     bad_runs = 1 if bad == 'stale' else 2
     assert summary['dropped'][f'{bad}_dropped'] == bad_runs
     # Bad input: dropped, counted, logged with the reason; the NaN run re-assigned.
-    bad_input = ({'episode': 1, 'adapter_status': 1} if bad == 'stale'
-                 else {'episode': 2, 'adapter_status': 0})
+    bad_input = ({'episode': 1, 'adapter_status': 1, 'bridge_status': 0} if bad == 'stale'
+                 else {'episode': 2, 'adapter_status': 0, 'bridge_status': 0})
     assert summary['bad_input'] == bad_input
     assert summary['dropped']['bad_dropped'] == bad_input['episode']
     assert 'dropped an undecodable episode: episode payload of 19 B is not a valid .npz' in log
@@ -159,3 +159,125 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
         stored = sorted(os.listdir(server_root / 'received'))
         assert [name[:6] for name in stored] == ['v00000', 'v00001'], stored  # kept: 2
         assert (run_dir / 'adapters' / 'v00001' / 'adapter_model.safetensors').is_file()
+
+
+def hostile_episodes(assignment, bridge):
+    """
+    Yield (what, UInt8MultiArray) episodes for ``assignment``, each with one hostile value.
+
+    They carry an episode id of their own, so that none is the member's latest run
+    (which would be assigned again): each is only dropped and counted.
+    """
+    from std_msgs.msg import MultiArrayDimension, MultiArrayLayout, UInt8MultiArray
+
+    def episode():
+        made = make_episode(assignment, bridge, 0)
+        made.episode_id = f'{bridge}/hostile'
+        return made
+
+    floats = [('nan', np.nan), ('+inf', np.inf), ('-inf', -np.inf)]
+    for name, beyond in (('rewards', [1e30, -1e30]), ('behaviour_logps', [-1e30, 0.5]),
+                         ('actions', [1e30, -1e30])):
+        for what, value in floats + [(f'{v:g}', v) for v in beyond]:
+            spoilt = episode()
+            getattr(spoilt, name).reshape(-1)[1] = value
+            yield f'{name} {what}', messages.encode_episode(spoilt)
+    for value in (-5, 0, 2 ** 40):
+        spoilt = episode()
+        spoilt.action_tokens[0, 0] = value
+        yield f'action token {value}', messages.encode_episode(spoilt)
+    for name in ('task_id', 'init_state_id', 'group_id', 'adapter_version'):
+        for value in (float('nan'), float('inf'), 1e300, -5, 2 ** 70):
+            spoilt = episode()
+            setattr(spoilt, name, value)
+            yield f'{name} {value}', messages.encode_episode(spoilt)
+    for value in (float('nan'), -5, 2 ** 70):
+        spoilt = episode()
+        spoilt.extras['step_adapter_versions'] = [0, value, 0]
+        yield f'step adapter version {value}', messages.encode_episode(spoilt)
+    for what, length in (('empty', 0), ('overlong', STEPS + 1)):
+        spoilt = episode()
+        spoilt.rewards = np.zeros(length, np.float32)
+        yield f'{what} rewards', messages.encode_episode(spoilt)
+    msg = messages.encode_episode(episode())
+    layout = MultiArrayLayout(dim=[MultiArrayDimension(
+        label=EPISODE_SCHEMA, size=2 ** 32 - 1, stride=2 ** 32 - 1)])
+    yield 'payload size 2^32-1', UInt8MultiArray(layout=layout, data=msg.data)
+    yield 'empty payload', UInt8MultiArray(layout=MultiArrayLayout(dim=[MultiArrayDimension(
+        label=EPISODE_SCHEMA, size=0, stride=0)]), data=[])
+
+
+HOSTILE_JSON_NUMBERS = [float('nan'), float('inf'), float('-inf'), 1e300, -5, 0.5, 2 ** 70]
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_hostile_numbers_at_every_learner_subscription_are_counted_and_it_trains_on(
+        ros_nodes, ros_client, tmp_path):
+    """
+    Issue 17: episodes, adapter statuses and bridge statuses with hostile numbers over DDS.
+
+    Each is counted in ``bad_input`` and none is trained on; then the two good
+    episodes of the group are accepted, the update runs and the learner exits 0.
+    Before the fix, episode ids and versions of -5 or 2^70, actions of 1e30 and
+    adapter or bridge statuses with NaN versions or group ids went uncounted.
+    """
+    from std_msgs.msg import String
+
+    from test_graph_races import BRIDGES as GRAPH_BRIDGES, Graph, start_learner
+    from tgrpo_ros.testing.ros_client import send_until_counted
+
+    graph = Graph(ros_client)
+    try:
+        for ns in GRAPH_BRIDGES:
+            graph.start_bridge(ns)
+        learner, run_dir = start_learner(ros_nodes, tmp_path)
+        graph.wait(lambda: graph.of('push'), 'the push of adapter version 0')
+        first_push = graph.of('push')[0][1]
+        graph.answer(first_push)
+        graph.wait(lambda: all(graph.assignments(ns) for ns in GRAPH_BRIDGES)
+                   and graph.statuses, 'the first assignments')
+
+        def bad_count(name):
+            return graph.statuses[-1]['bad_input'].get(name, 0)
+
+        assignment = graph.assignments('/sim0')[0]
+        sent = {'episode': send_until_counted(
+            ros_client, hostile_episodes(assignment, '/sim0'), graph.episodes.publish,
+            lambda: bad_count('episode'))}
+
+        def status(**changes):
+            values = {'version': 0, 'sha256': first_push['sha256'], 'ok': True,
+                      'push': 'hostile'}
+            values.update(changes)
+            return String(data=json.dumps(values))
+        statuses = [(f'{key} {value}', status(**{key: value}))
+                    for key in ('version', 'serving') for value in HOSTILE_JSON_NUMBERS]
+        sent['adapter_status'] = send_until_counted(
+            ros_client, statuses, graph.status_pub.publish, lambda: bad_count('adapter_status'))
+        bridge_status = graph.node.create_publisher(
+            String, topics.client_topic('/sim0', topics.BRIDGE_STATUS_TOPIC),
+            topics.DIAGNOSTICS_QOS)
+        ros_client.wait_for_subscribers(bridge_status, timeout=HANG)
+        refusals = [(f'group_id {value}', String(data=json.dumps({
+            'event': 'assignment_refused', 'group_id': value, 'task_id': 0,
+            'init_state_id': 0, 'reason': 'hostile'}))) for value in HOSTILE_JSON_NUMBERS]
+        sent['bridge_status'] = send_until_counted(
+            ros_client, refusals, bridge_status.publish, lambda: bad_count('bridge_status'))
+        assert sent == {'episode': 45, 'adapter_status': 14, 'bridge_status': 7}
+        assert learner.alive
+
+        # Good input: the group's two episodes, then the answer to the push of version 1.
+        for ns in GRAPH_BRIDGES:
+            graph.send(graph.assignments(ns)[0], ns, 0)
+        graph.wait(lambda: len(graph.of('push')) >= 2, 'the push of adapter version 1')
+        graph.answer(graph.of('push')[1][1])
+        log = graph.wait_exit(learner)
+    finally:
+        graph.close()
+    assert learner.returncode == 0, f'learner did not finish cleanly:\n{log[-3000:]}'
+    assert 'Traceback' not in log
+    summary = json.loads((run_dir / 'summary.json').read_text())
+    assert summary['last_metrics']['rollout/episodes'] == 2
+    assert all(summary['bad_input'][name] >= count for name, count in sent.items()), summary
+    assert summary['dropped']['bad_dropped'] == summary['bad_input']['episode']

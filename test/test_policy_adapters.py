@@ -261,7 +261,8 @@ def test_adapter_payload_is_checked_stored_and_loaded_on_another_root(
         (dict(header, size=len(pickled), sha256=_sha256(pickled)), pickled, 'is a pickle'),
         (dict(header, size=16, sha256=_sha256(b'x' * 16)), b'x' * 16, 'not a safetensors'),
         (dict(header, size=len(weights) - 1), weights[:-1], 'header says'),
-        (dict(header, version=-1), weights, 'integer >= 0'),
+        (dict(header, version=-1), weights, r'integer in \[0, 2147483647\]'),
+        (dict(header, version=2 ** 40), weights, r'integer in \[0, 2147483647\]'),  # int32
         (dict(header, schema='pt'), weights, "expected 'tgrpo_adapter/safetensors/1'"),
     ]
     for bad_header, payload, reason in bad:

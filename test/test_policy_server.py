@@ -408,3 +408,110 @@ def test_adapter_over_dds_lands_in_the_servers_own_root_and_bad_ones_are_refused
     assert status['ok'] and status['reason'] == 'already served' and status['refused'] == 4
     assert 'refused adapter version 4 received over DDS' in server.log_text()
     assert server.alive
+
+
+def hostile_images(image):
+    """Yield (what, sensor_msgs/Image) with one hostile number or array each."""
+    good = messages.numpy_to_image(image, stamp=5_000_000_000)
+    big = 2 ** 32 - 1  # uint32 fields: the largest value the wire holds
+    changes = [('height', 0), ('height', big), ('width', 0), ('width', big), ('step', 0),
+               ('step', big)]
+    for field_name, value in changes:
+        msg = messages.numpy_to_image(image, stamp=5_000_000_000)
+        setattr(msg, field_name, value)
+        yield f'{field_name} {value}', msg
+    msg = messages.numpy_to_image(image)
+    msg.header.stamp.sec = -1
+    yield 'a negative stamp', msg
+    msg = messages.numpy_to_image(image)
+    msg.header.stamp.nanosec = big
+    yield 'an oversized nanosec', msg
+    yield 'empty data', type(good)(header=good.header, height=good.height, width=good.width,
+                                   encoding='rgb8', step=good.step, data=[])
+    msg = messages.numpy_to_image(image, stamp=5_000_000_000)
+    msg.data = bytes(good.data) + bytes(1000)
+    yield 'overlong data', msg
+
+
+def hostile_adapters(path):
+    """Yield (what, UInt8MultiArray) adapters with a hostile header number or payload size."""
+    from tgrpo_ros.policy.adapters import pack_adapter
+
+    header, weights = pack_adapter(path, 1)
+    numbers = [('nan', float('nan')), ('+inf', float('inf')), ('-inf', float('-inf')),
+               ('1e300', 1e300), ('-5', -5), ('0.5', 0.5), ('2^40', 2 ** 40),
+               ('2^70', 2 ** 70)]
+    for field_name in ('version', 'size'):
+        for what, value in numbers:
+            if field_name == 'size' and what in ('2^40', '0.5'):
+                continue
+            yield f'{field_name} {what}', messages.encode_adapter(
+                dict(header, **{field_name: value}), weights)
+    yield 'empty weights', messages.encode_adapter(dict(header, size=0), b'')
+    yield 'overlong weights', messages.encode_adapter(header, weights + bytes(1000))
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_hostile_numbers_at_every_subscription_are_counted_and_the_server_serves_on(
+        ros_nodes, ros_client, checkpoint_and_adapter):
+    """
+    Issue 17: images, instructions and adapters with hostile numbers and arrays over DDS.
+
+    Each is counted in ``bad_input``; then a plain request is answered and a good
+    adapter over DDS is served. Before the fix an image with a negative stamp was
+    served (its reply then refused by every client), and adapter version 2^40 was
+    hot-swapped (every reply carrying it refused: adapter_version must fit int32).
+    """
+    from std_msgs.msg import String, UInt8MultiArray
+
+    from tgrpo_ros.testing.ros_client import send_until_counted
+
+    setup = checkpoint_and_adapter
+    server = start_server(ros_nodes, setup, ['/c0'])
+    node = ros_client.node
+    statuses = []
+    sub = node.create_subscription(String, '/policy_server/status',
+                                   lambda msg: statuses.append(json.loads(msg.data)),
+                                   topics.DIAGNOSTICS_QOS)
+    ros_client.wait_for_publishers(sub, timeout=START_TIMEOUT)
+    client = ServerClient(ros_client, ['/c0'])
+    ros_client.spin_until(lambda: statuses, START_TIMEOUT, 'the server status')
+
+    def bad_count(name):
+        return statuses[-1]['bad_input'][name]
+
+    image = setup['image']
+    sent = {'image': send_until_counted(ros_client, hostile_images(image),
+                                        client.images['/c0'].publish,
+                                        lambda: bad_count('image')),
+            'instruction': send_until_counted(
+                ros_client, [('empty', String(data='')), ('overlong', String(data='x' * 513))],
+                client.instructions['/c0'].publish, lambda: bad_count('instruction'))}
+    adapters = node.create_publisher(UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
+    ros_client.wait_for_subscribers(adapters, timeout=START_TIMEOUT)
+    sent['adapter_bytes'] = send_until_counted(
+        ros_client, hostile_adapters(str(setup['root'] / 'v1')), adapters.publish,
+        lambda: bad_count('adapter_bytes'))
+    assert sent == {'image': 10, 'instruction': 2, 'adapter_bytes': 16}
+    assert all(bad_count(name) >= count for name, count in sent.items()), statuses[-1]
+    assert server.alive and 'Traceback' not in server.log_text()
+
+    # Good input is served: a request (version -1), then an adapter over DDS (version 1).
+    # The instruction was refused last: an image that overtakes the valid one is dropped,
+    # so the request is sent again until answered.
+    stamps = []
+    ros_client.publish_until(lambda: stamps.append(client.send('/c0', image)),
+                             lambda: any(r.stamp_ns in stamps for r in client.replies['/c0']),
+                             START_TIMEOUT, 'a reply once the instruction is valid again')
+    reply = [r for r in client.replies['/c0'] if r.stamp_ns in stamps][0]
+    assert reply.adapter_version == -1
+    assert_reply_matches(reply, setup['base'])
+    from tgrpo_ros.policy.adapters import pack_adapter
+    adapters.publish(messages.encode_adapter(*pack_adapter(str(setup['root'] / 'v1'), 1)))
+    ros_client.spin_until(lambda: statuses[-1]['adapter_version'] == 1, START_TIMEOUT,
+                          'adapter version 1 served')
+    reply = client.request('/c0', image)
+    assert reply.adapter_version == 1
+    assert_reply_matches(reply, setup['tuned'])
+    assert server.alive

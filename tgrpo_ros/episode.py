@@ -244,6 +244,12 @@ EPISODE_ARRAYS = {
     'rewards': np.float32,
 }
 LOGP_TOLERANCE = 1e-3  # a log-probability is <= 0; float rounding stays far below this
+# The ranges episode_error accepts (as messages.decode_action's): anything beyond is a
+# broken or hostile sender, and would overflow float32 sums in an update.
+EPISODE_ACTION_ABS_MAX = 1e3  # un-normalised policy actions are O(1)
+EPISODE_LOGP_MIN = -1e6       # float32 log-probs of a sampled token lie far above this
+EPISODE_REWARD_ABS_MAX = 1e6  # LIBERO's dense rewards and success bonus are O(1)
+ADAPTER_VERSION_RANGE = (-1, 2 ** 31 - 1)  # -1: the base policy; int32 on the action wire
 _META_KEY = 'metadata_json'  # uint8 array holding UTF-8 JSON of the scalar fields
 _META_FIELDS = ('success', 'task_id', 'init_state_id', 'group_id', 'adapter_version',
                 'instruction', 'suite', 'bridge', 'episode_id', 'extras')
@@ -307,6 +313,10 @@ def episode_from_bytes(data):
         kind = _META_TYPES[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f'episode {name} must be of type {kind.__name__}, got {value!r:.100}')
+        low, high = (ADAPTER_VERSION_RANGE if name == 'adapter_version'
+                     else (0, ASSIGNMENT_INT_MAX))
+        if kind is int and not low <= value <= high:
+            raise ValueError(f'episode {name} must be in [{low}, {high}], got {value!r:.100}')
     return Episode(**{name: contents[name] for name in EPISODE_ARRAYS}, **metadata)
 
 
@@ -315,8 +325,8 @@ def episode_error(episode):
     Return why ``episode`` cannot be trained on as data ('' when it can).
 
     Checks what the shapes do not: action token ids in the action range, finite
-    behaviour log-probs (<= 0, up to LOGP_TOLERANCE), actions and rewards, and one
-    adapter version per step.
+    behaviour log-probs in [-1e6, 0] (up to LOGP_TOLERANCE), actions within ±1e3 and
+    rewards within ±1e6, and one adapter version in [-1, 2^31) per step.
     A NaN reward or an out-of-range token would fail (or poison) a TGRPO update.
     """
     tokens = episode.action_tokens
@@ -331,12 +341,21 @@ def episode_error(episode):
             return f'non-finite {name} at steps {steps[:10].tolist()}'
     if np.any(episode.behaviour_logps > LOGP_TOLERANCE):
         return f'behaviour log-probs above 0 (max {float(episode.behaviour_logps.max())})'
+    for name, low, high in (('behaviour_logps', EPISODE_LOGP_MIN, LOGP_TOLERANCE),
+                            ('actions', -EPISODE_ACTION_ABS_MAX, EPISODE_ACTION_ABS_MAX),
+                            ('rewards', -EPISODE_REWARD_ABS_MAX, EPISODE_REWARD_ABS_MAX)):
+        values = getattr(episode, name)
+        if values.size and (values.min() < low or values.max() > high):
+            return (f'{name} outside [{low:g}, {high:g}] (min {float(values.min()):g}, '
+                    f'max {float(values.max()):g})')
     versions = episode.extras.get('step_adapter_versions')
+    low, high = ADAPTER_VERSION_RANGE
     if versions is not None and (
             not isinstance(versions, list) or len(versions) != episode.length
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in versions)):
-        return (f"extras['step_adapter_versions'] must list one int per step "
-                f'({episode.length}), got {versions!r:.100}')
+            or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                       for v in versions)):
+        return (f"extras['step_adapter_versions'] must list one int in [{low}, {high}] per "
+                f'step ({episode.length}), got {versions!r:.100}')
     return ''
 
 

@@ -71,7 +71,8 @@ from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
 from tgrpo_ros import provenance
-from tgrpo_ros.episode import Assignment, episode_error
+from tgrpo_ros.episode import (ADAPTER_VERSION_RANGE, Assignment, ASSIGNMENT_INT_MAX,
+                               episode_error)
 from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
 from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
@@ -87,7 +88,7 @@ ADAPTER_TRANSPORTS = ('path', 'dds')
 SPIN_PERIOD = 0.1  # s, longest a blocking helper waits in one spin
 WAIT_LOG_PERIOD = 30.0  # s between 'waiting for episodes' lines
 GRAPH_CHECK_PERIOD = 1.0  # s between looks at the node graph for dead or restarted bridges
-INPUTS = ('episode', 'adapter_status')  # counted when bad
+INPUTS = ('episode', 'adapter_status', 'bridge_status')  # counted when bad
 
 
 @dataclass
@@ -376,6 +377,12 @@ class Learner(Node):
             status = json.loads(msg.data)
             if not isinstance(status, dict) or not isinstance(status.get('ok'), bool):
                 raise ValueError("not a JSON object with a boolean 'ok'")
+            low, high = ADAPTER_VERSION_RANGE
+            for key in ('version', 'serving'):  # null: the server could not read a version
+                value = status.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                          or not low <= value <= high):
+                    raise ValueError(f'{key} must be null or an int in [{low}, {high}]')
         except ValueError as error:
             self.bad_input('adapter_status', f'ignored a malformed adapter status ({error}): '
                            f'{msg.data[:200]!r}')
@@ -492,8 +499,16 @@ class Learner(Node):
             event = json.loads(msg.data)
         except ValueError:
             return  # bridge_status is a log: a line that is not JSON is not ours to judge
-        if (isinstance(event, dict) and event.get('event') == 'assignment_refused'
-                and event.get('group_id') in self.current and self.refused is None):
+        if not isinstance(event, dict) or event.get('event') != 'assignment_refused':
+            return
+        group_id = event.get('group_id')
+        if isinstance(group_id, bool) or not isinstance(group_id, int) \
+                or not 0 <= group_id <= ASSIGNMENT_INT_MAX:
+            self.bad_input('bridge_status', f'{ns}: ignored an assignment_refused event whose '
+                           f'group_id is not an int in [0, {ASSIGNMENT_INT_MAX}]: '
+                           f'{msg.data[:200]!r}')
+            return
+        if group_id in self.current and self.refused is None:
             self.refused = (ns, event)
 
     def episode_callback(self, msg):

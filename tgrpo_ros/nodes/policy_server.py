@@ -87,7 +87,8 @@ from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, check_range, option
 from tgrpo_ros.policy import contract
-from tgrpo_ros.policy.adapters import AdapterError, prune_received, store_adapter_payload
+from tgrpo_ros.policy.adapters import (ADAPTER_VERSION_MAX, AdapterError, prune_received,
+                                       store_adapter_payload)
 from tgrpo_ros.policy.config import PolicyLoadConfig
 
 ADAPTER_PARAMETERS = ('adapter_version', 'adapter_path')
@@ -293,8 +294,9 @@ class PolicyServer(Node):
             return _refuse(f'{given.name} {given.value!r} came without {missing}: push both '
                            'in one ~/set_parameters_atomically request (~/set_parameters '
                            'applies parameters one at a time)')
-        if version.value < 0:
-            return _refuse(f'adapter_version must be >= 0, got {version.value}')
+        if not 0 <= version.value <= ADAPTER_VERSION_MAX:
+            return _refuse(f'adapter_version must be in [0, {ADAPTER_VERSION_MAX}], got '
+                           f'{version.value}')
         if version.value == self.policy.adapter_version:
             if self._serving(path.value):  # a repeated push (e.g. a resumed learner): no-op
                 return SetParametersResult(successful=True)
@@ -404,6 +406,7 @@ class PolicyServer(Node):
     def image_callback(self, ns, msg):
         """Queue the newest image of client ``ns`` (replacing an unanswered older one)."""
         try:
+            messages.checked_stamp_ns(msg.header.stamp, 'image')  # echoed in the reply
             image = messages.image_to_numpy(msg)  # [H, W, 3] uint8 RGB
             if self.preprocess is not None:
                 image = self.preprocess(image)  # [224, 224, 3] uint8, the policy view

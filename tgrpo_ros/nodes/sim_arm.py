@@ -30,8 +30,10 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   (``tgrpo_ros.nodes.diagnostics``); ``~/reset`` (std_srvs/Trigger) puts the scene
   back to the initial state ``init_state_id`` (settable).
 * **Bad input** (docs/faults.md, "Bad input"): a twist in another frame or with
-  non-finite values (the arm holds still), a malformed gripper command (the last one
-  holds) and a refused ``init_state_id`` are logged and counted in ``bad_input``
+  non-finite values, a component beyond ``TWIST_ABS_MAX`` (10 m/s or rad/s) or a
+  negative stamp (the arm holds still), a malformed gripper command or one outside
+  [gripper_close, gripper_open] (the last one holds) and a refused
+  ``init_state_id`` are logged and counted in ``bad_input``
   (``twist``, ``gripper``, ``parameters``: since the node started; the per-episode
   ``rejected_*`` counters restart with ``~/reset``).
 * **No episode end**: the scene steps for as long as the node runs. robosuite's
@@ -63,6 +65,9 @@ from tgrpo_ros.options import check_choice, check_range, option
 STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
 AGENTVIEW_IMAGE = 'agentview_image'  # robosuite observable of the front camera
 INPUTS = ('twist', 'gripper', 'parameters')  # counted when bad
+# m/s and rad/s: the largest twist component taken. A Panda's end effector moves
+# at most 1.7 m/s and 2.5 rad/s; a larger value is a broken sender, not a command.
+TWIST_ABS_MAX = 10.0
 _ARM_DEFAULTS = ArmConfig().to_dict()
 
 CAMERA_QOS = ('sensor_data', 'reliable')
@@ -260,15 +265,23 @@ class SimArm(Node):
             return
         linear, angular = msg.twist.linear, msg.twist.angular
         values = [linear.x, linear.y, linear.z, angular.x, angular.y, angular.z]
-        if not np.all(np.isfinite(values)):
+        if not np.all(np.isfinite(values)) or np.max(np.abs(values)) > TWIST_ABS_MAX:
             self.counters['rejected_twists'] += 1
             self.twist = None  # Servo would refuse it too: hold still
-            self.bad_input('twist', f'holding still: non-finite twist {values}')
+            what = 'non-finite' if not np.all(np.isfinite(values)) else \
+                f'absurd (a component beyond {TWIST_ABS_MAX:g} m/s or rad/s)'
+            self.bad_input('twist', f'holding still: {what} twist {values}')
+            return
+        try:
+            stamp_ns = messages.checked_stamp_ns(msg.header.stamp, 'twist')
+        except ValueError as error:
+            self.counters['rejected_twists'] += 1
+            self.twist = None
+            self.bad_input('twist', f'holding still: {error}')
             return
         # A stamp ahead of the clock would never grow old: the arm would follow that
         # twist until the clock passed it, however long the sender has been gone.
-        ahead = (messages.stamp_to_ns(msg.header.stamp)
-                 - self.get_clock().now().nanoseconds) * 1e-9  # s
+        ahead = (stamp_ns - self.get_clock().now().nanoseconds) * 1e-9  # s
         if ahead > self.command_timeout:
             self.counters['rejected_twists'] += 1
             self.twist = None  # stale: hold still
@@ -278,10 +291,14 @@ class SimArm(Node):
         self.twist = msg
 
     def gripper_callback(self, msg):
-        """Hold the newest gripper command (one value)."""
+        """Hold the newest gripper command (one value in [gripper_close, gripper_open])."""
         try:
             if len(msg.data) != 1:
                 raise ValueError(f'gripper command must hold 1 value, got {len(msg.data)}')
+            low, high = sorted(self.gripper_values)
+            if not low <= msg.data[0] <= high:  # NaN fails this too
+                raise ValueError(f'gripper command {msg.data[0]} outside [{low:g}, {high:g}] '
+                                 '(gripper_close to gripper_open)')
             self.gripper = gripper_to_libero(msg.data[0], *self.gripper_values)
         except ValueError as error:
             self.counters['rejected_gripper_commands'] += 1

@@ -251,6 +251,9 @@ def base_fingerprint(model, sample: int = 16) -> str:
 # ---------------------------------------------------------------------------- over the wire
 
 ADAPTER_WIRE_SCHEMA = 'tgrpo_adapter/safetensors/1'
+# Largest adapter version: action replies carry it as an int32 (messages.ACTION_EXTRA_RANGES),
+# and a larger one would not fit the server's int64 parameter either.
+ADAPTER_VERSION_MAX = 2 ** 31 - 1
 RECEIVED_DIR = 'received'  # under the receiver's adapter root
 _PICKLE_MAGICS = (b'\x80', b'PK\x03\x04')  # pickle protocol 2+; torch.save's zip archive
 
@@ -276,7 +279,7 @@ def check_adapter_payload(header: dict, weights, max_bytes: int) -> None:
     """
     Check a received adapter before anything is written; AdapterError naming the problem.
 
-    Refused: a foreign schema, a version < 0, a payload over ``max_bytes`` or of
+    Refused: a foreign schema, a version outside [0, 2^31), a payload over ``max_bytes`` or of
     another size than announced, a sha256 mismatch, a pickle (or torch.save archive)
     and anything that is not a safetensors file.
     """
@@ -285,8 +288,10 @@ def check_adapter_payload(header: dict, weights, max_bytes: int) -> None:
         raise AdapterError(f'adapter payload schema is {schema!r}; expected '
                            f"'{ADAPTER_WIRE_SCHEMA}'")
     version = header.get('version')
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise AdapterError(f'adapter version must be an integer >= 0, got {version!r}')
+    if isinstance(version, bool) or not isinstance(version, int) \
+            or not 0 <= version <= ADAPTER_VERSION_MAX:
+        raise AdapterError(f'adapter version must be an integer in [0, {ADAPTER_VERSION_MAX}], '
+                           f'got {version!r:.100}')
     if not isinstance(header.get('config'), dict):
         raise AdapterError(f"adapter header 'config' must be a JSON object, got "
                            f"{type(header.get('config')).__name__}")

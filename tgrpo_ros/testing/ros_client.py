@@ -99,6 +99,24 @@ class RosClient:
             self._rclpy.shutdown(context=self.context)
 
 
+def send_until_counted(client, variants, publish, bad_count, timeout=120.0, period=5.0):
+    """
+    Publish each (what, msg) of ``variants`` until the node has counted it; return how many.
+
+    ``bad_count()`` reads the node's bad-input counter (from its ``~/status``). A
+    variant is published again every ``period`` s until the counter has grown by one
+    (a depth-1 reader keeps only the newest message, and discovery can drop the
+    first), so the counter may end above the number sent, never below.
+    """
+    sent = 0
+    for what, msg in variants:
+        target = bad_count() + 1
+        client.publish_until(lambda: publish(msg), lambda: bad_count() >= target, timeout,
+                             f'{what} counted as bad input', period=period)
+        sent += 1
+    return sent
+
+
 def request_action(client, namespace, image, instruction, stamp_ns, timeout=60.0):
     """
     Ask the policy server serving ``namespace`` for one action, as a bridge would.
