@@ -101,16 +101,21 @@ def _finite(value):
     return value if math.isfinite(value) else None
 
 
-def logp_stats(recorded, rescored) -> Dict[str, object]:
-    """Max and mean |rescored - recorded| overall and per dimension (NaN counts as inf)."""
-    diff = np.abs(np.asarray(rescored, np.float64) - np.asarray(recorded, np.float64))
-    diff = np.where(np.isnan(diff), np.inf, diff)  # [N, 7]
+def _diff_stats(diff) -> Dict[str, object]:
+    """Max and mean of absolute differences ``diff`` [N, D], overall and per dimension."""
     if diff.size == 0:
         return {'max_abs_diff': None, 'mean_abs_diff': None, 'per_dim_max': [],
                 'per_dim_mean': []}
     return {'max_abs_diff': float(diff.max()), 'mean_abs_diff': _finite(diff.mean()),
             'per_dim_max': diff.max(axis=0).tolist(),
             'per_dim_mean': [_finite(v) for v in diff.mean(axis=0)]}
+
+
+def logp_stats(recorded, rescored) -> Dict[str, object]:
+    """Max and mean |rescored - recorded| overall and per dimension (NaN counts as inf)."""
+    diff = np.abs(np.asarray(rescored, np.float64) - np.asarray(recorded, np.float64))
+    diff = np.where(np.isnan(diff), np.inf, diff)  # [N, 7]
+    return _diff_stats(diff)
 
 
 def greedy_agreement(recorded_tokens, greedy_tokens) -> Dict[str, object]:
@@ -143,12 +148,7 @@ def step_action_diff(recorded_actions, greedy_actions) -> np.ndarray:
 def action_diff(recorded_actions, greedy_actions) -> Dict[str, object]:
     """Max and mean |greedy action - recorded action| per dimension and overall."""
     diff = step_action_diff(recorded_actions, greedy_actions)
-    if diff.size == 0:
-        return {'max_abs_diff': None, 'mean_abs_diff': None, 'per_dim_max': [],
-                'per_dim_mean': []}
-    return {'max_abs_diff': float(diff.max()), 'mean_abs_diff': _finite(diff.mean()),
-            'per_dim_max': diff.max(axis=0).tolist(),
-            'per_dim_mean': [_finite(v) for v in diff.mean(axis=0)]}
+    return _diff_stats(diff)
 
 
 def per_step(steps: Steps, tolerances: 'Tolerances') -> List[Dict[str, object]]:
