@@ -72,6 +72,15 @@ NOT_AMONG_THE_TOOLS = {
            'bags tgrpo_record writes are checked against rosbags instead)',
     '/servo_node/switch_command_type': 'MoveIt Servo is not installed here',
 }
+# Documented commands whose interface another test drives over DDS with rclpy instead of
+# the ros2 CLI (each still named here, so a new documented command cannot slip by).
+COVERED_THROUGH_RCLPY = {
+    ('service', 'call', '/tgrpo_replay_play/play_next'):
+        "test_bags.py calls tgrpo_replay play's std_srvs Trigger services",
+    ('service', 'call', '/tgrpo_replay_play/resume'):
+        "test_bags.py calls tgrpo_replay play's std_srvs Trigger services",
+    ('topic', 'pub', '-r'): "test_arm_nodes.py's dead-man test repeats /estop at a rate",
+}
 
 
 def tools_env(home):
@@ -290,7 +299,7 @@ def test_every_ros2_command_in_the_docs_is_run_by_these_tests():
         if (sub is None or name is None) and (verb, sub) != ('topic', 'list'):
             continue  # prose: "`ros2 launch` finds ...", "`ros2 param set` refuses ..."
         key = (verb, sub, name)
-        if key not in RUN_BY_THESE_TESTS:
+        if key not in RUN_BY_THESE_TESTS and key not in COVERED_THROUGH_RCLPY:
             untested.append(f'{where}: ros2 {verb} {sub} {name}')
     assert not untested, untested
 
