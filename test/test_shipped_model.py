@@ -21,11 +21,19 @@ def setup_module():
 
 
 def test_make_train_starts_from_the_shipped_sft_model(tmp_path, monkeypatch):
-    """The config names the model relative to itself, so any working directory finds it."""
+    """
+    The config names its model package://tgrpo_ros/models/..., found from any directory.
+
+    It resolves in the installed share directory (files linked one by one by make setup,
+    copied by colcon): the model found there holds the shipped model's own weights.
+    """
+    import filecmp
     monkeypatch.chdir(tmp_path)
     config = graph.load_config(CONFIG)
     run = graph.plan_run(config, config_path=CONFIG, runs_root=str(tmp_path / 'runs'))
-    assert run.model_path == os.path.realpath(MODEL) or run.model_path == MODEL
+    for name in ('model.safetensors', 'config.json'):
+        assert filecmp.cmp(os.path.join(run.model_path, name), os.path.join(MODEL, name),
+                           shallow=False), (run.model_path, name)
     server = graph.find_node(run.nodes, 'policy_server')
     learner = graph.find_node(run.nodes, 'learner')
     assert server.parameters['model_path'] == learner.parameters['model_path'] == run.model_path

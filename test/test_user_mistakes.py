@@ -239,8 +239,9 @@ def test_tgrpo_replay_help_lists_its_subcommands():
     code, out, err = _run('-m', 'tgrpo_ros.nodes.replay', '--help')
     assert code == 0
     flat = ' '.join(out.split())
-    assert 'subcommands: info, check, play' in flat
-    assert 'tgrpo_replay check BAG' in flat and 'tgrpo_replay play BAG' in flat
+    assert 'subcommands (tgrpo_replay COMMAND --help' in flat
+    for command in ('info', 'check', 'play'):
+        assert f' {command} ' in flat.split('subcommands', 1)[1], command
 
 
 @pytest.mark.parametrize('argv, expected', [
