@@ -12,7 +12,10 @@ Per tick, in this order:
    camera image for ``image_timeout``; no pose for ``pose_timeout``; no valid
    action since activation or reset, the last action was non-finite, or its
    image stamp is older than ``action_timeout``.
-2. **Conversion**: twist = action * scale per axis (``tgrpo_ros.arm.command``).
+2. **Execution and conversion**: the action of this tick comes from the queue of
+   ``tgrpo_ros.arm.execution`` (``action_execution`` once or hold, action
+   chunks); twist = action * scale per axis (``tgrpo_ros.arm.command``). Every
+   executed step then goes through the limits below.
 3. **Speed**: per-axis clip, then the norm is scaled down to its limit
    (direction kept), for linear and angular parts; with a ``rotation_lever_arm``
    L, both parts are then scaled down together until |linear| + L |angular| is
@@ -39,6 +42,7 @@ import numpy as np
 
 from tgrpo_ros.arm.command import ACTION_DIM, action_to_gripper, action_to_twist
 from tgrpo_ros.arm.config import ArmConfig
+from tgrpo_ros.arm.execution import ActionExecution, EXECUTION_COUNTERS
 
 # Stop reasons, in the order they are checked (and reported).
 STOP_REASONS = ('estop', 'stale_image', 'stale_pose', 'no_action', 'invalid_action',
@@ -49,7 +53,7 @@ LIMIT_REASONS = ('speed_limited', 'accel_limited', 'workspace_limited')
 EVENT_COUNTERS = ('actions', 'nonfinite_actions', 'out_of_order_actions', 'estop_events',
                   'resets', 'resets_refused')
 COUNTERS = ('ticks', 'moving_ticks', 'zero_ticks') + STOP_REASONS + LIMIT_REASONS \
-    + EVENT_COUNTERS
+    + EVENT_COUNTERS + EXECUTION_COUNTERS  # the last kept by the execution queue
 
 
 @dataclass
@@ -99,6 +103,7 @@ class SafetyFilter:
         self.pose_time = None       # s, arrival of the newest pose
         self.position = None        # [3] m, newest end-effector position
         self.last_command = None    # the Command of the latest tick
+        self.execution = ActionExecution(config.action_execution, config.action_period)
         self.reset_motion()
 
     # ------------------------------------------------------------------ inputs
@@ -107,6 +112,7 @@ class SafetyFilter:
         self.action = None          # [7] newest valid action
         self.action_stamp = None    # s, stamp of the image it answers
         self.invalid_action = False
+        self.execution.clear()
         self.previous = (np.zeros(3), np.zeros(3))
         self.last_tick = None
 
@@ -122,17 +128,24 @@ class SafetyFilter:
         self.position = position.copy()
         self.pose_time = float(now)
 
-    def observe_action(self, action, image_stamp):
+    def observe_action(self, action, image_stamp, action_period=None):
         """
-        Take a new policy action [7] answering the image stamped ``image_stamp`` (s).
+        Take a new policy action [7], or chunk [K, 7], answering the image ``image_stamp`` (s).
+
+        The chunk replaces what is left of the execution queue; ``action_period``
+        (s, the policy's metadata; None or 0: the configured one) is how long each
+        of its actions is commanded.
 
         Returns None when accepted, else the error text. A non-finite action is
         rejected and stops the arm until a valid one arrives; an action older than
         the current one (out of order) is ignored.
         """
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (ACTION_DIM,):
-            raise ValueError(f'action must have {ACTION_DIM} entries, got {action.shape[0]}')
+        chunk = np.asarray(action, dtype=np.float64)
+        chunk = chunk.reshape(1, -1) if chunk.ndim < 2 else chunk
+        if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM or not len(chunk):
+            raise ValueError(f'action must have {ACTION_DIM} entries (or be a chunk [K, '
+                             f'{ACTION_DIM}]), got shape {np.shape(action)}')
+        action = chunk.reshape(-1)
         stamp = float(image_stamp)
         self.counters['actions'] += 1
         if self.action_stamp is not None and stamp < self.action_stamp:
@@ -144,9 +157,11 @@ class SafetyFilter:
             self.counters['nonfinite_actions'] += 1
             self.action = None
             self.invalid_action = True
+            self.execution.clear()
             return f'non-finite action {action.tolist()}: commanding zero until a valid one'
-        self.action = action.copy()
+        self.action = chunk[0].copy()
         self.invalid_action = False
+        self.execution.push(chunk, action_period, stamp)  # a repeated stamp runs no action
         return None
 
     def set_estop(self, engaged):
@@ -207,7 +222,8 @@ class SafetyFilter:
             return self._emit(np.zeros(3), np.zeros(3), None, reasons)
 
         applied = []
-        linear, angular = action_to_twist(self.action, *self._scale)
+        action = self.execution.step(cfg.period)  # once/hold, chunks: tgrpo_ros.arm.execution
+        linear, angular = action_to_twist(action, *self._scale)
         # Speed: per axis, then the norm.
         linear_c = np.clip(linear, -np.asarray(cfg.max_linear_speed), cfg.max_linear_speed)
         angular_c = np.clip(angular, -np.asarray(cfg.max_angular_speed), cfg.max_angular_speed)
@@ -241,7 +257,7 @@ class SafetyFilter:
             applied.append('workspace_limited')
         for reason in applied:
             self.counters[reason] += 1
-        gripper = action_to_gripper(self.action[6], cfg.gripper_open, cfg.gripper_close,
+        gripper = action_to_gripper(action[6], cfg.gripper_open, cfg.gripper_close,
                                     cfg.gripper_threshold)
         return self._emit(linear, angular, gripper, tuple(applied))
 
@@ -263,4 +279,5 @@ class SafetyFilter:
         """Return a JSON-ready dict: state, stop reasons, e-stop flags, counters."""
         return {'state': self.state(now), 'stop_reasons': list(self.stop_reasons(now)),
                 'estop_engaged': self.estop_engaged, 'estop_latched': self.estop_latched,
-                'dry_run': self.config.dry_run, 'counters': dict(self.counters)}
+                'dry_run': self.config.dry_run,
+                'counters': dict(self.counters, **self.execution.counters)}

@@ -260,7 +260,9 @@ class SafetyController(LifecycleNode):
             self.messages_dropped += 1
             self.bad_input('action', f'dropped a malformed action: {error}')
             return
-        error = self.safety.observe_action(reply.action, reply.stamp_ns * 1e-9)
+        # A chunk [K, 7] and the policy's action_period (0: ArmConfig's) go to the queue.
+        error = self.safety.observe_action(reply.actions, reply.stamp_ns * 1e-9,
+                                           reply.action_period)
         if error and not np.all(np.isfinite(reply.action)):
             self.bad_input('action', error)
         elif error:
