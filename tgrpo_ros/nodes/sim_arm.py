@@ -58,12 +58,14 @@ from tgrpo_ros.arm import ArmConfig
 from tgrpo_ros.arm.command import gripper_to_libero, LIBERO_OPEN, twist_to_libero
 from tgrpo_ros.arm.execution import TwistHistory
 from tgrpo_ros.nodes import arm_topics, messages
+from tgrpo_ros.nodes.topics import reliable_qos
 from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
 from tgrpo_ros.options import check_choice, check_range, option
 
 STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
+TWIST_DEPTH = 1000  # twists kept while a step runs: 20 s of a 50 Hz controller
 AGENTVIEW_IMAGE = 'agentview_image'  # robosuite observable of the front camera
 INPUTS = ('twist', 'gripper', 'parameters')  # counted when bad
 _ARM_DEFAULTS = ArmConfig().to_dict()
@@ -154,6 +156,7 @@ class SimArm(Node):
         obs = self.env.reset(int(p['init_state_id']))
         self.raw_env = self.env.raw_env
         self.inner = self.raw_env.env
+        self.inner.ignore_done = True  # a real arm has no horizon (robosuite's: 1000 steps)
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)  # render on demand
         robot = self.inner.robots[0]
         self.eef_site = robot.eef_site_id  # the grip site, robot0_eef_pos in observations
@@ -171,8 +174,10 @@ class SimArm(Node):
         self.bad_frames = set()
         self.bad_inputs = BadInputs(INPUTS)  # since the node started, not reset
 
-        self.create_subscription(TwistStamped, arm_topics.TWIST_TOPIC, self.twist_callback,
-                                 arm_topics.COMMAND_QOS)
+        # Every command, not only the newest: a step integrates those of its span, and a
+        # busy step (a render, catching up) must not drop the ones that came meanwhile.
+        self.twist_sub = self.create_subscription(
+            TwistStamped, arm_topics.TWIST_TOPIC, self.twist_callback, reliable_qos(TWIST_DEPTH))
         self.create_subscription(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
                                  self.gripper_callback, arm_topics.COMMAND_QOS)
         camera_qos = {'sensor_data': arm_topics.SENSOR_QOS,
@@ -264,6 +269,22 @@ class SimArm(Node):
         self.twist = msg
         self.history.add(stamp_ns, values)
 
+    def take_twists(self):
+        """
+        Take every twist waiting in the reader before stepping.
+
+        The executor takes one message per subscription per wake-up; when steps are
+        slow (a loaded machine), a 25-50 Hz command stream would queue behind them
+        and reach the steps stale.
+        """
+        sub = self.twist_sub
+        for _ in range(TWIST_DEPTH):
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)  # rclpy's executor does so
+            if taken is None:
+                return
+            self.twist_callback(taken[0])
+
     def gripper_callback(self, msg):
         """Hold the newest gripper command (one value)."""
         try:
@@ -313,6 +334,8 @@ class SimArm(Node):
             self.counters['skipped_steps'] += due - self.max_catch_up
             due = self.max_catch_up
         raw = None
+        if due > 0:
+            self.take_twists()
         for _ in range(max(due, 0)):
             index = self.counters['steps'] + self.counters['skipped_steps']
             step_time_ns = self.start_ros_ns + int((index + 1) * self.step_wall * 1e9)
