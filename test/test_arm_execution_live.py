@@ -99,12 +99,6 @@ def test_travel_per_action_equals_its_displacement_at_1_5_and_20_decisions_per_s
     ros_client.spin_until(counters, 30.0, 'a controller status')
     from std_srvs.srv import Trigger
     reset = ros_client.node.create_client(Trigger, '/sim_arm/reset')
-    import json
-    from std_msgs.msg import String
-    sim_status = []
-    ros_client.node.create_subscription(String, '/sim_arm/status',
-                                        lambda msg: sim_status.append(json.loads(msg.data)),
-                                        arm_topics.STATUS_QOS)
     results = []
     # (decisions per second, replies, chunk): +z, -z, +z, then chunks of 4 along -z.
     for rate, replies, chunk in (
@@ -113,10 +107,10 @@ def test_travel_per_action_equals_its_displacement_at_1_5_and_20_decisions_per_s
             (20.0, 20, [[0.0, 0.0, 0.8, 0.0, 0.0, 0.0, 1.0]]),
             (1.0, 3, [[0.0, 0.0, -0.8, 0.0, 0.0, 0.0, 1.0]] * 4)):
         chunk = np.array(chunk)
-        response = ros_client.call(reset, Trigger.Request(), timeout=120.0)  # the same start
+        response = ros_client.call(reset, Trigger.Request(), timeout=300.0)  # the same start
         assert response.success, response.message
         settled = probe.now() + 0.5  # the arm settles on its init state for 10 steps
-        ros_client.spin_until(lambda: poses[-1][0] >= settled, 120.0, 'sim_arm after reset')
+        ros_client.spin_until(lambda: poses[-1][0] >= settled, 300.0, 'sim_arm after reset')
         before = dict(counters())
         first = probe.now()
         policy = ScriptedPolicy(ros_client, probe, chunk, rate, replies)
@@ -135,13 +129,12 @@ def test_travel_per_action_equals_its_displacement_at_1_5_and_20_decisions_per_s
         # they stand for. From the last pose before the first reply to one a second
         # (20 steps) after the last action ended, when the arm has settled.
         last = probe.now() + 1.0
-        ros_client.spin_until(lambda: poses[-1][0] >= last, 120.0, 'sim_arm settled')
+        ros_client.spin_until(lambda: poses[-1][0] >= last, 300.0, 'sim_arm settled')
         start = [z for stamp, z in poses if stamp < first][-1]  # arrival order: this reset
         end = next(z for stamp, z in poses if stamp >= last)
         travel = end - start  # m along z
         expected = chunk[0, 2] * SCALE * PERIOD  # m per action
         results.append((rate, len(chunk), executed, travel / executed, expected))
-        print('DEBUG', rate, sim_status[-1:], start, end, flush=True)
     for rate, size, executed, per_action, expected in results:
         assert executed >= 1
         assert abs(per_action - expected) <= TOLERANCE * abs(expected), (
