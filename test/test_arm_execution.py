@@ -7,10 +7,10 @@ from tgrpo_ros.arm import ArmConfig, SafetyFilter
 from tgrpo_ros.arm.execution import ActionExecution, check_chunk, TwistHistory
 
 # Limits that leave every action of these tests unchanged.
-PERMISSIVE = dict(max_linear_speed=(10.0,) * 3, max_linear_norm=20.0,
-                  max_angular_speed=(50.0,) * 3, max_angular_norm=90.0,
-                  max_linear_accel=1e6, max_angular_accel=1e6,
-                  workspace_min=(-10.0,) * 3, workspace_max=(10.0,) * 3)
+PERMISSIVE = {'max_linear_speed': (10.0,) * 3, 'max_linear_norm': 20.0,
+              'max_angular_speed': (50.0,) * 3, 'max_angular_norm': 90.0,
+              'max_linear_accel': 1e6, 'max_angular_accel': 1e6,
+              'workspace_min': (-10.0,) * 3, 'workspace_max': (10.0,) * 3}
 
 
 def _integral(execution, tick, ticks):

@@ -1,5 +1,5 @@
 """
-Actions executed once, in real time over DDS: a scripted policy double -> safety_controller -> sim_arm.
+Actions executed once, in real time: scripted policy double -> safety_controller -> sim_arm.
 
 The double (this test, not the stand-in) publishes a known displacement as
 policy replies at 1, 5 and 20 decisions per second, and in chunks of K = 4;

@@ -217,8 +217,8 @@ def test_action_chunk_round_trip_and_replies_recorded_before_chunks():
                                                         np.zeros(7), 0, 'go'))
     assert one.chunk_size == 1 and one.action_period == 0.0
     # The layout of bags recorded before chunks (three extras) still decodes as K = 1.
-    legacy = JointState(name=list(messages.ACTION_NAMES) + ['adapter_version',
-                                                           'instruction_crc32', 'batch_size'],
+    legacy_names = ['adapter_version', 'instruction_crc32', 'batch_size']
+    legacy = JointState(name=list(messages.ACTION_NAMES) + legacy_names,
                         position=list(chunk[0]) + [2.0, 7.0, 1.0], velocity=[0.0] * 10,
                         effort=[31744.0] * 7 + [0.0] * 3)
     old = messages.decode_action(legacy)

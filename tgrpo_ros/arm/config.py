@@ -100,7 +100,7 @@ class ArmConfig:
     action_period: float = _option(
         0.05, 'Commanded time (s) of one action: the control period of the data the policy '
         'was trained on (LIBERO: 20 Hz, 0.05 s). A reply that carries its own action_period '
-        '(the policy\'s metadata) uses that instead.')
+        "(the policy's metadata) uses that instead.")
     dry_run: bool = _option(
         True, "Send commands to the controller's ~/dry_run topics instead of the arm's.")
 

@@ -92,7 +92,7 @@ class ActionExecution:
 
     @property
     def period(self) -> float:
-        """Return the period (s) of the newest chunk queued, else the configured one."""
+        """Return the seconds per action of the newest chunk queued, else the configured value."""
         return self.queue[-1][1] if self.queue else self.default_period
 
     def push(self, actions, action_period: Optional[float] = None, stamp=None) -> bool:

@@ -94,7 +94,8 @@ def stream_steps(bag, clients, counters):
     Yield a Step per action reply that answers a recorded image (same header stamp).
 
     ``counters`` receives images, replies, paired, unanswered images and replies
-    without their image or instruction.
+    without their image or instruction, and ``chunked_replies`` (K > 1 actions):
+    the first action of a chunk is the one re-scored (it answers the image).
     """
     wanted = {}
     for ns in clients:
@@ -112,7 +113,7 @@ def stream_steps(bag, clients, counters):
     state = {ns: {'images': {}, 'replies': {}, 'instructions': [], 'answered': set()}
              for ns in clients}
     for key in ('images', 'replies', 'paired', 'unanswered_images', 'unpaired_replies',
-                'unknown_instruction'):
+                'unknown_instruction', 'chunked_replies'):
         counters.setdefault(key, 0)
     index = {}
     for name, msgtype, timestamp, data in bag.messages(sorted(wanted)):
@@ -147,6 +148,7 @@ def stream_steps(bag, clients, counters):
             if stamp in s['answered'] or stamp in s['replies']:
                 continue  # the server answered a repeat from its cache
             counters['replies'] += 1
+            counters['chunked_replies'] += reply.chunk_size > 1
             if stamp not in s['images']:
                 s['replies'][stamp] = reply
                 continue

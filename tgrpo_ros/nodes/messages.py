@@ -157,7 +157,7 @@ class ActionReply:
     action_period: float = 0.0   # s per action, from the policy; 0: not known
 
     def __post_init__(self):
-        """A reply built from one action is a chunk of one."""
+        """Make a reply built from one action a chunk of one."""
         if self.actions is None:
             self.actions = np.asarray(self.action, dtype=np.float64).reshape(1, -1)
 

@@ -58,10 +58,10 @@ from tgrpo_ros.arm import ArmConfig
 from tgrpo_ros.arm.command import gripper_to_libero, LIBERO_OPEN, twist_to_libero
 from tgrpo_ros.arm.execution import TwistHistory
 from tgrpo_ros.nodes import arm_topics, messages
-from tgrpo_ros.nodes.topics import reliable_qos
 from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
+from tgrpo_ros.nodes.topics import reliable_qos
 from tgrpo_ros.options import check_choice, check_range, option
 
 STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
@@ -111,7 +111,7 @@ class SimArmConfig:
     max_catch_up: int = option(4, 'Most steps run at once to catch up with the wall clock.')
     real_time_factor: float = option(
         1.0, 'Simulated time per wall-clock time: one 50 ms step every 50 ms / factor of wall '
-        'clock. Twists act over wall-clock time, so below 1 set the controller\'s '
+        "clock. Twists act over wall-clock time, so below 1 set the controller's "
         'action_period to 0.05 / factor for actions to move as in training.')
 
     def __post_init__(self):
