@@ -135,6 +135,7 @@ def test_travel_per_action_equals_its_displacement_at_1_5_and_20_decisions_per_s
         travel = end - start  # m along z
         expected = chunk[0, 2] * SCALE * PERIOD  # m per action
         results.append((rate, len(chunk), executed, travel / executed, expected))
+    print('travel per executed action (decisions/s, K, executed, m, expected m):', results)
     for rate, size, executed, per_action, expected in results:
         assert executed >= 1
         assert abs(per_action - expected) <= TOLERANCE * abs(expected), (
