@@ -1,11 +1,16 @@
 # Two entry points; both set up the machine first (idempotent, quick when done).
 #   make train   short TGRPO run on LIBERO-Object with the CPU stand-in policy
 #   make test    the whole test suite (ROS tests run in a private network namespace)
+#   make test-loaded  the same while two busy processes load both cores (docs/testing.md)
+#   make test-fast    the inner loop: the suite without the slow tests and the linters
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
+# default | paper (the MuJoCo LIBERO's datasets were rendered with; docs/sim.md)
+SIM_PROFILE ?= default
+export SIM_PROFILE
 
-.PHONY: setup train test test-fast lint bench clean-runs
+.PHONY: setup train test test-loaded test-fast lint bench clean-runs
 
 setup:
 	@bash scripts/setup.sh
@@ -16,8 +21,11 @@ train: setup
 test: setup
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
 
+test-loaded: setup
+	@bash scripts/test_loaded.sh $(PYTEST_ARGS)
+
 test-fast: setup
-	@$(ENV) python -m pytest -m 'not slow' $(PYTEST_ARGS)
+	@$(ENV) python -m pytest -m 'not slow and not linter' $(PYTEST_ARGS)
 
 lint: setup
 	@$(ENV) python -m pytest -m linter $(PYTEST_ARGS)

@@ -46,6 +46,7 @@ setup(
             'tgrpo_replay = tgrpo_ros.nodes.replay:main',
             'tgrpo_record = tgrpo_ros.nodes.record:main',
             'tgrpo_plot = tgrpo_ros.training.metrics:main',
+            'tgrpo_arm = tgrpo_ros.nodes.arm_cli:main',
         ],
     },
 )

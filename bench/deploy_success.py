@@ -63,7 +63,9 @@ PERMISSIVE = {'max_linear_speed': [0.25, 0.25, 0.25], 'max_linear_norm': 0.5,
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0].strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model-path', default=os.path.join(ROOT, 'models',
                                                              'standin_sft_task0'),
                         help="checkpoint directory ('' : the random-init stand-in)")
@@ -90,6 +92,14 @@ def parse_args(argv=None):
         parser.error('--init-states must be >= 1 and --hold-init-states >= 0')
     if not args.real_time_factor > 0.0:
         parser.error(f'--real-time-factor must be > 0, got {args.real_time_factor}')
+    from tgrpo_ros.policy.config import check_model_path
+    from tgrpo_ros.sim.libero_env import check_ids
+    try:
+        check_model_path(args.model_path, 'bench/deploy_success.py')
+        states = max(args.init_states, args.hold_init_states or 0)
+        check_ids('libero_object', [args.task], range(states))
+    except ValueError as error:
+        parser.exit(2, f'{parser.prog}: error: {error}\n')
     return args
 
 

@@ -48,7 +48,9 @@ BRIDGES = ['/sim0', '/sim1']
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--updates', type=int, default=len(FAULTS) + 2, help='K')
     parser.add_argument('--max-steps', type=int, default=6, help='policy steps per episode')
     parser.add_argument('--env-step-timeout', type=float, default=20.0,

@@ -99,7 +99,9 @@ def _model_path(args) -> str:
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--device', default='auto',
                         help="'auto' (cuda:0 if torch sees a GPU, else cpu), 'cpu', 'cuda:N'")
     parser.add_argument('--preset', default=None, choices=list(standin.PRESETS),
@@ -127,6 +129,12 @@ def _parse(argv):
     parser.add_argument('--quick', action='store_true',
                         help='CI size: batches 1,8,32, 1 timed run, training batch 4, 4 swaps')
     args = parser.parse_args(argv)
+    if args.model_path is not None:
+        from tgrpo_ros.policy.config import check_model_path
+        try:
+            check_model_path(args.model_path, 'bench/gpu.py')
+        except ValueError as error:
+            parser.exit(2, f'{parser.prog}: error: {error}\n')
     batches = args.batches or ','.join(map(str, QUICK_BATCHES if args.quick else FULL_BATCHES))
     try:
         args.batches = sorted({int(b) for b in batches.split(',') if b.strip()})

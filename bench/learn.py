@@ -129,7 +129,9 @@ def plot(results, updates, path, z):
 
 def main(argv=None):
     """Run both arms (or one, with --arm) and print the gains and return_gain_z."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--updates', type=int, default=60, help='updates per arm')
     parser.add_argument('--group-size', type=int, default=4, help='N episodes per group')
     parser.add_argument('--task', type=int, default=0, help='LIBERO-Object task id')
@@ -161,6 +163,11 @@ def main(argv=None):
     parser.add_argument('--arm', choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument('--arm-out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from tgrpo_ros.sim.libero_env import check_ids
+    try:
+        check_ids('libero_object', [args.task], [args.init_state])
+    except ValueError as error:
+        parser.exit(2, f'{parser.prog}: error: {error}\n')
     if args.arm:
         return run_arm(args)
 

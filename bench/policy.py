@@ -45,13 +45,21 @@ def _timed(function, repeats: int):
 
 def main(argv=None) -> int:
     """Run the benchmark and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--repeats', type=int, default=5, help='timed runs per figure')
     parser.add_argument('--model-path', default=None, help='checkpoint (default: stand-in)')
     parser.add_argument('--trainable', default='lora+action_head',
                         help="trainable mode: 'lora', 'lora+action_head' or 'full'")
     args = parser.parse_args(argv)
+    if args.model_path is not None:
+        from tgrpo_ros.policy.config import check_model_path
+        try:
+            check_model_path(args.model_path, 'bench/policy.py')
+        except ValueError as error:
+            parser.exit(2, f'{parser.prog}: error: {error}\n')
     torch.set_num_threads(args.threads)
     path = args.model_path or cached_standin(seed=0)
     policy = load_policy(path, trainable=args.trainable)

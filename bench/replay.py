@@ -91,7 +91,8 @@ def play_into_server(bag, out):
 
     from sensor_msgs.msg import JointState
 
-    from tgrpo_ros.nodes import bag_io, messages, topics
+    from tgrpo_ros.bags import storage as bag_io
+    from tgrpo_ros.nodes import messages, topics
     from tgrpo_ros.testing.ros_client import RosClient
 
     recorded = bag_io.Bag(bag)
@@ -108,8 +109,11 @@ def play_into_server(bag, out):
                 JointState, topics.client_topic(ns, topics.ACTION_TOPIC),
                 lambda msg, ns=ns: answered.add((ns, messages.decode_action(msg).stamp_ns)),
                 topics.reliable_qos(100))
+        played = [topics.client_topic(ns, t) for ns in BRIDGES
+                  for t in (topics.CAMERA_TOPIC, topics.INSTRUCTION_TOPIC)]
         player = subprocess.Popen([sys.executable, '-m', 'tgrpo_ros.nodes.replay', 'play',
-                                   bag, '--rate', '1.0'], stdout=subprocess.PIPE, text=True)
+                                   bag, '--rate', '1.0', '--topics', *played],
+                                  stdout=subprocess.PIPE, text=True)
         while player.poll() is None:
             client.spin_for(0.2)
         client.spin_for(2.0)
@@ -174,6 +178,7 @@ def main(argv=None):
     streams = figures['streams']
     print(f"stream steps: {streams['pairing']}; logp max abs diff "
           f"{streams['logp']['max_abs_diff']:.3g}")
+    print(f"stream frames: {streams['accounting']['sentence']}")
     for task, row in episodes['episodes']['per_task'].items():
         print(f"episodes task {task}: {row['successes']}/{row['episodes']} success, return "
               f"{row['mean_return']:.3f}, length {row['mean_length']:.1f}")

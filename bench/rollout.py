@@ -33,7 +33,9 @@ from tgrpo_ros.orchestration import netns  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--groups', type=int, default=3, help='measured groups per path')
     parser.add_argument('--max-steps', type=int, default=20, help='policy steps per episode')
     parser.add_argument('--camera-size', type=int, default=128, help='render size (px)')
@@ -44,7 +46,13 @@ def parse_args(argv=None):
     # costs more than a batch-1 call (~18 ms on the stand-in): wait briefly.
     parser.add_argument('--max-wait-ms', type=float, default=2.0,
                         help="policy_server's max_wait_ms")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from tgrpo_ros.sim.libero_env import check_ids
+    try:
+        check_ids('libero_object', [args.task])
+    except ValueError as error:
+        parser.exit(2, f'{parser.prog}: error: {error}\n')
+    return args
 
 
 def ros_path(args, model_path, log_dir):

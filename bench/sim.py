@@ -53,7 +53,9 @@ def measure(num_envs, camera_size, steps, multisample=True, seed=0):
 
 def main(argv=None):
     """Print the benchmark figures."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--steps', type=int, default=60, help='steps per env per run')
     args = parser.parse_args(argv)
     print(f'cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, '

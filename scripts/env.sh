@@ -6,6 +6,15 @@ export PATH="$VIRTUAL_ENV/bin:$PATH"
 # ament_index look-ups (get_package_share_directory) search this prefix; pip
 # installs the package's share/ files into the venv.
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+# The real ROS 2 launch and CLI tools (ros2 launch, ros2 lifecycle, ros2 topic, ...) when
+# scripts/setup.sh installed them from ../shared/ros2_upstream (docs/deploy.md).
+if [ -d "$VIRTUAL_ENV/ros2_tools" ]; then
+  case ":${PYTHONPATH:-}:" in
+    *":$VIRTUAL_ENV/ros2_tools:"*) ;;
+    *) export PYTHONPATH="$VIRTUAL_ENV/ros2_tools${PYTHONPATH:+:$PYTHONPATH}" ;;
+  esac
+  export PATH="$VIRTUAL_ENV/ros2_tools/bin:$PATH"
+fi
 # DDS discovery stays on loopback unless the caller chose otherwise
 # (multi-host deployments set SUBNET explicitly).
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"

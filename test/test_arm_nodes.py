@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+from tgrpo_ros.nodes import messages
 from tgrpo_ros.testing.arm_client import ArmProbe, is_finite, is_zero
 
 CONTROLLER = [sys.executable, '-m', 'tgrpo_ros.nodes.safety_controller']
@@ -27,6 +28,7 @@ PARAMETERS = {
     'workspace_max': [1.0, 0.5, 1.0], 'image_timeout': 0.3, 'pose_timeout': 0.3,
     'action_timeout': 1,  # an int for a float field: YAML writes it so (dynamic typing)
     'action_execution': 'hold',  # held actions; once mode: test_arm_execution.py
+    'frame_id': 'world',  # the probe's poses are in 'world': the twist's frame must match
 }
 MOVING = np.array([0.05, 0.0, 0.0])  # m/s: action dx 0.2 * 0.25 m/s per unit
 
@@ -95,14 +97,17 @@ def test_lifecycle_dry_run_and_live(ros_nodes, ros_client):
 
     assert probe.transition('activate')
     twist = probe.wait_for_twist(moving, timeout=20.0, what='a moving dry-run twist')
-    assert twist[3] == 'panda_link0'
+    assert twist[3] == 'world'
     assert abs(twist[0] - probe.now()) < 5.0  # a fresh stamp, not zero
-    ros_client.spin_for(0.5)
+    ros_client.spin_until(lambda: probe.records['dry_gripper'], 120.0, 'a gripper command')
     assert probe.records['dry_gripper'][-1][1].data.tolist() == [0.04]  # action gripper 1: open
     assert not probe.records['twist'] and not probe.records['gripper'], 'dry run reached the arm'
 
+    deactivated = probe.now()
     assert probe.transition('deactivate')
-    ros_client.spin_for(0.5)
+    # Deactivate ends with a zero twist (an event; twists arrive in order, so none after).
+    probe.wait_for_twist(is_zero, since=deactivated, timeout=120.0,
+                         what='the zero twist of deactivate')
     count = len(probe.records['dry_twist'])
     assert is_zero(probe.twists()[-1]), 'deactivate must end with a zero twist'
     ros_client.spin_for(1.0)
@@ -112,11 +117,12 @@ def test_lifecycle_dry_run_and_live(ros_nodes, ros_client):
     (result,) = probe.set_parameters(max_linear_norm=-1.0)
     assert not result.successful and 'max_linear_norm (-1.0) must be > 0' in result.reason
     assert all(r.successful for r in probe.set_parameters(dry_run=False, frame_id='base'))
+    probe.pose_frame = 'base'  # poses in another frame than the twist's are refused
     assert probe.transition('cleanup') and probe.transition('configure')
     assert probe.transition('activate')
     twist = probe.wait_for_twist(moving, key='twist', timeout=20.0, what='a live twist')
     assert twist[3] == 'base'
-    ros_client.spin_for(0.5)
+    ros_client.spin_until(lambda: probe.records['gripper'], 120.0, 'a live gripper command')
     assert probe.records['gripper'][-1][1].data.tolist() == [0.04]
     assert len(probe.records['dry_twist']) == count, 'live commands also went to dry run'
     assert 'LIVE, commands to /servo_node/delta_twist_cmds' in controller.log_text()
@@ -173,9 +179,225 @@ def test_estop_latch_watchdogs_and_bad_actions_zero_within_one_period(ros_nodes,
     assert status['lifecycle'] == 'active' and status['dry_run'] is True
     counters = status['counters']
     assert counters['estop_events'] == 1 and counters['resets'] == 1
-    assert counters['resets_refused'] == 1 and counters['nonfinite_actions'] >= 2
+    assert counters['resets_refused'] == 1 and counters['invalid_actions'] >= 2
     assert counters['stale_image'] >= 2 and counters['stale_pose'] >= 2
     assert not probe.records['twist'], 'dry run reached the arm topic'
+
+
+def accel_breaches(twists, accel):
+    """
+    Return the pairs of consecutive twists whose change beats ``accel`` (m/s^2).
+
+    Only the axes still moving count (a stop or a zeroed axis is immediate); dt is
+    the time between the stamps (the controller stamps each twist with the time
+    its filter computed it at), plus 1 ms for rounding.
+    """
+    breaches = []
+    for before, after in zip(twists, twists[1:]):
+        dt = max(after[0] - before[0], 0.0) + 0.001
+        change = np.linalg.norm(after[1] - np.where(after[1] != 0.0, before[1], 0.0))
+        if change > accel * dt + 1e-9:
+            breaches.append((before[0], before[1].tolist(), after[0], after[1].tolist()))
+    return breaches
+
+
+def estop_events(probe):
+    status = probe.latest_status()
+    return status['counters']['estop_events'] if status else 0
+
+
+@pytest.mark.ros
+def test_estop_bursts_best_effort_presses_and_reset_while_moving(ros_nodes, ros_client):
+    """Issue 17, failures 3 and 4: no e-stop message is lost; a reset zeroes at once."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Bool
+
+    accel = 0.2  # m/s^2: at most 0.02 m/s of change per 0.1 s tick
+    _, probe = start_controller(ros_nodes, ros_client, max_linear_accel=accel)
+    assert probe.transition('configure') and probe.transition('activate')
+    start = probe.now()
+    probe.wait_for_twist(moving, timeout=20.0, what='a moving twist')
+
+    # A press released at once, five times: each latches (the reader kept only the newest).
+    for attempt in range(5):
+        before = estop_events(probe)
+        probe.estop(True)
+        probe.estop(False)
+        ros_client.spin_until(lambda: estop_events(probe) > before, 10.0,
+                              f'the e-stop burst {attempt} latched')
+        ros_client.spin_for(0.3)
+        ok, message = probe.reset()
+        assert ok, message
+
+    # A best-effort, volatile publisher (a reliable reader never matched it).
+    best_effort = ros_client.node.create_publisher(Bool, '/estop', QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE))
+    ros_client.wait_for_subscribers(best_effort)
+    before = estop_events(probe)
+    # Repeated, as a best-effort publisher does: the controller's reader may match the
+    # writer a moment after the writer matched it, and nothing is re-sent.
+    pressing = ros_client.node.create_timer(0.2, lambda: best_effort.publish(Bool(data=True)))
+    ros_client.spin_until(lambda: estop_events(probe) > before, 10.0,
+                          'the best-effort press latched')
+    ros_client.node.destroy_timer(pressing)
+    best_effort.publish(Bool(data=False))
+    probe.estop(False)
+    ros_client.spin_for(0.3)
+    ok, message = probe.reset()
+    assert ok, message
+
+    # Reset while moving at +x, then a -x action at once: a zero first, then a ramp.
+    probe.wait_for_twist(moving, since=probe.now(), what='motion after the resets')
+    probe.feed['action'] = False
+    sent = probe.now()
+    ok, message = probe.reset()
+    assert ok, message
+    probe.action = [-0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    probe.publish_action(probe.action, probe.last_image_stamp)
+    probe.feed['action'] = True
+    probe.wait_for_twist(lambda tw: np.allclose(tw[1], -MOVING), since=sent, timeout=20.0,
+                         what='motion along -x')
+    after = probe.twists(since=sent)
+    first_back = next(i for i, tw in enumerate(after) if tw[1][0] < 0)
+    assert any(is_zero(tw) for tw in after[:first_back]), 'no zero between +x and -x'
+
+    # Dead-man mode: silence on /estop latches; a heartbeat and a reset bring motion back,
+    # ramping from the zero of the deactivate before the reconfiguration.
+    assert probe.transition('deactivate')
+    assert all(r.successful for r in probe.set_parameters(estop_heartbeat_timeout=0.5))
+    assert probe.transition('cleanup') and probe.transition('configure')
+    assert probe.transition('activate')
+
+    def status(key):
+        return (probe.latest_status() or {}).get(key)
+    ros_client.spin_until(lambda: status('estop_silent') and status('estop_latched'), 10.0,
+                          'the silent e-stop latched')
+    heartbeat = ros_client.node.create_timer(0.1, lambda: probe.estop(False))
+    ros_client.spin_until(lambda: status('estop_silent') is False, 10.0, 'the heartbeat heard')
+    ok, message = probe.reset()
+    assert ok, message
+    probe.wait_for_twist(lambda tw: np.allclose(tw[1], -MOVING), since=probe.now(),
+                         what='motion with the heartbeat')
+    ros_client.node.destroy_timer(heartbeat)
+    silent = probe.now()
+    ros_client.spin_for(1.5)
+    assert_zero_after(probe, silent + 0.5 + PERIOD + LATENCY)
+    assert not accel_breaches(probe.twists(since=start), accel)
+
+
+def hostile_actions():
+    """Yield (what, JointState) with one hostile value in each numeric field of a reply."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Header
+
+    header = Header()
+    header.stamp = messages.ns_to_stamp(10 ** 9)
+    good = messages.encode_action(header, [0.2, 0, 0, 0, 0, 0, 1.0], [31872] * 7, [-1.0] * 7,
+                                  0, 'test')
+
+    def copy():
+        msg = JointState()
+        msg.header = good.header
+        msg.name = list(good.name)
+        msg.position, msg.velocity, msg.effort = (list(good.position), list(good.velocity),
+                                                  list(good.effort))
+        return msg
+    for field_name in ('position', 'velocity', 'effort'):
+        for index in range(len(good.name)):
+            for value in (math.nan, math.inf, -math.inf, 1e300, -1e300):
+                msg = copy()
+                getattr(msg, field_name)[index] = value
+                yield f'{field_name}[{index}] = {value}', msg
+    integers = [('effort', 0, -1.0), ('effort', 0, 2.0 ** 40), ('effort', 0, 31872.5),
+                ('position', 7, -2.0), ('position', 7, 2.0 ** 40), ('position', 7, 0.5),
+                ('position', 8, -1.0), ('position', 8, 2.0 ** 33), ('position', 9, 0.0),
+                ('position', 9, -1.0), ('position', 9, 2.0 ** 40)]
+    for field_name, index, value in integers:
+        msg = copy()
+        getattr(msg, field_name)[index] = value
+        yield f'{field_name}[{index}] = {value}', msg
+    for field_name in ('position', 'velocity', 'effort'):
+        for values in ([], [0.0] * (len(good.name) + 1)):
+            msg = copy()
+            setattr(msg, field_name, values)
+            yield f'{field_name} of {len(values)} entries', msg
+    msg = copy()
+    msg.name = msg.name + ['extra']
+    yield 'an extra name', msg
+
+
+def hostile_poses():
+    """Yield (what, PoseStamped) with one hostile value in each numeric field of a pose."""
+    from geometry_msgs.msg import PoseStamped
+
+    def pose():
+        msg = PoseStamped()
+        msg.header.frame_id = 'world'
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = 0.5, 0.0, 0.3
+        msg.pose.orientation.w = 1.0
+        return msg
+    for part, names in (('position', 'xyz'), ('orientation', 'xyzw')):
+        for name in names:
+            for value in (math.nan, math.inf, -math.inf, 1e300, -1e300):
+                msg = pose()
+                setattr(getattr(msg.pose, part), name, value)
+                yield f'{part}.{name} = {value}', msg
+    msg = pose()
+    msg.header.frame_id = 'tool0'
+    yield 'another frame', msg
+    msg = pose()
+    msg.header.stamp.sec = 2 ** 31 - 1
+    yield 'a stamp in 2038', msg
+    msg = pose()
+    msg.header.stamp.sec = -1
+    yield 'a negative stamp', msg
+
+
+@pytest.mark.ros
+def test_hostile_numbers_are_counted_and_the_controller_serves_on(ros_nodes, ros_client):
+    """Issue 17, failure 8: every hostile value over DDS is bad input, never a crash."""
+    controller, probe = start_controller(ros_nodes, ros_client)
+    assert probe.transition('configure') and probe.transition('activate')
+    probe.wait_for_twist(moving, timeout=20.0, what='a moving twist')
+
+    def bad_count(name):
+        status = probe.latest_status()
+        return status['bad_input'][name] if status else 0
+
+    def send_all(name, variants, publish, batch):
+        """Publish ``batch`` at a time; wait until each batch is counted (resend if lost)."""
+        variants = list(variants)
+        for first in range(0, len(variants), batch):
+            chunk = variants[first:first + batch]
+            target = bad_count(name) + len(chunk)
+            for _ in range(4):  # best effort may drop one on a loaded machine: send again
+                for _, msg in chunk:
+                    publish(msg)
+                try:
+                    ros_client.spin_until(lambda: bad_count(name) >= target, 5.0,
+                                          f'{name} {[what for what, _ in chunk]} counted')
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                raise AssertionError(f'{name} {[what for what, _ in chunk]} never counted')
+        return len(variants)
+
+    probe.feed['action'] = False  # only the hostile replies while they go
+    ros_client.spin_for(0.3)
+    sent = send_all('action', hostile_actions(), probe.action_pub.publish, 2)
+    assert sent > 150 and bad_count('action') >= sent
+    probe.feed['pose'] = False
+    ros_client.spin_for(0.3)
+    sent = send_all('pose', hostile_poses(), probe.pose_pub.publish, 2)
+    assert bad_count('pose') >= sent
+    probe.feed.update(action=True, pose=True)
+    probe.wait_for_twist(moving, since=probe.now(), timeout=20.0,
+                         what='motion after the hostile input')
+    assert controller.alive
+    assert all(is_finite(tw) for tw in probe.twists())
+    assert 'Traceback' not in controller.log_text()
 
 
 @pytest.mark.ros
@@ -211,8 +433,8 @@ def test_diagnostics_carry_state_and_counters(ros_nodes, ros_client):
     last = probe.latest_status()['last_bad_input']
     assert last['parameters'] == ("refused parameters ['max_linear_norm']: max_linear_norm "
                                   '(-1.0) must be > 0')
-    assert last['pose'].startswith('dropped a pose: pose position must be 3 finite numbers')
-    assert 'non-finite action' in last['action']
+    assert last['pose'].startswith('dropped a pose: non-finite pose position [nan, 0.0, 0.3]')
+    assert 'non-finite action [nan' in last['action']
     assert probe.latest_status()['counters']['messages_dropped'] >= 2
 
     probe.estop(True)
@@ -236,7 +458,7 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     sim = ros_nodes.start(SIM_ARM, name='sim_arm', parameters={'camera_rate_hz': 5.0})
     # 25 Hz: several commands inside sim_arm's (Servo's) 0.1 s command timeout.
     parameters = dict(PARAMETERS, control_rate_hz=25.0, dry_run=False, frame_id='world',
-                      image_timeout=1.0,
+                      image_timeout=1.0, pose_timeout=1.0,  # s: sim poses arrive late
                       workspace_min=[-0.6, -0.5, 0.1], workspace_max=[0.3, 0.5, 0.8])
     _, probe = start_controller(ros_nodes, ros_client, **parameters)
     probe.follow_camera()
@@ -267,7 +489,12 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     assert sim.alive
 
     probe.feed['action'] = False  # the policy stalls: stale action after 1 s, then zero
-    ros_client.spin_for(2.5)
+    # Events, not 2.5 s: the controller's zero twist, then 5 of sim_arm's poses after it.
+    probe.wait_for_twist(is_zero, key='twist', since=probe.now(), timeout=120.0,
+                         what='the zero twist of the stale action')
+    zeroed = probe.now()
+    ros_client.spin_until(lambda: sum(p[0] > zeroed for p in poses) >= 5, 120.0,
+                          '5 poses after the zero twist')
     held = np.array(poses[-1][1:])
     ros_client.spin_for(1.0)
     assert np.linalg.norm(np.array(poses[-1][1:]) - held) < 0.005  # m: holds still
@@ -277,8 +504,8 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     response = ros_client.call(node.create_client(Trigger, '/sim_arm/reset'), Trigger.Request(),
                                timeout=60.0)
     assert response.success, response.message
-    ros_client.spin_for(0.5)
-    assert np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01
+    ros_client.spin_until(lambda: np.linalg.norm(np.array(poses[-1][1:]) - start) < 0.01,
+                          120.0, 'a pose back where it started')
 
     # Bad twists and gripper commands: refused and counted (the controller is stopped
     # first: the command readers keep only the newest message).

@@ -31,9 +31,9 @@ def make_config(**overrides):
 def ready(safety, now, action=None, position=CENTRE, stamp=None):
     """Give the filter fresh inputs at ``now`` (s); returns the error of observe_action."""
     safety.observe_image(now)
-    safety.observe_pose(now, position)
+    safety.observe_pose(now, position, stamp=now)
     if action is not None:
-        return safety.observe_action(action, now if stamp is None else stamp)
+        return safety.observe_action(action, now if stamp is None else stamp, now)
     return None
 
 
@@ -108,6 +108,23 @@ def test_norm_limits_keep_the_direction():
     assert command.reasons == ('speed_limited',)
 
 
+def test_lever_arm_bound_holds_while_turning_gives_way_to_translation():
+    # config/deploy_arm.yaml's limits at 50 Hz: 0.05 m/s norm, 0.1 m lever, 1 m/s^2, 5 rad/s^2.
+    safety = SafetyFilter(make_config(
+        control_rate_hz=50.0, linear_scale=(1.0, 1.0, 1.0), angular_scale=(1.0, 1.0, 1.0),
+        max_linear_speed=(0.05, 0.05, 0.05), max_linear_norm=0.05,
+        max_angular_speed=(0.5, 0.5, 0.5), max_angular_norm=0.5, rotation_lever_arm=0.1,
+        max_linear_accel=1.0, max_angular_accel=5.0))
+    tips = []
+    for i in range(60):
+        now = 0.02 * i
+        ready(safety, now, action(dyaw=0.5) if i < 30 else action(dx=0.05))
+        command = safety.tick(now)
+        tips.append(np.linalg.norm(command.linear) + 0.1 * np.linalg.norm(command.angular))
+    assert max(tips) <= 0.05 + 1e-12, max(tips)
+    np.testing.assert_allclose(safety.last_command.linear, [0.05, 0.0, 0.0])  # it got there
+
+
 def test_rotation_lever_arm_shares_the_linear_norm_with_rotation():
     safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0),
                                       angular_scale=(1.0, 1.0, 1.0), max_linear_norm=0.1,
@@ -129,17 +146,20 @@ def test_acceleration_limit_ramps_between_commands():
     safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0),
                                       angular_scale=(1.0, 1.0, 1.0),
                                       max_linear_accel=0.5, max_angular_accel=2.0))
+    # Both parts take one step of the same fraction: the smaller of 0.05 / 0.1 (linear)
+    # and 0.2 / 0.5 (angular), 0.4, so the twist stays on the segment between them.
     ready(safety, 0.0, action(dx=0.1, dyaw=0.5))
     first = safety.tick(0.0)
-    np.testing.assert_allclose(first.linear, [0.05, 0.0, 0.0])
+    np.testing.assert_allclose(first.linear, [0.04, 0.0, 0.0])
     np.testing.assert_allclose(first.angular, [0.0, 0.0, 0.2])
     assert first.reasons == ('accel_limited',)
     ready(safety, 0.1)
-    second = safety.tick(0.1)
-    np.testing.assert_allclose(second.linear, [0.1, 0.0, 0.0])
+    second = safety.tick(0.1)  # the rest: (0.06, 0.3); fraction min(0.05/0.06, 0.2/0.3)
+    np.testing.assert_allclose(second.linear, [0.08, 0.0, 0.0])
     np.testing.assert_allclose(second.angular, [0.0, 0.0, 0.4])
     ready(safety, 0.2)
     third = safety.tick(0.2)
+    np.testing.assert_allclose(third.linear, [0.1, 0.0, 0.0])
     np.testing.assert_allclose(third.angular, [0.0, 0.0, 0.5])
     assert third.reasons == ()
     # A half period allows half the change; a late tick no more than one period's.
@@ -183,7 +203,83 @@ def test_workspace_look_ahead_grows_with_the_age_of_the_pose():
     np.testing.assert_allclose(safety.tick(0.15).linear, [0.0, 0.0, 0.0])
 
 
+def test_pose_age_is_measured_from_its_stamp_not_its_arrival():
+    safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0)))
+    ready(safety, 10.0, action(dx=0.5))
+    assert not safety.tick(10.0).stopped
+    # Arrived now, measured 10 s ago: stale, however fresh its arrival.
+    safety.observe_pose(10.05, CENTRE, stamp=0.05)
+    assert safety.tick(10.05).reasons == ('stale_pose',)
+    # The look-ahead counts the age since the stamp: 0.9 + 0.5 * (0.1 + 0.15) = 1.025.
+    safety.observe_image(10.2)
+    safety.observe_pose(10.2, (0.9, 0.5, 0.5), stamp=10.05)
+    command = safety.tick(10.2)
+    assert command.reasons == ('workspace_limited',) and command.linear[0] == 0.0
+    ready(safety, 10.25, position=(0.9, 0.5, 0.5))  # fresh: 0.95 stays inside
+    assert safety.tick(10.25).linear[0] > 0.0
+
+
+def test_future_pose_and_foreign_frame_are_refused():
+    safety = SafetyFilter(make_config(max_clock_skew=0.05), frame_id='base')
+    with pytest.raises(ValueError, match=r'pose stamped 1.000 s ahead of the clock'):
+        safety.observe_pose(10.0, CENTRE, stamp=11.0, frame_id='base')
+    with pytest.raises(ValueError, match="pose in frame 'tool0', not the workspace frame 'base'"):
+        safety.observe_pose(10.0, CENTRE, stamp=10.0, frame_id='tool0')
+    assert safety.pose_time is None and 'stale_pose' in safety.stop_reasons(10.0)
+    safety.observe_pose(10.0, CENTRE, stamp=10.04, frame_id='base')  # within the skew
+    assert 'stale_pose' not in safety.stop_reasons(10.0)
+    assert (safety.counters['future_stamp'], safety.counters['wrong_frame_poses']) == (1, 1)
+
+
+def test_rotation_is_zeroed_within_the_lever_arm_of_a_wall():
+    # 0.05 m from the x wall, 0.1 m fingers: turning could swing them out.
+    for x in (0.95, 1.0, 0.05):
+        safety = SafetyFilter(make_config(rotation_lever_arm=0.1))
+        ready(safety, 0.0, action(dyaw=0.1), position=(x, 0.5, 0.5))
+        command = safety.tick(0.0)
+        assert command.is_zero and command.reasons == ('workspace_limited',), x
+    safety = SafetyFilter(make_config(rotation_lever_arm=0.1))
+    ready(safety, 0.0, action(dyaw=0.1), position=(0.85, 0.5, 0.5))
+    np.testing.assert_allclose(safety.tick(0.0).angular, [0.0, 0.0, 0.3])
+    # Without a lever, on the wall itself is no longer inside.
+    safety = SafetyFilter(make_config())
+    ready(safety, 0.0, action(dyaw=0.1), position=(0.5, 1.0, 0.5))
+    assert safety.tick(0.0).is_zero
+
+
 # ---------------------------------------------------------------------------- stops
+
+def test_reset_while_moving_sends_zero_at_once_and_ramps_up_from_zero():
+    safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0), max_linear_accel=0.5))
+    for i in range(3):  # 0.05, 0.1, 0.1 m/s
+        ready(safety, 0.1 * i, action(dx=0.1))
+        safety.tick(0.1 * i)
+    assert safety.last_command.linear[0] == pytest.approx(0.1)
+    ok, _ = safety.reset(0.25)
+    assert ok and safety.last_command.is_zero  # the zero the node sends at once
+    ready(safety, 0.26, action(dx=-0.1))
+    # From the reset's zero, 0.05 s ago: 0.5 m/s^2 * 0.05 s = 0.025 m/s.
+    np.testing.assert_allclose(safety.tick(0.3).linear, [-0.025, 0.0, 0.0])
+
+
+def test_dead_man_estop_latches_on_silence():
+    safety = SafetyFilter(make_config(estop_heartbeat_timeout=0.3))
+    safety.set_estop(False, 0.0)
+    ready(safety, 0.0, action(dx=0.5))
+    assert not safety.tick(0.2).stopped
+    ready(safety, 0.31)
+    command = safety.tick(0.31)  # no e-stop message for 0.31 s: pressed
+    assert command.reasons == ('estop',)
+    assert safety.counters['estop_heartbeat_lost'] == 1 and safety.estop_latched
+    ok, message = safety.reset(0.32)
+    assert not ok and 'no e-stop message for 0.32 s' in message
+    safety.set_estop(False, 0.4)
+    ready(safety, 0.4)
+    assert safety.tick(0.4).reasons == ('estop',)  # latched until a reset
+    assert safety.reset(0.4)[0]
+    # Never heard at all: pressed from the start.
+    assert SafetyFilter(make_config(estop_heartbeat_timeout=0.3)).tick(0.0).reasons[0] == 'estop'
+
 
 def test_non_finite_actions_stop_at_once_until_a_valid_one():
     safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0), max_linear_accel=0.5))
@@ -196,7 +292,7 @@ def test_non_finite_actions_stop_at_once_until_a_valid_one():
         assert command.is_zero and command.stopped  # no deceleration ramp
         assert command.reasons == ('invalid_action',)
         assert command.gripper is None  # the gripper holds
-    assert safety.counters['nonfinite_actions'] == 2
+    assert safety.counters['invalid_actions'] == 2
     assert ready(safety, 0.3, action(dx=0.05)) is None
     # From zero the acceleration limit applies again: 0.5 * 0.1 = 0.05.
     np.testing.assert_allclose(safety.tick(0.3).linear, [0.05, 0.0, 0.0])
@@ -222,6 +318,23 @@ def test_watchdogs_stop_on_stale_inputs():
     assert counts['ticks'] == 7 and counts['zero_ticks'] == 4 and counts['moving_ticks'] == 3
 
 
+def test_future_stamped_action_is_refused_and_never_locks_out_later_ones():
+    safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0), max_clock_skew=0.05))
+    ready(safety, 10.0, action(dx=0.1))
+    # A camera clock 30 s ahead: refused, counted, the current action stays.
+    error = safety.observe_action(action(dx=0.2), 40.0, 10.0)
+    assert error.startswith('refused an action for image stamp 40.000000 s: 30.000 s ahead')
+    assert safety.counters['future_stamp'] == 1
+    np.testing.assert_allclose(safety.tick(10.0).linear, [0.1, 0.0, 0.0])
+    # The policy goes silent: the watchdog still fires on the valid action's stamp.
+    ready(safety, 11.05)
+    assert safety.tick(11.05).reasons == ('stale_action',)
+    # Correctly stamped actions are taken again; one within the skew too.
+    assert ready(safety, 11.1, action(dx=0.1)) is None
+    np.testing.assert_allclose(safety.tick(11.1).linear, [0.1, 0.0, 0.0])
+    assert safety.observe_action(action(dx=0.1), 11.14, 11.1) is None
+
+
 def test_out_of_order_action_is_ignored():
     safety = SafetyFilter(make_config(linear_scale=(1.0, 1.0, 1.0)))
     ready(safety, 1.0, action(dx=0.1), stamp=1.0)
@@ -242,11 +355,11 @@ def test_estop_latches_until_reset_with_the_input_released():
     assert command.is_zero and command.reasons == ('estop',)
     assert safety.state(0.2) == 'estop'
     safety.set_estop(True)
-    ok, message = safety.reset()
+    ok, message = safety.reset(0.25)
     assert not ok and 'still engaged' in message
     assert safety.tick(0.3).reasons == ('estop',)
     safety.set_estop(False)
-    ok, message = safety.reset()
+    ok, message = safety.reset(0.35)
     assert ok and 'e-stop cleared' in message
     ready(safety, 0.4)
     assert safety.tick(0.4).reasons == ('no_action',)  # the old action was dropped
@@ -284,7 +397,11 @@ def test_pose_must_be_three_finite_numbers():
     ({'image_timeout': 0.05}, r'image_timeout \(0.05 s\) is shorter than one control period'),
     ({'gripper_open': 0.0}, r'gripper_open \(0.0\) and gripper_close \(0.0\) must differ'),
     ({'dry_run': 'no'}, "dry_run must be a bool, got 'no'"),
-    ({'workspace_horizon': -1.0}, r'workspace_horizon \(-1.0\) must be >= 0'),
+    ({'workspace_horizon': 0.0},
+     r'workspace_horizon \(0.0 s\) is shorter than one control period \(0.1 s'),
+    ({'max_clock_skew': -0.1}, r'max_clock_skew \(-0.1\) must be >= 0'),
+    ({'estop_heartbeat_timeout': 0.05},
+     r'estop_heartbeat_timeout \(0.05 s\) is shorter than one control period'),
     ({'rotation_lever_arm': -0.1}, r'rotation_lever_arm \(-0.1\) must be >= 0'),
 ])
 def test_config_rejects_bad_values_quoting_them(overrides, message):

@@ -131,3 +131,83 @@ def test_action_reply_error_names_non_finite_values_and_foreign_tokens():
     assert 'log-probs [-inf' in action_reply_error(reply(logps=np.full(7, -np.inf)))
     assert action_reply_error(reply(tokens=np.full(7, 32000))) == (
         'action tokens [32000, 32000, 32000, 32000, 32000, 32000, 32000] outside 31744..31999')
+
+
+def _action_reply(**extras):
+    from std_msgs.msg import Header
+
+    from tgrpo_ros.nodes import messages
+
+    header = Header()
+    header.stamp = messages.ns_to_stamp(5 * 10 ** 9)
+    msg = messages.encode_action(header, [0.1, 0, 0, 0, 0, 0, 1.0], [31872] * 7, [-1.0] * 7, 3,
+                                 'pick it')
+    for name, value in extras.items():
+        msg.position[messages.ACTION_JOINT_NAMES.index(name)] = value
+    return msg
+
+
+@pytest.mark.parametrize('name', ['adapter_version', 'instruction_crc32', 'batch_size'])
+@pytest.mark.parametrize('value', [float('inf'), float('-inf'), float('nan'), 1e300, -5.0, 0.5,
+                                   2.0 ** 33])
+def test_action_reply_extras_must_be_finite_integers_in_range(name, value):
+    """Issue 17, failure 8: inf in an extra raised OverflowError, which no caller caught."""
+    from tgrpo_ros.nodes import messages
+
+    assert messages.decode_action(_action_reply()).adapter_version == 3
+    if name == 'instruction_crc32' and value == 2.0 ** 33:
+        value = 2.0 ** 32  # one past the largest CRC-32
+    with pytest.raises(ValueError, match=name):
+        messages.decode_action(_action_reply(**{name: value}))
+
+
+def test_action_reply_numbers_are_refused_naming_the_field():
+    from tgrpo_ros.nodes import messages
+
+    cases = [('position', 2, float('nan'), r'non-finite action \[0.1, 0.0, nan'),
+             ('position', 0, 1e300, r'action \[1e\+300, .*\] outside \[-1000, 1000\]'),
+             ('velocity', 3, 0.5, r'log-probs .* outside \[-1e\+06, 0\]'),
+             ('velocity', 8, float('inf'), 'non-finite velocity padding'),
+             ('effort', 1, -3.0, r'action token ids .* outside \[0, 2.14748e\+09\]'),
+             ('effort', 1, 31872.5, 'action token ids must be integers')]
+    for field_name, index, value, message in cases:
+        msg = _action_reply()
+        getattr(msg, field_name)[index] = value
+        with pytest.raises(ValueError, match=message):
+            messages.decode_action(msg)
+    msg = _action_reply()
+    msg.header.stamp.nanosec = 1_500_000_000
+    with pytest.raises(ValueError, match='action reply stamp must have'):
+        messages.decode_action(msg)
+
+
+def test_pose_and_assignment_decoders_refuse_hostile_numbers():
+    from geometry_msgs.msg import PoseStamped
+
+    from tgrpo_ros.nodes import messages
+
+    msg = PoseStamped()
+    msg.header.frame_id = 'world'
+    msg.pose.position.x, msg.pose.orientation.w = 0.5, 1.0
+    stamp, frame, position, orientation = messages.decode_pose(msg)
+    assert (stamp, frame, position.tolist(), orientation.tolist()) == (
+        0, 'world', [0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    for part, name, value, message in (
+            ('position', 'z', float('nan'), r'non-finite pose position \[0.0, 0.0, nan\]'),
+            ('position', 'y', 1e300, r'pose position .* outside \[-1000, 1000\]'),
+            ('orientation', 'x', float('-inf'), 'non-finite pose orientation'),
+            ('orientation', 'w', 2.0, 'pose orientation .* outside')):
+        bad = PoseStamped()
+        bad.pose.orientation.w = 1.0
+        setattr(getattr(bad.pose, part), name, value)
+        with pytest.raises(ValueError, match=message):
+            messages.decode_pose(bad)
+    text = ('{"schema": "tgrpo_assignment/1", "group_id": 1, "task_id": 0, '
+            '"init_state_id": 0, "seed": %s}')
+    assert messages.decode_assignment(text % '7').seed == 7
+    for value, message in (('NaN', 'seed must be an int, got nan'),
+                           ('Infinity', 'seed must be an int, got inf'),
+                           ('1e400', 'seed must be an int, got inf'),
+                           (str(10 ** 30), r'seed must be in \[0, 9223372036854775807\]')):
+        with pytest.raises(ValueError, match=message):
+            messages.decode_assignment(text % value)

@@ -90,8 +90,10 @@ def test_bridge_watch_notices_death_and_restart():
     from tgrpo_ros.training.collector import BridgeWatch
     watch = BridgeWatch(['/sim0', '/sim1'])
     assert watch.update({}) == ([], [])
+    assert watch.state() == {'/sim0': 'unseen', '/sim1': 'unseen'}
     assert watch.update({'/sim0': {'a'}, '/sim1': {'b'}}) == ([], [])  # first start
     assert watch.update({'/sim0': {'a'}}) == (['/sim1'], [])  # /sim1 killed
+    assert watch.state() == {'/sim0': 'present', '/sim1': 'lost'}
     assert watch.update({'/sim0': {'a'}}) == ([], [])
     assert watch.update({'/sim0': {'a'}, '/sim1': {'c'}}) == ([], ['/sim1'])  # restarted
     # Killed and restarted while the dead endpoint still lingers in the graph.

@@ -335,3 +335,23 @@ def test_tgrpo_launch_brings_the_sim_arm_deploy_graph_up(tmp_path, ros_client):
     assert 'nodes: /policy_server, /arm/safety_controller, /arm/sim_arm' in text
     assert 'deploy graph: running until Ctrl-C or 60.0 s' in text
     assert code == 130, text
+
+
+def test_package_url_survives_a_copied_configuration(tmp_path):
+    """config/train_sim.yaml copied elsewhere keeps its model: package://, via the share dir."""
+    copy = tmp_path / 'my_robot.yaml'
+    copy.write_text(open(CONFIG).read())
+    config = graph.load_config(copy)
+    assert config['graph']['policy_parameters']['model_path'] == \
+        'package://tgrpo_ros/models/standin_sft_task0'
+    run = graph.plan_run(config, config_path=str(copy), runs_root=str(tmp_path / 'runs'))
+    assert os.path.isfile(os.path.join(run.model_path, 'config.json'))
+    assert run.model_path.endswith(os.path.join('tgrpo_ros', 'models', 'standin_sft_task0')) \
+        or run.model_path == os.path.join(ROOT, 'models', 'standin_sft_task0')
+    # Relative paths keep working as before: from the working directory, then the config's.
+    assert graph.resolve_model('../models/standin_sft_task0',
+                               config_dir=os.path.join(ROOT, 'config')) == \
+        os.path.join(ROOT, 'models', 'standin_sft_task0')
+    assert graph.resolve_package_url('relative/path') == 'relative/path'
+    with pytest.raises(ValueError, match="no installed package 'no_such_package'"):
+        graph.resolve_package_url('package://no_such_package/models/x')

@@ -54,6 +54,14 @@ def test_learner_runs_one_update_and_the_server_serves_it(ros_nodes, ros_client,
     assert summary['updates'] == 1 and summary['adapter_version'] == 1
     assert summary['temperature'] == 2.0
     assert summary['dropped']['stale_dropped'] == 0
+    # What produced it: the bridges' render settings and MuJoCo, the weights' hashes.
+    environment = summary['environment']
+    assert environment['render'] == {'camera_size': 128, 'multisample': False,
+                                     'gl_backend': os.environ.get('MUJOCO_GL', 'egl'),
+                                     'mujoco': environment['versions']['mujoco']}
+    assert environment['adapter']['path'].endswith('v00001')
+    assert environment['adapter']['files']['adapter_model.safetensors']
+    assert environment['checkpoint']['sha256'] and environment['seeds'] == {'seed': 0}
     assert os.path.isfile(adapter_root / 'v00001' / 'adapter_model.safetensors')
     assert os.path.isfile(run_dir / 'checkpoints' / 'update_00001' / 'trainer_state.pt')
     with open(run_dir / 'metrics.csv') as stream:

@@ -130,7 +130,8 @@ def test_assignment_round_trip_and_errors():
     assert '"schema": "tgrpo_assignment/1"' in msg.data
     assert messages.decode_assignment(msg) == assignment
     assert messages.decode_assignment(msg.data) == assignment
-    with pytest.raises(ValueError, match='assignment task_id must be >= 0, got -1'):
+    with pytest.raises(ValueError,
+                       match=r'assignment task_id must be in \[0, 9223372036854775807\], got -1'):
         Assignment(group_id=0, task_id=-1, init_state_id=0)
     with pytest.raises(ValueError, match=r"unknown assignment keys \['colour'\]"):
         messages.decode_assignment('{"schema": "tgrpo_assignment/1", "group_id": 1, '

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLES = ['policy_server', 'sim_bridge', 'learner', 'safety_controller', 'sim_arm',
                'tgrpo_launch', 'tgrpo_build_standin', 'tgrpo_eval', 'tgrpo_demos', 'tgrpo_replay',
-               'tgrpo_plot', 'tgrpo_sft', 'tgrpo_record']
+               'tgrpo_plot', 'tgrpo_sft', 'tgrpo_record', 'tgrpo_arm']
 
 
 def _console_scripts():

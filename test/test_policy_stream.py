@@ -96,24 +96,14 @@ def start_server(ros_nodes, setup, clients, **parameters):
 @pytest.mark.ros
 def test_stream_hears_a_best_effort_camera_and_answers_only_the_newest_frames(
         ros_nodes, ros_client, standin):
-    server = start_server(ros_nodes, standin, ['/arm'])
-    client = StreamClient(ros_client, ['/arm'])
+    server = start_server(ros_nodes, standin, ['/arm', '/cam2'])
+    client = StreamClient(ros_client, ['/arm', '/cam2'])
     client.instruct('/arm', INSTRUCTION)  # latched: published once
     frame = standin['frame']
 
-    # The server warmed up before it subscribed: the first frames of a 4 Hz camera are
-    # each answered. Without the warm-up, the first frame's inference took ~2 s and the
-    # frames meanwhile were dropped (only the newest is kept): 2 of these 8 answered.
-    client.ros.spin_for(1.0)  # the server hears the camera and has the instruction
-    first = []
-    for _ in range(8):
-        first.append(client.frame('/arm', frame))
-        client.ros.spin_for(0.25)
-    client.ros.spin_until(lambda: any(r.stamp_ns == first[-1] for r in client.replies['/arm']),
-                          30.0, 'the action for the last of the first frames')
-    answered = {r.stamp_ns for r in client.replies['/arm']} & set(first)
-    # One frame may be lost to discovery: best effort is not repeated.
-    assert len(answered) >= len(first) - 1, f'{len(answered)} of the first {len(first)} frames'
+    # The server warmed up before it subscribed (without it the first frame's inference
+    # took ~2 s and the frames meanwhile were dropped). How many frames of a camera it
+    # then answers depends on the machine's speed, so the test only reads the log.
     assert 'warmed up in' in server.log_text()
 
     # Any size, rgb8 or bgr8, preprocessed as a real camera: the greedy answer of the
@@ -126,23 +116,39 @@ def test_stream_hears_a_best_effort_camera_and_answers_only_the_newest_frames(
     bgr = client.answer('/arm', frame[:, :, ::-1].copy(), encoding='bgr8')
     np.testing.assert_array_equal(bgr.action_tokens, expected)
 
-    # A burst: 40 frames back to back (a few ms in all) while one inference takes tens of
-    # ms. Frames never queue: far fewer replies than frames, each stamped with a
-    # published frame, in order, and the newest frame of the burst is answered. (Paced
-    # by the test's executor instead, the burst stretched to ~1 s on a loaded machine,
-    # and the warmed-up server answered 22 of 40 frames: a CI failure.)
+    # A burst: 40 frames back to back. Replies are stamped with published frames, in
+    # order, never twice, and the newest frame of the burst is answered. How many are
+    # answered depends on the machine's speed (the burst against one inference), so
+    # that is not asserted (a share bound here failed in CI on a loaded machine).
     client.ros.spin_for(1.0)
     client.replies['/arm'].clear()
     burst = [client.frame('/arm', frame) for _ in range(40)]
     client.ros.spin_until(lambda: any(r.stamp_ns == burst[-1] for r in client.replies['/arm']),
-                          30.0, 'the action for the last frame of the burst')
+                          START_TIMEOUT, 'the action for the last frame of the burst')
     client.ros.spin_for(2.0)  # anything still queued would arrive now
     stamps = [r.stamp_ns for r in client.replies['/arm']]
     assert set(stamps) <= set(burst), 'a reply stamped with a frame that was not published'
     assert stamps == sorted(set(stamps)), f'replies out of order or repeated: {stamps}'
-    assert 1 <= len(stamps) < len(burst) / 2, f'{len(stamps)} replies to {len(burst)} frames'
     assert stamps[-1] == burst[-1]
     print(f'burst: {len(stamps)} replies to {len(burst)} frames')
+
+    # Frames never queue, shown by events: 40 frames reach /cam2 before it has an
+    # instruction, then a malformed one; its error on the errors topic says the server
+    # has taken (or DDS dropped) every frame before it. Once instructed, /cam2 gets at
+    # most one of them answered (the newest it kept), then a fresh frame's answer.
+    cam2 = [client.frame('/cam2', frame) for _ in range(40)]
+    malformed = messages.numpy_to_image(frame)
+    malformed.encoding = 'mono16'
+    client.ros.publish_until(lambda: client.cameras['/cam2'].publish(malformed),
+                             lambda: any(e['client'] == '/cam2' for e in client.errors),
+                             START_TIMEOUT, 'the error for the malformed /cam2 frame')
+    assert not client.replies['/cam2'], 'a frame answered without an instruction'
+    client.instruct('/cam2', INSTRUCTION)
+    fresh = client.answer('/cam2', frame, timeout=START_TIMEOUT)
+    kept = [r.stamp_ns for r in client.replies['/cam2'] if r.stamp_ns in cam2]
+    assert len(kept) <= 1 and (not kept or kept[0] == client.replies['/cam2'][0].stamp_ns), (
+        f'{len(kept)} of 40 queued frames answered')
+    assert fresh.stamp_ns > cam2[-1]
     assert server.returncode is None
 
 
@@ -158,7 +164,8 @@ def test_over_long_instructions_are_refused_and_the_server_keeps_serving(
     client.answer('/c1', frame)
 
     client.instruct('/c1', LONG_INSTRUCTION)
-    client.ros.spin_until(lambda: client.errors, 10.0, 'the refusal of the long instruction')
+    client.ros.spin_until(lambda: client.errors, START_TIMEOUT,
+                          'the refusal of the long instruction')
     (error,) = client.errors
     assert error['client'] == '/c1'
     assert f'{len(LONG_INSTRUCTION)} characters, more than max_instruction_chars (200)' \
@@ -166,12 +173,12 @@ def test_over_long_instructions_are_refused_and_the_server_keeps_serving(
     # /c1 gets nothing until a valid instruction; /c0 is served at once meanwhile.
     client.replies['/c1'].clear()
     sent = [client.frame('/c1', frame) for _ in range(3)]
-    reply = client.answer('/c0', frame, timeout=10.0)
+    reply = client.answer('/c0', frame, timeout=START_TIMEOUT)
     np.testing.assert_array_equal(reply.action_tokens, standin['camera'].action_tokens[0])
     client.ros.spin_for(1.0)
     assert not [r for r in client.replies['/c1'] if r.stamp_ns in sent]
     client.instruct('/c1', INSTRUCTION)
-    client.answer('/c1', frame, timeout=10.0)
+    client.answer('/c1', frame, timeout=START_TIMEOUT)
 
 
 @pytest.mark.ros
@@ -203,7 +210,7 @@ def test_bridge_mode_refuses_over_long_instructions(ros_nodes, ros_client, stand
     ros_client.wait_for_subscribers(text_pub)
     ros_client.wait_for_subscribers(image_pub)
     ros_client.publish_until(lambda: text_pub.publish(String(data=LONG_INSTRUCTION)),
-                             lambda: errors, 20.0, 'the refusal on the errors topic')
+                             lambda: errors, START_TIMEOUT, 'the refusal on the errors topic')
     assert 'more than max_instruction_chars (512)' in errors[-1]['error']
     assert errors[-1]['client'] == '/sim0'
     # Refused: images are dropped until a valid instruction arrives, not answered for
@@ -215,7 +222,8 @@ def test_bridge_mode_refuses_over_long_instructions(ros_nodes, ros_client, stand
     ros_client.spin_for(1.0)
     assert not [r for r in replies if r.stamp_ns >= 2 * 10**9]
     # The server keeps serving: a valid request is answered, with its own stamp.
-    again = request_action(ros_client, '/sim0', image, INSTRUCTION, 3 * 10**9, timeout=10.0)
+    again = request_action(ros_client, '/sim0', image, INSTRUCTION, 3 * 10**9,
+                           timeout=START_TIMEOUT)
     assert again.stamp_ns == 3 * 10**9
     assert again.instruction_crc32 == messages.instruction_crc32(INSTRUCTION)
 

@@ -182,6 +182,10 @@ def test_lora_sft_writes_an_adapter_with_validation(tmp_path):
     assert sorted(os.listdir(out)) == ['adapter_config.json', 'adapter_model.safetensors',
                                        sft.REPORT_FILE]
     assert len(report['demos']['val_episodes']) == 1
+    # What produced it, and which renders it learned from (the guard reads trained_on).
+    assert report['trained_on']['mujoco'] == report['environment']['versions']['mujoco']
+    assert report['environment']['output']['files']['adapter_model.safetensors']
+    assert report['environment']['checkpoint']['sha256']
     row = report['epochs'][0]
     assert 0.0 <= row['val/accuracy'] <= 1.0 and row['val/loss'] > 0
     assert {f'val/accuracy_dim{d}' for d in range(7)} <= set(row)
@@ -191,6 +195,34 @@ def test_lora_sft_writes_an_adapter_with_validation(tmp_path):
     assert float(policy.action_head_delta.detach().abs().sum()) > 0
 
 
+def test_sft_writes_tensorboard_through_the_learners_writer(tmp_path):
+    """tgrpo_sft on the command line: events TensorBoard reads, per epoch and per step."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tgrpo_ros.training.metrics import read_tensorboard_scalars
+    demos = tmp_path / 'demos'
+    demos.mkdir()
+    _synthetic_demos(demos, n_episodes=2, frames=3, noops=0)
+    run_dir = tmp_path / 'run'
+    result = subprocess.run(
+        [sys.executable, '-m', 'tgrpo_ros.training.sft', '--demos', str(demos), '--model-path',
+         cached_standin(seed=0), '--out', str(tmp_path / 'out'), '--run-dir', str(run_dir),
+         '--trainable', 'lora', '--lora-rank', '4', '--epochs', '2', '--batch-size', '4',
+         '--val-fraction', '0', '--num-threads', '1', '--no-progress'],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'not installed' not in result.stdout + result.stderr
+    assert f'tensorboard: tensorboard --logdir {run_dir}' in result.stdout
+    epochs = read_tensorboard_scalars(run_dir)  # MetricsLogger's events, one per epoch
+    assert [step for step, _ in epochs['train/loss']] == [1, 2]
+    steps = read_tensorboard_scalars(run_dir / 'steps')
+    assert [step for step, _ in steps['step/loss']] == [1, 2, 3, 4]  # 6 frames, batch 4
+    assert not (run_dir / 'tensorboard').exists()  # no second, torch-side writer
+    assert shutil.which('tensorboard'), 'the tensorboard command is installed (make setup)'
+
+
 def test_bad_sft_options(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown augment 'blur'; choose one of none, shift"):
         sft.SFTConfig(demos='d', model_path='m', out='o', augment='blur')
@@ -198,8 +230,8 @@ def test_bad_sft_options(tmp_path, capsys):
         sft.SFTConfig(demos='d', model_path='m', out='o', trainable='all')
     with pytest.raises(ValueError, match=r'val_fraction must be in \[0, 1\), got 1.0'):
         sft.SFTConfig(demos='d', model_path='m', out='o', val_fraction=1.0)
-    assert sft.main(['--demos', str(tmp_path), '--model-path', 'm', '--out',
-                     str(tmp_path / 'o')]) == 2
+    assert sft.main(['--demos', str(tmp_path), '--model-path', cached_standin(seed=0),
+                     '--out', str(tmp_path / 'o')]) == 2
     assert 'no demonstrations (task*_init*.npz) in' in capsys.readouterr().err
 
 

@@ -126,6 +126,29 @@ def test_adapter_and_checkpoint_resume_restore_everything(group, tmp_path):
     assert checkpoint.list_checkpoints(tmp_path) == [newest]
 
 
+def test_resume_with_a_new_lr_trains_at_the_new_lr_and_logs_it(group, tmp_path):
+    """A resumed run uses its configuration's lr and weight decay, and loss/lr shows it."""
+    from tgrpo_ros.training import checkpoint
+    from tgrpo_ros.training.trainer import TGRPOTrainer
+    old = TGRPOConfig(group_size=2, lr=1e-3, epochs=1, minibatch_size=4)
+    policy = _policy()
+    trainer = TGRPOTrainer(policy, old, seed=3)
+    trainer.update(group)
+    path = checkpoint.save_checkpoint(tmp_path, 1, policy, trainer)
+
+    new = TGRPOConfig(group_size=2, lr=2e-4, weight_decay=0.01, epochs=1, minibatch_size=4)
+    resumed_policy = _policy()
+    resumed = TGRPOTrainer(resumed_policy, new, seed=3)
+    checkpoint.load_checkpoint(path, resumed_policy, resumed)
+    assert [g['lr'] for g in resumed.optimizer.param_groups] == [2e-4]
+    assert [g['weight_decay'] for g in resumed.optimizer.param_groups] == [0.01]
+    assert resumed.restored_settings == {'lr': 1e-3, 'weight_decay': 0.0}
+    metrics = resumed.update(group)
+    assert metrics['loss/lr'] == 2e-4
+    # The moments came from the checkpoint all the same.
+    assert resumed.optimizer.state_dict()['state']
+
+
 def _episode(group_id, init_state_id=0, version=0, length=3, reward=0.0, success=False):
     return Episode(images=np.zeros((length, 8, 8, 3), np.uint8),
                    action_tokens=np.full((length, 7), 31800), behaviour_logps=np.zeros(

@@ -140,6 +140,7 @@ class EpisodeBuilder:
 # ---------------------------------------------------------------------------- assignments
 
 ASSIGNMENT_SCHEMA = 'tgrpo_assignment/1'
+ASSIGNMENT_INT_MAX = 2 ** 63 - 1  # int64: larger JSON integers are refused
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,9 @@ class Assignment:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f'assignment {name} must be an int, got {value!r}')
-            if value < 0:
-                raise ValueError(f'assignment {name} must be >= 0, got {value}')
+            if not 0 <= value <= ASSIGNMENT_INT_MAX:
+                raise ValueError(f'assignment {name} must be in [0, {ASSIGNMENT_INT_MAX}], '
+                                 f'got {value}')
         for name in ('suite', 'episode_id'):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f'assignment {name} must be a str, got '

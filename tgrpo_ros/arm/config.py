@@ -60,7 +60,9 @@ class ArmConfig:
     rotation_lever_arm: float = _option(
         0.0, 'Lever (m) of points that turn with the end effector (fingertips): the linear '
         'norm limit then bounds |linear| + lever * |angular|, and both parts are scaled '
-        'down together when it is exceeded. 0 limits the linear twist alone.')
+        'down together when it is exceeded; rotation is zeroed while the end effector is '
+        'within this distance of a wall (or on or beyond it). 0 limits the linear twist '
+        'alone.')
     max_linear_accel: float = _option(
         1.0, 'Limit (m/s^2) on the change of the linear twist between consecutive commands '
         '(norm of the change / dt). Stops (zero commands) are not slowed by it.')
@@ -73,17 +75,26 @@ class ArmConfig:
         (0.75, 0.4, 0.6), 'Upper corner (m) of the end-effector box, in the frame of the pose '
         'topic.')
     workspace_horizon: float = _option(
-        0.1, 'Look-ahead (s): on an axis where position + twist * (horizon + age of the '
-        'pose) leaves the box, the motion towards the wall is zeroed (motion back inside is '
-        'allowed).')
+        0.1, 'Look-ahead (s), at least one control period: on an axis where position + twist '
+        '* (horizon + age of the pose) leaves the box, the motion towards the wall is zeroed '
+        '(motion back inside is allowed).')
     image_timeout: float = _option(
         0.5, 'Watchdog (s): with no camera image received for this long, command zero.')
     action_timeout: float = _option(
         1.0, 'Watchdog (s): an action whose image stamp is older than this is stale: command '
         'zero. Covers inference time plus transport; camera and controller clocks must agree.')
     pose_timeout: float = _option(
-        0.2, 'Watchdog (s): with no end-effector pose received for this long, command zero '
-        '(the workspace box cannot be checked without it).')
+        0.2, 'Watchdog (s): with no end-effector pose stamped (header stamp) within this '
+        'long, command zero (the workspace box cannot be checked without it).')
+    # Same host: 0; chrony on a LAN keeps hosts within about a millisecond, PTP far less.
+    max_clock_skew: float = _option(
+        0.05, 'Largest time (s) an action or pose may be stamped ahead of the controller '
+        'clock; one stamped further ahead is refused and counted (future_stamp): it would '
+        'look fresh for that much longer.')
+    estop_heartbeat_timeout: float = _option(
+        0.0, 'Dead-man mode (s) when > 0: no message on the e-stop topic for this long counts '
+        'as pressed (latched), as with an enabling device; the e-stop publisher must then '
+        'repeat its state (e.g. false at 10 Hz). 0 disables.')
     gripper_open: float = _option(
         0.04, 'Gripper command (forward command controller units, e.g. m of finger travel) '
         'for an open gripper.')
@@ -142,8 +153,9 @@ class ArmConfig:
                 raise ValueError(f'{name} {getattr(self, name)} must be > 0 on every axis')
         if self.rotation_lever_arm < 0.0:
             raise ValueError(f'rotation_lever_arm ({self.rotation_lever_arm}) must be >= 0')
-        if self.workspace_horizon < 0.0:
-            raise ValueError(f'workspace_horizon ({self.workspace_horizon}) must be >= 0')
+        for name in ('max_clock_skew', 'estop_heartbeat_timeout'):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f'{name} ({getattr(self, name)}) must be >= 0')
         bad = [i for i in range(3) if not self.workspace_min[i] < self.workspace_max[i]]
         if bad:
             raise ValueError(f'workspace_min {self.workspace_min} must be below workspace_max '
@@ -152,7 +164,10 @@ class ArmConfig:
             raise ValueError(f'gripper_open ({self.gripper_open}) and gripper_close '
                              f'({self.gripper_close}) must differ')
         period = 1.0 / self.control_rate_hz  # s
-        for name in ('image_timeout', 'pose_timeout'):
+        # A horizon shorter than one period lets a twist carry the end effector out of the
+        # box before the next tick can check it.
+        for name in ('image_timeout', 'pose_timeout', 'workspace_horizon') + (
+                ('estop_heartbeat_timeout',) if self.estop_heartbeat_timeout > 0 else ()):
             if getattr(self, name) < period:
                 raise ValueError(f'{name} ({getattr(self, name)} s) is shorter than one control '
                                  f'period ({period} s at control_rate_hz {self.control_rate_hz})')

@@ -14,12 +14,20 @@ QoS choices
   takes only reliable publishers.
 * Twist and gripper commands: reliable, keep last 1. Only the newest command
   matters; a stale one must never be delivered late from a queue.
-* E-stop: reliable, transient local, depth 1: a controller that starts after
-  the e-stop was pressed still gets the pressed state.
+* E-stop: publish reliable, transient local (``ESTOP_QOS``): a controller that
+  starts after the e-stop was pressed still gets the pressed state. The
+  controller listens with two subscriptions of depth ``ESTOP_DEPTH`` (a burst
+  of presses and releases is queued, never collapsed to its last message):
+  reliable + transient local (gets the latched state of such publishers) and
+  best effort + volatile, which matches every publisher, best effort or
+  volatile ones included (a reliable or transient-local subscription matches
+  neither). A reliable publisher's messages then arrive twice; latching is
+  idempotent.
 * Status and diagnostics: reliable, volatile, depth 10.
 """
 
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
 
 from tgrpo_ros.nodes.topics import reliable_qos
 
@@ -47,5 +55,10 @@ JOINT_STATES_TOPIC = 'joint_states'     # sensor_msgs/JointState of the Panda
 SENSOR_QOS = qos_profile_sensor_data
 COMMAND_QOS = reliable_qos(1)
 ESTOP_QOS = reliable_qos(1, transient_local=True)  # latched: a late subscriber sees the stop
+ESTOP_DEPTH = 100  # e-stop messages queued per subscription: no press is lost in a burst
+ESTOP_LATCHED_SUB_QOS = reliable_qos(ESTOP_DEPTH, transient_local=True)
+ESTOP_ANY_SUB_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=ESTOP_DEPTH,
+                               reliability=ReliabilityPolicy.BEST_EFFORT,
+                               durability=DurabilityPolicy.VOLATILE)
 CAMERA_RELIABLE_QOS = reliable_qos(2)
 STATUS_QOS = reliable_qos(10)

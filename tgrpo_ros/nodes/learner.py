@@ -17,9 +17,10 @@ In detail:
    server (``adapter_transport``): 'path' sets ``adapter_version`` and
    ``adapter_path`` together through its standard ``~/set_parameters_atomically``
    service (a shared filesystem); 'dds' publishes the safetensors bytes with their
-   sha256 and version on ``/tgrpo/adapter`` and waits for the server's answer on
-   ``/tgrpo/adapter_status`` (no shared filesystem). The next groups are assigned
-   once the push succeeded.
+   sha256, version and an id of the push on ``/tgrpo/adapter`` and waits for the
+   server's answer echoing that id on ``/tgrpo/adapter_status`` (no shared
+   filesystem; an earlier answer, e.g. the server's latched one from before a
+   restart, never counts). The next groups are assigned once the push succeeded.
 
 At start the learner saves and pushes its initial weights as version 0 (or, when
 resuming from a checkpoint of k updates, version k), so every episode it accepts
@@ -69,6 +70,7 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
+from tgrpo_ros import provenance
 from tgrpo_ros.episode import Assignment, episode_error
 from tgrpo_ros.names import normalize_namespace
 from tgrpo_ros.nodes import messages, topics
@@ -110,6 +112,10 @@ class LearnerConfig:
         'path', "How adapters reach the policy server: 'path' (set its adapter_path; a "
         "shared filesystem) or 'dds' (the safetensors bytes + sha256 on /tgrpo/adapter).")
     policy_server: str = option('/policy_server', 'Full name of the policy server node.')
+    bridge_node: str = option(
+        'sim_bridge', 'Node name of the sim bridges (each in its namespace): only the '
+        'subscription of <ns>/assignment by that node is the bridge in the node graph, '
+        'never a recorder listening there.')
     stale_policy: str = option(
         'drop', "Episodes from an older adapter version: 'drop' (the only choice).")
     seed: int = option(0, 'Seed of torch, minibatch shuffling and the env seeds of assignments.')
@@ -151,6 +157,18 @@ class LearnerConfig:
         return list(range(start, stop)) if stop > start else list(self.init_states)
 
 
+def bridge_endpoints(infos, namespace, node_name):
+    """Return the endpoint GIDs among ``infos`` of node ``node_name`` in ``namespace``."""
+    return {tuple(info.endpoint_gid) for info in infos
+            if info.node_name == node_name and info.node_namespace == namespace}
+
+
+def adapter_answers(status, version, sha256, push):
+    """Return whether adapter ``status`` (dict or None) answers push ``push`` of the adapter."""
+    return (status is not None and status.get('push') == push
+            and status.get('version') == version and status.get('sha256') == sha256)
+
+
 class LearnerError(RuntimeError):
     """The run cannot go on: a push refused or unanswered, an update that failed."""
 
@@ -182,10 +200,18 @@ class Learner(Node):
                                       topics.ASSIGNMENT_QOS) for ns in c.bridges}
         self.episode_subscription = self.create_subscription(
             UInt8MultiArray, topics.EPISODE_TOPIC, self.episode_callback, topics.EPISODE_QOS)
+        # A bridge reports an assignment it cannot run on its bridge_status.
+        self.refused = None  # (bridge, event) of the first refused current assignment
+        self.bridge_status_subscriptions = [
+            self.create_subscription(
+                String, topics.client_topic(ns, topics.BRIDGE_STATUS_TOPIC),
+                lambda msg, ns=ns: self.bridge_status_callback(ns, msg),
+                topics.DIAGNOSTICS_QOS) for ns in c.bridges]
         server = '/' + c.policy_server.strip('/')
         self.push_client = self.create_client(SetParametersAtomically,
                                               server + '/set_parameters_atomically')
         self.adapter_status = None  # the policy server's latest answer to a DDS push
+        self.pushes = 0  # DDS pushes sent; each carries its own id, echoed in the answer
         if c.adapter_transport == 'dds':
             self.adapter_publisher = self.create_publisher(
                 UInt8MultiArray, topics.ADAPTER_TOPIC, topics.ADAPTER_QOS)
@@ -225,6 +251,9 @@ class Learner(Node):
         c = self.config
         torch.manual_seed(c.seed)
         self.policy = self.policy_config.load()
+        provenance.warn_render_mismatch(self.policy_config.model_path,
+                                        log=self.get_logger().warning)
+        self.render_seen = {}  # render settings the bridges' episodes reported
         self.trainer = TGRPOTrainer(self.policy, self.tgrpo, seed=c.seed)
         # Fresh group ids for every learner process, resumed or not (never the
         # checkpoint's): episode ids are '<ns>/<group_id>/a<attempt>', so a resumed
@@ -240,7 +269,12 @@ class Learner(Node):
                                       'starting from update 0')
         if latest is not None:
             state = checkpoint.load_checkpoint(latest, self.policy, self.trainer)
-            self.get_logger().info(f'resumed from {latest} (update {state["update"]})')
+            old = getattr(self.trainer, 'restored_settings', {})
+            self.get_logger().info(
+                f'resumed from {latest} (update {state["update"]}); optimiser lr '
+                f'{self.trainer.lr:g}, weight decay {self.tgrpo.weight_decay:g} from this '
+                f"configuration (the checkpoint's: lr {old.get('lr')}, weight decay "
+                f"{old.get('weight_decay')})")
         self.metrics = MetricsLogger(self.run_dir, plot_every=c.plot_every, resume=c.resume)
 
     # ------------------------------------------------------------------ the loop
@@ -316,12 +350,15 @@ class Learner(Node):
         from tgrpo_ros.policy.adapters import pack_adapter
 
         header, weights = pack_adapter(path, version)
+        # An id of this push, echoed by the server: a status with the same version and
+        # sha256 can be an answer to an earlier push (the server's latched status, the
+        # one kept here), given before a server restart and not true of the new server.
+        self.pushes += 1
+        header['push'] = push = f'{self.group_id_base}-{self.pushes}'
         self.adapter_publisher.publish(messages.encode_adapter(header, weights))
 
         def answered():
-            status = self.adapter_status
-            return (status is not None and status.get('version') == int(version)
-                    and status.get('sha256') == header['sha256'])
+            return adapter_answers(self.adapter_status, int(version), header['sha256'], push)
 
         timeout = self.config.push_timeout - (time.monotonic() - started)
         if not self.spin_until(answered, timeout):
@@ -330,8 +367,8 @@ class Learner(Node):
                 f'({len(weights) / 1e6:.2f} MB on {topics.ADAPTER_TOPIC}) after '
                 f'{time.monotonic() - started:.0f} s: is a policy server running?')
         if not self.adapter_status['ok']:
-            raise LearnerError(f'policy server rejected adapter version {version}: '
-                               f"{self.adapter_status['reason']}")
+            reason = self.adapter_status.get('reason') or 'the server gave no reason'
+            raise LearnerError(f'policy server rejected adapter version {version}: {reason}')
 
     def adapter_status_callback(self, msg):
         """Keep the policy server's latest answer to an adapter sent over DDS."""
@@ -377,11 +414,18 @@ class Learner(Node):
         started = sent = logged = time.monotonic()
 
         def done_or_rerun():
-            return self.collector.complete() or self.rerun or self.repush
+            return (self.collector.complete() or self.rerun or self.repush
+                    or self.refused is not None)
 
         while True:
             if self.spin_until(done_or_rerun, min(WAIT_LOG_PERIOD, self.config.group_timeout),
                                on_wait=self.check_bridges):
+                if self.refused is not None:
+                    ns, event = self.refused
+                    raise LearnerError(
+                        f"sim bridge {ns} cannot run task {event.get('task_id')}, init state "
+                        f"{event.get('init_state_id')} ({event.get('suite')}): "
+                        f"{event.get('reason')}")
                 if self.collector.complete():
                     break
                 if self.repush:  # e.g. a restarted server serving version -1
@@ -415,15 +459,17 @@ class Learner(Node):
 
     def check_bridges(self):
         """Every GRAPH_CHECK_PERIOD s: notice bridges gone from or back in the node graph."""
-        # A bridge is the subscription of its assignment topic: a restarted one has a
-        # new endpoint GID, even while the killed one's lingers until its lease ends.
+        # A bridge is the subscription of its assignment topic by the node bridge_node in
+        # its namespace (not any subscriber: a recorder listens there too): a restarted
+        # one has a new endpoint GID, even while the killed one's lingers until its lease
+        # ends.
         now = time.monotonic()
         if now - self.graph_checked < GRAPH_CHECK_PERIOD:
             return
         self.graph_checked = now
-        present = {ns: {tuple(info.endpoint_gid) for info in
-                        self.get_subscriptions_info_by_topic(publisher.topic_name)}
-                   for ns, publisher in self.assignment_publishers.items()}
+        present = {ns: bridge_endpoints(
+            self.get_subscriptions_info_by_topic(publisher.topic_name), ns,
+            self.config.bridge_node) for ns, publisher in self.assignment_publishers.items()}
         lost, back = self.watch.update(present)
         self.counts['bridges_lost'] = self.watch.deaths
         self.counts['bridges_restarted'] = self.watch.restarts
@@ -439,6 +485,16 @@ class Learner(Node):
             self.get_logger().info(f'sim bridge {ns} (re)started; assigning it groups '
                                    f'{groups} again')
             self.rerun.update((g, ns) for g in groups)
+
+    def bridge_status_callback(self, ns, msg):
+        """Note a bridge's refusal of an assignment of the current update."""
+        try:
+            event = json.loads(msg.data)
+        except ValueError:
+            return  # bridge_status is a log: a line that is not JSON is not ours to judge
+        if (isinstance(event, dict) and event.get('event') == 'assignment_refused'
+                and event.get('group_id') in self.current and self.refused is None):
+            self.refused = (ns, event)
 
     def episode_callback(self, msg):
         """Keep an episode of a current group from the current adapter version."""
@@ -488,7 +544,7 @@ class Learner(Node):
         return {'updates_done': self.trainer.updates_done, 'updates': self.config.updates,
                 'adapter_version': self.version,
                 'have': {str(g): n for g, n in self.collector.have().items()},
-                'dropped': dict(self.counts)}
+                'bridges': self.watch.state(), 'dropped': dict(self.counts)}
 
     def update(self, k, episodes, rollout_seconds):
         """Run TGRPO update ``k`` on the collected episodes and log its metrics."""
@@ -507,6 +563,7 @@ class Learner(Node):
             metrics[f'rollout/{key}'] = float(value)
         self.metrics.log(k, metrics)
         self._record_trained(k, episodes)
+        provenance.note_render(self.render_seen, episodes)
         self.last_metrics = metrics
         self.update_seconds.append(metrics['perf/seconds_per_update'])
         self.get_logger().info(
@@ -549,6 +606,11 @@ class Learner(Node):
             'config': self.tgrpo.to_dict(), 'trainable': self.policy_config.trainable,
             'temperature': self.policy.temperature,
             'groups': self.groups, 'tasks': c.tasks, 'init_states': c.pairs_init_states(),
+            'environment': provenance.environment(
+                device=self.policy_config.device, seeds={'seed': c.seed},
+                render=provenance.render_from_episodes(self.render_seen),
+                checkpoint=self.policy_config.model_path,
+                adapter=self._adapter_path(self.version)),
         }
         path = os.path.join(self.run_dir, 'summary.json')
         with open(path + '.tmp', 'w') as stream:

@@ -99,6 +99,32 @@ def stamp_to_ns(stamp):
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def checked_stamp_ns(stamp, what='message'):
+    """Return a header stamp as ns; ValueError for a negative one or nanosec >= 1e9."""
+    if int(stamp.sec) < 0 or not 0 <= int(stamp.nanosec) < 1_000_000_000:
+        raise ValueError(f'{what} stamp must have sec >= 0 and nanosec in [0, 1e9), got sec '
+                         f'{stamp.sec} nanosec {stamp.nanosec}')
+    return stamp_to_ns(stamp)
+
+
+def check_numbers(name, values, low, high, integer=False):
+    """
+    Return ``values`` as float64 [N]; ValueError unless each is finite and in [low, high].
+
+    With ``integer`` each must also be a whole number. Used by every decoder
+    on numbers from the wire, so that a hostile value (NaN, inf, 1e300) is
+    refused with one clear ValueError instead of an OverflowError deeper in.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f'non-finite {name} {values.tolist()}')
+    if np.any(values < low) or np.any(values > high):
+        raise ValueError(f'{name} {values.tolist()} outside [{low:g}, {high:g}]')
+    if integer and not np.array_equal(np.floor(values), values):
+        raise ValueError(f'{name} must be integers, got {values.tolist()}')
+    return values
+
+
 def ns_to_stamp(nanoseconds):
     """Return integer nanoseconds as a builtin_interfaces/Time."""
     from builtin_interfaces.msg import Time
@@ -131,6 +157,19 @@ ACTION_EXTRA_NAMES = (
 # Replies recorded before action chunks had only the first three extras (K = 1).
 LEGACY_EXTRA_COUNT = 3
 ACTION_JOINT_NAMES = ACTION_NAMES + ACTION_EXTRA_NAMES
+# The ranges decode_action accepts (anything else is a ValueError naming it).
+ACTION_ABS_MAX = 1e3         # un-normalised policy actions are O(1) (LIBERO's are in [-1, 1])
+LOG_PROB_MIN = -1e6          # float32 log-probs of a sampled token lie far above this
+TOKEN_ID_MAX = 2 ** 31 - 1   # token ids are int32 in every tokenizer here
+PAD_ABS_MAX = 1e9            # the unused velocity / effort entries (written as 0)
+ACTION_EXTRA_RANGES = {      # inclusive ranges of the extra entries (integers but these:)
+    'adapter_version': (-1, 2 ** 31 - 1),   # -1: the base policy, before any adapter
+    'instruction_crc32': (0, 2 ** 32 - 1),
+    'batch_size': (1, 2 ** 31 - 1),
+    'chunk_size': (1, 2 ** 31 - 1),
+    'action_period': (0.0, float('inf')),   # s, finite; 0: the policy does not say
+}
+ACTION_EXTRA_FLOATS = ('action_period',)  # the extras that need not be integers
 
 
 def chunk_joint_names(chunk_size):
@@ -226,26 +265,29 @@ def decode_action(msg):
             raise ValueError(f'action reply {field_name} has {got} entries; expected {count}')
     size = chunk_size * ACTION_DIM
     position = np.asarray(msg.position, dtype=np.float64)
-    effort = np.asarray(msg.effort[:size], dtype=np.float64)
-    tokens = effort.astype(np.int64)
-    if not np.array_equal(tokens.astype(np.float64), effort):
-        raise ValueError(f'action token ids must be integers, got {effort.tolist()}')
-    extras = dict(zip(extra_names, position[size:].tolist()))
+    actions = check_numbers('action', position[:size], -ACTION_ABS_MAX, ACTION_ABS_MAX)
+    log_probs = check_numbers('log-probs', msg.velocity[:size], LOG_PROB_MIN, 0.0)
+    tokens = check_numbers('action token ids', msg.effort[:size], 0, TOKEN_ID_MAX,
+                           integer=True).astype(np.int64)
+    for field_name in ('velocity', 'effort'):
+        check_numbers(f'{field_name} padding', getattr(msg, field_name)[size:],
+                      -PAD_ABS_MAX, PAD_ABS_MAX)
+    extras = {}
+    for name, value in zip(extra_names, position[size:]):
+        integer = name not in ACTION_EXTRA_FLOATS
+        number = check_numbers(name, [value], *ACTION_EXTRA_RANGES[name], integer=integer)[0]
+        extras[name] = int(number) if integer else float(number)
     if extras.get('chunk_size', 1) != chunk_size:
         raise ValueError(f"action reply says chunk_size {extras['chunk_size']} but carries "
                          f'{chunk_size} actions')
-    action_period = extras.get('action_period', 0.0)
-    if not (np.isfinite(action_period) and action_period >= 0.0):
-        raise ValueError(f'action reply has action_period {action_period}; expected >= 0 s')
-    actions = position[:size].reshape(chunk_size, ACTION_DIM).copy()
+    actions = actions.reshape(chunk_size, ACTION_DIM)
     return ActionReply(
-        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=msg.header.frame_id,
-        action=actions[0].copy(), action_tokens=tokens[:ACTION_DIM],
-        log_probs=np.asarray(msg.velocity[:ACTION_DIM], dtype=np.float64),
-        adapter_version=int(extras['adapter_version']),
-        instruction_crc32=int(extras['instruction_crc32']),
-        batch_size=int(extras['batch_size']), actions=actions,
-        action_period=float(action_period))
+        stamp_ns=checked_stamp_ns(msg.header.stamp, 'action reply'),
+        frame_id=msg.header.frame_id, action=actions[0].copy(),
+        action_tokens=tokens[:ACTION_DIM], log_probs=log_probs[:ACTION_DIM],
+        adapter_version=extras['adapter_version'],
+        instruction_crc32=extras['instruction_crc32'], batch_size=extras['batch_size'],
+        actions=actions, action_period=extras.get('action_period', 0.0))
 
 
 def _chunk(name, values, dtype, chunk_size=None):
@@ -259,6 +301,28 @@ def _chunk(name, values, dtype, chunk_size=None):
     if chunk_size is not None and rows != chunk_size:
         raise ValueError(f'{name} has {rows} rows; the action chunk has {chunk_size}')
     return out
+
+
+# ---------------------------------------------------------------------------- poses
+
+POSITION_ABS_MAX = 1e3  # m: no arm reaches this far from the origin of its frame
+
+
+def decode_pose(msg):
+    """
+    Return (stamp ns, frame_id, position [3] m, quaternion xyzw [4]) of a PoseStamped.
+
+    ValueError naming the problem for a bad stamp, a non-finite position or one
+    beyond POSITION_ABS_MAX, or a quaternion entry that is non-finite or outside
+    [-1, 1].
+    """
+    p, q = msg.pose.position, msg.pose.orientation
+    position = check_numbers('pose position', (p.x, p.y, p.z), -POSITION_ABS_MAX,
+                             POSITION_ABS_MAX)
+    orientation = check_numbers('pose orientation', (q.x, q.y, q.z, q.w), -1.0 - 1e-6,
+                                1.0 + 1e-6)
+    return (checked_stamp_ns(msg.header.stamp, 'pose'), msg.header.frame_id, position,
+            orientation)
 
 
 # ---------------------------------------------------------------------------- assignments

@@ -55,7 +55,8 @@ checks the payload (size under ``max_adapter_mb``, sha256, no pickle, a
 safetensors file), stores it as ``<adapter_root>/received/v<version>-<sha>`` (a
 temporary directory when ``adapter_root`` is ''), validates and swaps it through
 the same ``prepare_adapter`` / ``swap_adapter`` path, and answers on
-``/tgrpo/adapter_status`` (JSON: version, sha256, ok, reason). A refused adapter
+``/tgrpo/adapter_status`` (JSON: version, sha256, push (the learner's id of the
+push, echoed), ok, reason). A refused adapter
 leaves the served one in place.
 
 Bad input (docs/faults.md, "Bad input"): a malformed image, a refused instruction,
@@ -330,12 +331,13 @@ class PolicyServer(Node):
         ``policy.prepare_adapter``) leaves the served one in place.
         """
         start = time.perf_counter()
-        version, digest = None, None
+        version, digest, push = None, None, None
         try:
             header, weights = messages.decode_adapter(msg)
             version, digest = header.get('version'), header.get('sha256')
+            push = header.get('push')  # the learner's id of this push, echoed in the answer
             if version == self.policy.adapter_version and digest == self.served_sha256:
-                self._adapter_status(version, digest, True, 'already served')
+                self._adapter_status(version, digest, True, 'already served', push)
                 return
             if version == self.policy.adapter_version:
                 raise AdapterError(f'adapter version {version} is served already with another '
@@ -347,7 +349,7 @@ class PolicyServer(Node):
             self._bad_input('adapter_bytes', f'refused adapter version {version} received over '
                             f'DDS: {error}; still serving version '
                             f'{self.policy.adapter_version}')
-            self._adapter_status(version, digest, False, str(error))
+            self._adapter_status(version, digest, False, str(error), push)
             return
         old_version, old_path = self.policy.adapter_version, self.policy.adapter_path
         self.policy.swap_adapter(prepared, int(version))
@@ -363,12 +365,12 @@ class PolicyServer(Node):
             f'hot-swapped adapter version {old_version} -> {version} received over DDS '
             f'({len(weights) / 1e6:.2f} MB, sha256 {digest[:12]}, stored in {prepared.path}) '
             f'in {(time.perf_counter() - start) * 1000:.1f} ms')
-        self._adapter_status(version, digest, True, '')
+        self._adapter_status(version, digest, True, '', push)
 
-    def _adapter_status(self, version, digest, ok, reason):
+    def _adapter_status(self, version, digest, ok, reason, push):
         self.adapter_status_publisher.publish(String(data=json.dumps({
-            'version': version, 'sha256': digest, 'ok': bool(ok), 'reason': reason,
-            'serving': self.policy.adapter_version,
+            'version': version, 'sha256': digest, 'push': push, 'ok': bool(ok),
+            'reason': reason, 'serving': self.policy.adapter_version,
             'refused': self.bad_inputs.counts['adapter_bytes']})))
 
     # ------------------------------------------------------------------ requests

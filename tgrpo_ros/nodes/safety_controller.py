@@ -8,8 +8,10 @@ policy server) into ``geometry_msgs/TwistStamped`` commands for MoveIt Servo's
 commands for a ros2_control forward command controller, through the safety
 filter of ``tgrpo_ros.arm.safety``: speed, acceleration and workspace limits,
 watchdogs on the camera (``camera/image``), the action and the end-effector pose
-(``ee_pose``), and a latched e-stop (``/estop``, std_msgs/Bool; reset with the
-``~/reset`` std_srvs/Trigger service once released).
+(``ee_pose``, which must be in ``frame_id``), and a latched e-stop (``/estop``,
+std_msgs/Bool, heard from reliable and best-effort publishers alike; optionally a
+dead-man input; reset with the ``~/reset`` std_srvs/Trigger service once released,
+which sends a zero twist at once).
 
 Lifecycle (rclpy.lifecycle): the ArmConfig parameters are read and checked on
 ``configure``; commands flow only while ``active``; ``deactivate`` sends one zero
@@ -18,10 +20,12 @@ twist and stops. With ``dry_run`` (the default) the commands go to
 published on the arm's topics. The e-stop input, the reset service and the
 status (``~/status`` JSON and ``/diagnostics``) work in every state.
 
-Bad input (docs/faults.md, "Bad input"): a malformed or non-finite action, a
-malformed pose and a refused parameter change are logged and counted per input
+Bad input (docs/faults.md, "Bad input"): an action or pose that
+``messages.decode_action`` / ``decode_pose`` refuses (malformed, non-finite or
+out-of-range numbers), one stamped more than ``max_clock_skew`` ahead, a pose in
+another frame, and a refused parameter change are logged and counted per input
 in the status (``bad_input``: ``action``, ``pose``, ``parameters``;
-``tgrpo_ros.nodes.diagnostics``); a non-finite action also zeroes the arm until a
+``tgrpo_ros.nodes.diagnostics``); a refused action also zeroes the arm until a
 valid one arrives.
 
 ``moveit_msgs`` and ``control_msgs`` are not on PyPI: where ``moveit_msgs`` is
@@ -33,8 +37,8 @@ from dataclasses import dataclass
 import sys
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
-import numpy as np
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -77,6 +81,7 @@ class SafetyControllerConfig:
 
 
 INPUTS = ('action', 'pose', 'parameters')  # counted when bad
+FINAL_ZERO_ACK_TIMEOUT = 1.0  # s, the most shutdown waits for the final zero twist's delivery
 
 
 def _seconds(stamp):
@@ -91,8 +96,9 @@ class SafetyController(LifecycleNode):
         super().__init__('safety_controller')
         # Dynamic typing: YAML may write 1 for 1.0; ArmConfig checks and converts the values.
         # ValueError: bad parameters at start.
-        self.safety = SafetyFilter(declare_config(self, ArmConfig, dynamic_typing=True))
+        config = declare_config(self, ArmConfig, dynamic_typing=True)
         self.node_config = declare_config(self, SafetyControllerConfig, dynamic_typing=True)
+        self.safety = SafetyFilter(config, frame_id=self.node_config.frame_id)
         self.add_on_set_parameters_callback(self.parameters_callback)
         self.lifecycle_state = 'unconfigured'
         self.frame_id = self.node_config.frame_id
@@ -102,8 +108,11 @@ class SafetyController(LifecycleNode):
         self.messages_dropped = 0  # malformed actions and poses
         self.bad_inputs = BadInputs(INPUTS)
 
-        self.estop_sub = self.create_subscription(
-            Bool, arm_topics.ESTOP_TOPIC, self.estop_callback, arm_topics.ESTOP_QOS)
+        # Two readers: one gets the latched state of reliable transient-local publishers,
+        # the other (best effort, volatile) matches every publisher (arm_topics).
+        self.estop_subs = [
+            self.create_subscription(Bool, arm_topics.ESTOP_TOPIC, self.estop_callback, qos)
+            for qos in (arm_topics.ESTOP_LATCHED_SUB_QOS, arm_topics.ESTOP_ANY_SUB_QOS)]
         self.reset_srv = self.create_service(Trigger, arm_topics.RESET_SERVICE,
                                              self.reset_callback)
         self.reporter = StatusReporter(self, self.status, self.bad_inputs,
@@ -141,10 +150,18 @@ class SafetyController(LifecycleNode):
             self.get_logger().error(f'configure failed: {error}')
             return TransitionCallbackReturn.FAILURE
         old = self.safety
-        self.safety = SafetyFilter(config)
-        self.safety.estop_engaged, self.safety.estop_latched = old.estop_engaged, \
-            old.estop_latched
+        self.safety = SafetyFilter(config, frame_id=self.node_config.frame_id)
+        self.safety.carry_over(old)  # the e-stop latch, and the last twist to ramp from
         self.frame_id = self.node_config.frame_id
+        lever = config.rotation_lever_arm
+        narrow = [axis for axis, low, high in zip('xyz', config.workspace_min,
+                                                  config.workspace_max)
+                  if lever > 0 and high - low <= 2 * lever]
+        if narrow:
+            self.get_logger().warning(
+                f'the workspace box is at most 2 x rotation_lever_arm ({lever} m) wide along '
+                f'{", ".join(narrow)}: rotation is never allowed (it is zeroed within the lever '
+                'of a wall)')
         if config.dry_run:
             twist_topic, gripper_topic = (arm_topics.DRY_RUN_TWIST_TOPIC,
                                           arm_topics.DRY_RUN_GRIPPER_TOPIC)
@@ -189,7 +206,7 @@ class SafetyController(LifecycleNode):
     def on_deactivate(self, state):
         """Send one zero twist, stop the timer and disable the publishers."""
         self.control_timer.cancel()
-        self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        self._publish_stop('deactivate')
         self.safety.reset_motion()
         self.lifecycle_state = 'inactive'
         self.get_logger().info('inactive: sent a zero twist')
@@ -243,27 +260,36 @@ class SafetyController(LifecycleNode):
             f'{name}: success={getattr(f.result(), "success", None)}'))
 
     def destroy_node(self):
-        """Send a last zero twist if still commanding (Ctrl-C while active), then destroy."""
+        """
+        Send a last zero twist if still commanding (Ctrl-C, SIGTERM while active), then destroy.
+
+        node_main.run_node keeps the context valid until here, whatever signals follow;
+        waiting (at most FINAL_ZERO_ACK_TIMEOUT) for the reliable subscribers to
+        acknowledge it lets the zero reach them before the participant goes away.
+        """
         if self.lifecycle_state == 'active' and self.twist_pub is not None:
             try:
                 self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
-            except Exception as error:  # noqa: B902 - the context may be shut down already
+                self.twist_pub.wait_for_all_acked(Duration(seconds=FINAL_ZERO_ACK_TIMEOUT))
+            except Exception as error:  # noqa: B902 - e.g. an external shutdown came first
                 self.get_logger().warning(f'could not send the final zero twist: {error}')
         super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
     def action_callback(self, msg):
-        """Hand a policy action and its image stamp to the filter."""
+        """Hand a policy action and its image stamp to the filter; zero on a bad one."""
         try:
             reply = messages.decode_action(msg)
         except ValueError as error:
             self.messages_dropped += 1
-            self.bad_input('action', f'dropped a malformed action: {error}')
+            self.safety.invalidate_action()
+            self.bad_input('action', f'refused an action, commanding zero until a valid one: '
+                           f'{error}')
             return
         # A chunk [K, 7] and the policy's action_period (0: ArmConfig's) go to the queue.
-        error = self.safety.observe_action(reply.actions, reply.stamp_ns * 1e-9,
-                                           reply.action_period)
-        if error and not np.all(np.isfinite(reply.action)):
+        error = self.safety.observe_action(reply.actions, reply.stamp_ns * 1e-9, self.now(),
+                                           action_period=reply.action_period)
+        if error and 'ahead of the controller clock' in error:
             self.bad_input('action', error)
         elif error:
             self.get_logger().error(error, throttle_duration_sec=1.0)
@@ -273,10 +299,11 @@ class SafetyController(LifecycleNode):
         self.safety.observe_image(self.now())
 
     def pose_callback(self, msg):
-        """Record the end-effector position."""
-        p = msg.pose.position
+        """Record the end-effector position, measured at its header stamp."""
         try:
-            self.safety.observe_pose(self.now(), (p.x, p.y, p.z))
+            stamp_ns, frame_id, position, _ = messages.decode_pose(msg)
+            self.safety.observe_pose(self.now(), position, stamp=stamp_ns * 1e-9,
+                                     frame_id=frame_id)
         except ValueError as error:
             self.messages_dropped += 1
             self.bad_input('pose', f'dropped a pose: {error}')
@@ -287,18 +314,21 @@ class SafetyController(LifecycleNode):
         self.get_logger().error(text, throttle_duration_sec=1.0)
 
     def estop_callback(self, msg):
-        """Take the e-stop input; when it engages, zero the arm at once."""
+        """Take every e-stop message (the latch is taken here); when it engages, zero at once."""
         was_latched = self.safety.estop_latched
-        self.safety.set_estop(msg.data)
+        self.safety.set_estop(msg.data, self.now())
         if self.safety.estop_latched and not was_latched:
             self.get_logger().error('E-STOP engaged: commanding zero until reset')
             if self.lifecycle_state == 'active':
-                self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+                self._publish_stop('estop')
             self.publish_status()
 
     def reset_callback(self, request, response):
         """Clear a latched e-stop (std_srvs/Trigger) if the e-stop input is released."""
-        response.success, response.message = self.safety.reset()
+        stamp = self.get_clock().now()
+        response.success, response.message = self.safety.reset(stamp.nanoseconds * 1e-9)
+        if response.success and self.lifecycle_state == 'active':
+            self._publish_twist((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), stamp)  # the reset's zero
         if response.success:  # rclpy binds one severity to each logging call site
             self.get_logger().info(f'reset: {response.message}')
         else:
@@ -309,8 +339,9 @@ class SafetyController(LifecycleNode):
     # ------------------------------------------------------------------ output
     def control_callback(self):
         """Run one filter tick and publish its twist (and gripper command)."""
-        command = self.safety.tick(self.now())
-        self._publish_twist(command.linear, command.angular)
+        stamp = self.get_clock().now()  # the twist's stamp is the filter's time of the tick
+        command = self.safety.tick(stamp.nanoseconds * 1e-9)
+        self._publish_twist(command.linear, command.angular, stamp)
         if command.gripper is not None:
             self.gripper_pub.publish(Float64MultiArray(data=[float(command.gripper)]))
         stops = tuple(r for r in command.reasons if command.stopped)
@@ -321,9 +352,17 @@ class SafetyController(LifecycleNode):
                 self.get_logger().info('moving: every input is fresh')
             self.last_reasons = stops
 
-    def _publish_twist(self, linear, angular):
+    def _publish_stop(self, reason):
+        """Publish a zero twist now, recorded by the filter as the last one sent."""
+        stamp = self.get_clock().now()
+        command = self.safety.stop(stamp.nanoseconds * 1e-9, reason)
+        self._publish_twist(command.linear, command.angular, stamp)
+
+    def _publish_twist(self, linear, angular, stamp=None):
         msg = TwistStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()  # Servo drops stale stamps
+        # Servo drops stale stamps. A filter's command carries the time the filter
+        # computed it at, so the stamps measure exactly what its ramp allowed.
+        msg.header.stamp = (stamp or self.get_clock().now()).to_msg()
         msg.header.frame_id = self.frame_id
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in linear)
         msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v)

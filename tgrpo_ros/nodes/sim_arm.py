@@ -7,7 +7,8 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   ``/servo_node/delta_twist_cmds`` (its ``header.frame_id`` must be ``frame_id``)
   and ``std_msgs/Float64MultiArray`` on ``/gripper_controller/commands``. A twist
   whose stamp is older than ``command_timeout`` (Servo's incoming_command_timeout,
-  0.1 s) is stale: the arm holds still. The gripper keeps its last command, as a
+  0.1 s), or was more than that ahead of the clock when it came, is stale: the arm
+  holds still. The gripper keeps its last command, as a
   forward command controller does.
 * **Stepping**: one LIBERO control step (20 Hz, OSC pose deltas) per 50 ms of
   wall clock, or per ``50 ms / real_time_factor`` (a factor below 1 gives a slow
@@ -39,6 +40,9 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   holds) and a refused ``init_state_id`` are logged and counted in ``bad_input``
   (``twist``, ``gripper``, ``parameters``: since the node started; the per-episode
   ``rejected_*`` counters restart with ``~/reset``).
+* **No episode end**: the scene steps for as long as the node runs. robosuite's
+  horizon (``horizon``, default the env's 1000 steps = 50 s) is ignored; the first
+  step past it is logged once per episode.
 """
 
 from dataclasses import dataclass
@@ -113,6 +117,10 @@ class SimArmConfig:
         1.0, 'Simulated time per wall-clock time: one 50 ms step every 50 ms / factor of wall '
         "clock. Twists act over wall-clock time, so below 1 set the controller's "
         'action_period to 0.05 / factor for actions to move as in training.')
+    horizon: int = option(
+        0, "robosuite's episode horizon (0: the env's own, 1000 steps = 50 s). The simulated "
+        'arm ignores it, as an arm has no episode end: stepping past it goes on and is logged '
+        'once per episode. A small value shows that quickly.', unit='steps')
 
     def __post_init__(self):
         """Check the values (scales and gripper values as the controller's ArmConfig does)."""
@@ -124,6 +132,7 @@ class SimArmConfig:
             check_range(name, getattr(self, name), 0.0, low_open=True)
             setattr(self, name, float(getattr(self, name)))
         check_range('max_catch_up', self.max_catch_up, 1)
+        check_range('horizon', self.horizon, 0)
         check_choice('camera_qos', self.camera_qos, CAMERA_QOS)
         check_range('init_state_id', self.init_state_id, 0)
 
@@ -156,8 +165,13 @@ class SimArm(Node):
         obs = self.env.reset(int(p['init_state_id']))
         self.raw_env = self.env.raw_env
         self.inner = self.raw_env.env
-        self.inner.ignore_done = True  # a real arm has no horizon (robosuite's: 1000 steps)
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)  # render on demand
+        # An arm has no episode end: robosuite would raise 'executing action in terminated
+        # episode' on the first step past its horizon (1000 steps, 50 s).
+        if c.horizon:
+            self.inner.horizon = int(c.horizon)
+        self.inner.ignore_done = True
+        self.past_horizon = False  # logged once per episode
         robot = self.inner.robots[0]
         self.eef_site = robot.eef_site_id  # the grip site, robot0_eef_pos in observations
         self.eef_body = robot.robot_model.eef_name  # its orientation, robot0_eef_quat
@@ -235,6 +249,7 @@ class SimArm(Node):
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)
         self.twist, self.gripper, self.success = None, LIBERO_OPEN, False
         self.history.clear()
+        self.past_horizon = False
         for key in self.counters:
             self.counters[key] = 0
         self.episodes += 1
@@ -247,7 +262,11 @@ class SimArm(Node):
 
     # ------------------------------------------------------------------ inputs
     def twist_callback(self, msg):
-        """Keep the newest twist in the accepted frame; hold still on a non-finite one."""
+        """
+        Keep the newest twist in the accepted frame; hold still on a non-finite one.
+
+        A twist stamped more than ``command_timeout`` ahead of the clock is stale too.
+        """
         if msg.header.frame_id != self.frame_id:
             self.counters['rejected_twists'] += 1
             self.bad_inputs.count('twist', f'ignored a twist in frame {msg.header.frame_id!r}; '
@@ -265,6 +284,17 @@ class SimArm(Node):
             self.twist = None  # Servo would refuse it too: hold still
             self.history.add(stamp_ns, None)
             self.bad_input('twist', f'holding still: non-finite twist {values}')
+            return
+        # A stamp ahead of the clock would never grow old: the arm would follow that
+        # twist until the clock passed it, however long the sender has been gone.
+        now_ns = self.get_clock().now().nanoseconds
+        ahead = (stamp_ns - now_ns) * 1e-9  # s
+        if ahead > self.command_timeout:
+            self.counters['rejected_twists'] += 1
+            self.twist = None  # stale: hold still
+            self.history.add(now_ns, None)  # from now on (the stamp is not to be trusted)
+            self.bad_input('twist', f'holding still: twist stamped {ahead:.3f} s ahead of the '
+                           f'clock (more than command_timeout {self.command_timeout} s)')
             return
         self.twist = msg
         self.history.add(stamp_ns, values)
@@ -345,6 +375,11 @@ class SimArm(Node):
             self.publish_pose(messages.ns_to_stamp(step_time_ns))
         if raw is None:
             return
+        if not self.past_horizon and self.inner.timestep > self.inner.horizon:
+            self.past_horizon = True
+            self.get_logger().info(
+                f"stepped past the env's horizon of {self.inner.horizon} steps: going on, an "
+                'arm has no episode end')
         self.publish_joints(self.get_clock().now().to_msg())
         if now >= self.next_frame:
             self.next_frame = max(self.next_frame + self.camera_period, now)

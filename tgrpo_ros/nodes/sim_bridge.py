@@ -20,7 +20,10 @@ With ``env_step_timeout`` > 0 the env runs in a worker process behind a watchdog
 with no error) kills the worker, and the episode runs again from its start in a new
 one (``extras['env_restarts']``; nothing of the cut run is published).
 
-Events are reported as JSON lines on ``bridge_status``. Assignments that arrive
+Events are reported as JSON lines on ``bridge_status``; an assignment the bridge cannot
+run (a task or init state out of range, an unknown suite, an env that fails to reset)
+is reported there as ``assignment_refused`` with its task, init state and the reason,
+and the learner stops on it (exit 1) rather than waiting for the episode. Assignments that arrive
 during an episode are queued and run in order; one for the group in progress (the
 learner re-sends late groups) is ignored, and one for a queued group replaces it
 (``tgrpo_ros.episode.queue_assignment``).
@@ -49,6 +52,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 
+from tgrpo_ros import provenance
 from tgrpo_ros.episode import episode_to_bytes, EpisodeBuilder, queue_assignment
 from tgrpo_ros.names import safe_file_stem
 from tgrpo_ros.nodes import messages, topics
@@ -188,10 +192,15 @@ class SimBridge(Node):
         """Queue an assignment; start it at once when idle."""
         try:
             assignment = messages.decode_assignment(msg)
+        except ValueError as error:
+            self.bad_input('assignment', f'refused an assignment: {error}')
+            return
+        try:
             # Checked before the env is touched: an unknown suite would close it.
             episode_step_limit(assignment.suite, self.config.max_steps, assignment.max_steps)
         except ValueError as error:
             self.bad_input('assignment', f'refused an assignment: {error}')
+            self.refuse(assignment, str(error))
             return
         running = None if self.record is None else self.record.assignment
         action = queue_assignment(self.queue, running, assignment)
@@ -222,11 +231,13 @@ class SimBridge(Node):
                                f'{assignment.task_id}, init state '
                                f'{assignment.init_state_id}): {error}',
                                group_id=assignment.group_id)
+                self.refuse(assignment, str(error))
                 continue
             except RuntimeError as error:  # SimError: the simulator, not the assignment
                 self.get_logger().error(f'cannot run group {assignment.group_id}: the '
                                         f'simulator failed: {error}')
                 self.report('env_error', group_id=assignment.group_id, reason=str(error))
+                self.refuse(assignment, f'the simulator failed: {error}')
                 continue
             limit = self.env.max_steps
             episode_id = assignment.episode_id or f'{self.namespace}/{assignment.group_id}'
@@ -416,7 +427,9 @@ class SimBridge(Node):
         seconds = time.monotonic() - record.started
         extras = {'retries': record.retries, 'seed': assignment.seed,
                   'wall_s': round(seconds, 3), 'step_limit': record.limit,
-                  'env_restarts': self.episode_restarts.pop(record.episode_id, 0)}
+                  'env_restarts': self.episode_restarts.pop(record.episode_id, 0),
+                  'render': provenance.episode_render(self.config.camera_size,
+                                                      self.config.multisample)}
         if aborted:
             extras['aborted'] = aborted
         episode = record.builder.build(extras)
@@ -450,6 +463,13 @@ class SimBridge(Node):
         except OSError as error:
             self.get_logger().error(f'could not spool episode {episode.episode_id} to '
                                     f'{path}: {error} (it was published)')
+
+    def refuse(self, assignment, reason):
+        """Tell the learner (on bridge_status) that ``assignment`` cannot run, and why."""
+        self.report('assignment_refused', group_id=assignment.group_id,
+                    episode_id=assignment.episode_id, task_id=assignment.task_id,
+                    init_state_id=assignment.init_state_id, suite=assignment.suite,
+                    reason=reason)
 
     def bad_input(self, name, text, log=True, **fields):
         """Count a bad value of input ``name``; log ``text`` and report it on bridge_status."""

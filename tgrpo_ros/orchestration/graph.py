@@ -240,7 +240,9 @@ def build_graph(config: Mapping, *, model_path: Optional[str] = None,
         bridges = bridge_namespaces(config)
         nodes = [spec('policy_server', None, {'clients': list(bridges)})]
         nodes += [spec('sim_bridge', ns, {}) for ns in bridges]
-        nodes.append(spec('learner', None, {'bridges': list(bridges)}))
+        # The learner knows a bridge in the node graph by its node name (bridge_node).
+        nodes.append(spec('learner', None, {'bridges': list(bridges),
+                                            'bridge_node': nodes[-1].name}))
     names = [n.full_name for n in nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -298,14 +300,48 @@ def default_runs_root() -> str:
     return os.path.join(ros_home, PACKAGE, 'runs')
 
 
+PACKAGE_URL = 'package://'
+
+
+def resolve_package_url(path: str) -> str:
+    """
+    Return ``path`` with a leading ``package://<package>/`` replaced by its share directory.
+
+    E.g. ``package://tgrpo_ros/models/standin_sft_task0`` is the shipped model wherever
+    the package is installed (ament_index, AMENT_PREFIX_PATH), so a copied configuration
+    keeps it. When the share directory of tgrpo_ros itself is not installed (a bare
+    ``pip install -e .``), its files are read from the checkout. Other paths are returned
+    unchanged.
+    """
+    if not isinstance(path, str) or not path.startswith(PACKAGE_URL):
+        return path
+    package, _, rest = path[len(PACKAGE_URL):].partition('/')
+    share = None
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        share = get_package_share_directory(package)
+    except (ImportError, LookupError, OSError, ValueError):  # not found: a KeyError
+        checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if package == PACKAGE and os.path.isfile(os.path.join(checkout, 'package.xml')):
+            share = checkout
+    if not package or share is None:
+        raise ValueError(f'{path!r}: no installed package {package!r} (a package URL reads '
+                         'package://<package>/<path in its share directory>; is its prefix on '
+                         'AMENT_PREFIX_PATH?)')
+    return os.path.join(share, rest)
+
+
 def resolve_model(model_path: str, standin_seed: int = 0, config_dir: str = '') -> str:
     """
     Return the absolute checkpoint directory for ``model_path``.
 
     '' means the default stand-in, ``<user cache>/standin_seed<seed>``; a missing
-    directory named ``standin_seed<N>`` is built there on first use. A relative path
-    is looked up from the working directory, then from the configuration's directory.
+    directory named ``standin_seed<N>`` is built there on first use. A
+    ``package://<package>/...`` path is resolved in that package's share directory
+    (``resolve_package_url``); a relative path is looked up from the working
+    directory, then from the configuration's directory.
     """
+    model_path = resolve_package_url(model_path)
     if not model_path:
         model_path = os.path.join(user_cache_dir(), f'{STANDIN_PREFIX}{int(standin_seed)}')
     candidates = [os.path.abspath(model_path)]
@@ -342,8 +378,15 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
     adapters go to ``<run_dir>/adapters``, the server's adapter root; a deploy run
     keeps its node logs there and serves the adapter its configuration names.
     """
+    from tgrpo_ros.orchestration import validate
+
     main = dict(config.get('main') or {})
     deploy = graph_kind(config) == 'deploy'
+    # Every key and value is checked before the model is built or a directory made.
+    kinds = [k for k in (DEPLOY_KINDS if deploy else TRAIN_KINDS)
+             if k in config or k != 'sim_arm']
+    validate.check_config(config, overrides, kinds=kinds)
+    validate.check_nodes(build_graph(config, overrides=overrides))
     shared = dict((config.get('graph') or {}).get('policy_parameters') or {})
     seed = int(main.get('seed', 0))
     config_dir = os.path.dirname(os.path.abspath(config_path)) if config_path else ''
@@ -369,6 +412,7 @@ def plan_run(config: Mapping, *, config_path: Optional[str] = None,
             {'run_dir': run_dir, 'adapter_root': adapter_root, 'seed': seed})
         merged.setdefault('policy_server', {}).update({'adapter_root': adapter_root})
     nodes = build_graph(config, model_path=model, overrides=merged)
+    validate.check_nodes(nodes)  # also writes ints given for float fields as floats
     timeout = main.get('timeout')
     return RunPlan(nodes=nodes, run_dir=run_dir, model_path=model,
                    timeout=None if timeout is None else float(timeout))

@@ -4,8 +4,8 @@ The launch_ros side of the graph: what every ``launch/*.launch.py`` file returns
 A launch file names its installed configuration and calls ``launch_description``;
 ``node_actions`` plans the run with ``graph.plan_run`` (the function ``tgrpo_launch``
 calls too) and makes one launch_ros ``Node`` per node, a ``LifecycleNode`` for
-managed ones. Any node's exit ends the launch: the learner's after its K updates,
-or a node that died.
+managed ones. Any node's exit ends the launch, once (``GraphExit``): the learner's
+after its K updates (exit 0), or a node that died (exit 1).
 
 ``launch``, ``launch_ros`` and ``ament_index_python`` come with a ROS install, not
 from PyPI: they are imported inside the functions, so this module imports anywhere.
@@ -15,6 +15,10 @@ import os
 
 from tgrpo_ros.orchestration import graph
 
+# s a node gets after Ctrl-C before SIGTERM, then after SIGTERM before SIGKILL (launch's
+# default is 5): closing a LIBERO scene's GL context or writing a checkpoint on a loaded
+# machine takes longer. ``sigterm_timeout:=`` / ``sigkill_timeout:=`` override it.
+STOP_TIMEOUT = '20'
 ARGUMENTS = (
     # name, description (the config's default is the launch file's own)
     ('model_path', "replaces the policy's model_path ('' keeps the config's)"),
@@ -31,11 +35,59 @@ def installed_config(config_file):
     return os.path.join(get_package_share_directory(graph.PACKAGE), 'config', config_file)
 
 
+class GraphExit:
+    """
+    How a graph ends under ``ros2 launch``: one shutdown, an exit status that tells the truth.
+
+    * The first node exit ends the launch, with ONE ``Shutdown`` event: launch_ros's ROS
+      adapter (started for a lifecycle node) shuts down on each such event and raises
+      "Cannot shutdown a ROS adapter that is not running" on a second one. Exits while the
+      launch is already shutting down (Ctrl-C, or after the first exit) emit nothing.
+    * The launch exits 0 only when nothing failed: the finisher (the learner) exited 0,
+      or, in a deploy graph, every node exited 0 after Ctrl-C. A node that exits
+      otherwise (it died, or the learner stopped before its updates) gives one line that
+      names it, and the launch exits 1, as ``tgrpo_launch`` does. The status is set through
+      the event loop's exception handler, the only hook by which ``LaunchService.run``
+      returns non-zero; it prints just that line.
+    """
+
+    def __init__(self, finisher=None):
+        """``finisher``: the full name of the node whose exit 0 ends the run successfully."""
+        self.finisher = finisher
+        self.shutdown_emitted = False
+        self.failed = False
+
+    def on_exit(self, full_name, event, context):
+        """Handle the exit of node ``full_name``; return the actions to run (a Shutdown once)."""
+        import asyncio
+
+        from launch.actions import EmitEvent
+        from launch.events import Shutdown
+        import launch.logging
+
+        code = event.returncode
+        stopping = context.is_shutdown or self.shutdown_emitted
+        finished = full_name == self.finisher and code == 0
+        if code != 0 and not self.failed:
+            self.failed = True
+            line = f'tgrpo_ros: {full_name} exited with code {code}'
+            if full_name == self.finisher:
+                line += ' before all its updates were done'
+            line += ' while the graph was stopping' if stopping else ': stopping the graph'
+            asyncio.get_running_loop().call_exception_handler({'message': line + ' (exit 1)'})
+        elif finished:
+            launch.logging.get_logger('tgrpo_ros').info(
+                f'{full_name} finished: stopping the graph')
+        if stopping:
+            return None
+        self.shutdown_emitted = True
+        return [EmitEvent(event=Shutdown(reason=f'{full_name} exited with code {code}'))]
+
+
 def node_actions(context):
     """Plan the run from the launch arguments; return one Node (and exit handler) per node."""
-    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.actions import RegisterEventHandler
     from launch.event_handlers import OnProcessExit
-    from launch.events import Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
     try:  # launch_ros has had LifecycleNode since Foxy; a plain Node runs the same process
@@ -50,16 +102,28 @@ def node_actions(context):
     run = graph.plan_run(graph.load_config(config_path), config_path=config_path,
                          model_path=argument('model_path'), runs_root=argument('runs_root'),
                          run_dir=argument('run_dir'))
+    # The run directory holds what tgrpo_launch leaves: logs/params/ (one params file per
+    # node) and the nodes' ROS log files in logs/ (ROS_LOG_DIR; their screen output stays
+    # in launch's own log, $ROS_HOME/log/<time>/launch.log).
+    graph.write_params_files(run.nodes, os.path.join(run.log_dir, 'params'))
+    finisher = next((n.full_name for n in run.nodes if n.executable == 'learner'), None)
+    ending = GraphExit(finisher)
     actions = []
     for spec in run.nodes:
         action = LifecycleNode if spec.lifecycle else Node
         node = action(package=spec.package, executable=spec.executable, name=spec.name,
                       namespace=spec.namespace or '', parameters=[spec.parameters],
-                      remappings=list(spec.remaps.items()), output='screen')
+                      remappings=list(spec.remaps.items()), output='screen',
+                      additional_env={'ROS_LOG_DIR': run.log_dir},
+                      sigterm_timeout=LaunchConfiguration('sigterm_timeout',
+                                                          default=STOP_TIMEOUT),
+                      sigkill_timeout=LaunchConfiguration('sigkill_timeout',
+                                                          default=STOP_TIMEOUT))
         actions.append(node)
         actions.append(RegisterEventHandler(OnProcessExit(
             target_action=node,
-            on_exit=[EmitEvent(event=Shutdown(reason=f'{spec.full_name} exited'))])))
+            on_exit=lambda event, context, name=spec.full_name: ending.on_exit(
+                name, event, context))))
     return actions
 
 

@@ -132,6 +132,7 @@ def _report(run, code, elapsed):
 
 def _parser():
     parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         prog='tgrpo_launch', description='Run the tgrpo_ros node graph as processes.')
     parser.add_argument('--config', default=os.path.join('config', graph.DEFAULT_CONFIG),
                         help='graph configuration (YAML), e.g. config/train_sim.yaml')

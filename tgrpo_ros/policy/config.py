@@ -9,6 +9,7 @@ policy that samples and the policy that computes log-probs for training.
 
 from dataclasses import dataclass
 import math
+import os
 from typing import List
 
 from tgrpo_ros.options import check_choice, check_range, option
@@ -70,3 +71,15 @@ class PolicyLoadConfig:
                            adapter_root=adapter_root or None, lora=lora,
                            trainable=self.trainable, unnorm_key=self.unnorm_key or None,
                            temperature=float(self.temperature))
+
+
+def check_model_path(model_path, who='the policy'):
+    """Raise ValueError (one line) unless ``model_path`` is a checkpoint directory."""
+    if not model_path:
+        raise ValueError(f'{who} needs --model-path DIR, a checkpoint directory (OpenVLA or '
+                         'the stand-in, e.g. models/standin_sft_task0)')
+    if not os.path.isfile(os.path.join(model_path, 'config.json')):
+        what = 'holds no checkpoint (no config.json)' if os.path.isdir(model_path) \
+            else 'does not exist'
+        raise ValueError(f'--model-path {model_path!r} {what}; give a checkpoint directory '
+                         '(OpenVLA or the stand-in, e.g. models/standin_sft_task0)')

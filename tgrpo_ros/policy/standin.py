@@ -620,6 +620,7 @@ def _cache_key(seed: int, sizes: dict, dtype: str = 'float32') -> str:
 def main(argv=None) -> int:
     """Write a stand-in: ``tgrpo_build_standin OUTPUT_DIR [--preset P] [--seed N] [sizes]``."""
     parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         prog='tgrpo_build_standin',
         description='Write a random-init OpenVLA stand-in (save_pretrained format, '
                     'tokenizer and LIBERO-Object normalisation statistics included).',

@@ -43,6 +43,7 @@ import sys
 
 import numpy as np
 
+from tgrpo_ros import provenance
 from tgrpo_ros.sim.evaluate import _JobQueue, _parse_tasks, _progress, _run_scripted
 from tgrpo_ros.sim.evaluate import EvalConfig, ScriptedPolicy
 from tgrpo_ros.sim.libero_env import CAMERA_SIZES, SUITES
@@ -137,6 +138,7 @@ def record_demos(out_dir, suite='libero_object', tasks=None, num_init_states=50,
             json.dump({'suite': suite, 'camera_size': camera_size, 'format': 'npz-v1',
                        'multisample': bool(multisample), 'dart_sigma': float(dart_sigma),
                        'noop_threshold': NOOP_THRESHOLD,
+                       'mujoco': provenance.package_version('mujoco'),
                        'episodes': sorted(index, key=lambda e: e['file'])}, stream, indent=1)
         os.replace(tmp, index_path)
 
@@ -153,25 +155,31 @@ def record_demos(out_dir, suite='libero_object', tasks=None, num_init_states=50,
 
 
 def build_parser():
-    """Command-line options of tgrpo_demos."""
-    parser = argparse.ArgumentParser(prog='tgrpo_demos', description=__doc__.split('\n')[0])
+    """Command-line options of tgrpo_demos (--help shows every default)."""
+    parser = argparse.ArgumentParser(prog='tgrpo_demos', description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--suite', default='libero_object', choices=SUITES)
+    parser.add_argument('--suite', default='libero_object', choices=SUITES,
+                        help='LIBERO suite')
     parser.add_argument('--tasks', type=_parse_tasks, default=list(range(10)),
-                        help="'all' or comma-separated task ids")
-    parser.add_argument('--num-init-states', type=int, default=50)
-    parser.add_argument('--first-init-state', type=int, default=0)
-    parser.add_argument('--num-envs', type=int, default=2)
-    parser.add_argument('--camera-size', type=int, default=256, choices=CAMERA_SIZES)
+                        help="'all' or comma-separated task ids (LIBERO-Object: 0..9)")
+    parser.add_argument('--num-init-states', type=int, default=50,
+                        help='init states per task, from --first-init-state (LIBERO has 50: '
+                        '0..49)')
+    parser.add_argument('--first-init-state', type=int, default=0,
+                        help='first init state id recorded')
+    parser.add_argument('--num-envs', type=int, default=2, help='env worker processes')
+    parser.add_argument('--camera-size', type=int, default=256, choices=CAMERA_SIZES,
+                        help='agentview render size in px')
     parser.add_argument('--no-multisample', dest='multisample', action='store_false',
                         help='render without anti-aliasing (faster; what TGRPO training sees)')
     parser.add_argument('--dart-sigma', type=float, default=0.0,
                         help='DART: std of Gaussian noise added to the executed arm actions '
-                             '(env units); labels stay clean (default 0: off)')
+                             '(env units); labels stay clean (0: off)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the DART noise')
     parser.add_argument('--keep-failures', action='store_true',
                         help='also write episodes where the expert failed')
-    parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return parser
 
 

@@ -24,8 +24,11 @@ import time
 
 import numpy as np
 
+from tgrpo_ros import provenance
+from tgrpo_ros.policy.config import check_model_path
 from tgrpo_ros.sim.controllers import CONTROLLERS
-from tgrpo_ros.sim.libero_env import CAMERA_SIZES, SUITES
+from tgrpo_ros.sim.libero_env import (CAMERA_SIZES, INIT_STATES_PER_TASK, SUITE_MAX_STEPS,
+                                      SUITE_TASKS, SUITES)
 
 DEFAULT_NUM_INIT_STATES = 50  # LIBERO's fixed initial states per task
 
@@ -93,8 +96,22 @@ class EvalConfig:
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f'temperature ({self.temperature}) must be > 0 (omit it for '
                              'greedy actions)')
+        tasks = SUITE_TASKS[self.suite]
+        bad = [t for t in self.tasks if not 0 <= int(t) < tasks]
+        if bad:
+            raise ValueError(f'task ids {bad} are out of range for {self.suite} ({tasks} '
+                             f'tasks: 0..{tasks - 1})')
+        last = int(self.first_init_state) + int(self.num_init_states)
+        if last > INIT_STATES_PER_TASK:
+            raise ValueError(f'init states {self.first_init_state}..{last - 1} '
+                             f'(first_init_state {self.first_init_state}, num_init_states '
+                             f'{self.num_init_states}) are out of range for {self.suite} '
+                             f'({INIT_STATES_PER_TASK} init states per task: 0..'
+                             f'{INIT_STATES_PER_TASK - 1})')
         if self.adapter_path is not None and not os.path.isdir(self.adapter_path):
             raise ValueError(f'adapter directory {self.adapter_path!r} does not exist')
+        if self.policy == 'vla':
+            check_model_path(self.model_path, "policy 'vla'")
 
 
 @dataclass
@@ -127,6 +144,7 @@ def _vla_factory(config):
     """Greedy (or sampled) actions of the OpenVLA policy at ``config.model_path``."""
     if not config.model_path:
         raise ValueError("policy 'vla' needs --model-path")
+    provenance.warn_render_mismatch(config.model_path, config.adapter_path)
     policy = load_vla(config.model_path, config.adapter_path, config.device)
     return vla_actor(policy, config.temperature, config.seed)
 
@@ -363,7 +381,25 @@ def _report(config, render, start, episodes, complete):
     episodes = sorted(episodes, key=lambda e: (e['task_id'], e['init_state_id']))
     return {'config': asdict(config), 'render': render, 'complete': complete,
             'wall_seconds': time.perf_counter() - start, **summarize(episodes, config.tasks),
+            'environment': eval_environment(config, render),
             'episode_results': episodes}
+
+
+def eval_environment(config, render):
+    """Return the provenance record of an evaluation (versions, device, render, hashes)."""
+    return provenance.environment(
+        device=config.device,
+        render=provenance.render_settings(config.camera_size, config.multisample)
+        if render else None,
+        seeds={'seed': int(config.seed)},
+        checkpoint=config.model_path if config.policy == 'vla' else None,
+        adapter=config.adapter_path,
+        protocol={'suite': config.suite, 'tasks': [int(t) for t in config.tasks],
+                  'init_states': [int(config.first_init_state),
+                                  int(config.first_init_state) + int(config.num_init_states)],
+                  'repeats': int(config.repeats),
+                  'max_steps': int(config.max_steps or SUITE_MAX_STEPS[config.suite]),
+                  'temperature': config.temperature, 'policy': config.policy})
 
 
 def _write_json(report, path):
@@ -425,37 +461,68 @@ def _parse_tasks(text):
 
 
 def build_parser():
-    """Command-line options of tgrpo_eval."""
-    parser = argparse.ArgumentParser(prog='tgrpo_eval', description=__doc__.split('\n')[0])
+    """Command-line options of tgrpo_eval (--help shows every default)."""
+    parser = argparse.ArgumentParser(prog='tgrpo_eval', description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--policy', default='expert',
                         help=f'policy factory: {", ".join(available_policies())}')
-    parser.add_argument('--suite', default='libero_object', choices=SUITES)
+    parser.add_argument('--suite', default='libero_object', choices=SUITES,
+                        help='LIBERO suite')
     parser.add_argument('--tasks', type=_parse_tasks, default=list(range(10)),
-                        help="'all' or comma-separated task ids")
-    parser.add_argument('--num-init-states', type=int, default=DEFAULT_NUM_INIT_STATES)
-    parser.add_argument('--first-init-state', type=int, default=0)
+                        help="'all' or comma-separated task ids (LIBERO-Object: 0..9)")
+    parser.add_argument('--num-init-states', type=int, default=DEFAULT_NUM_INIT_STATES,
+                        help='init states per task, from --first-init-state (LIBERO has 50: '
+                        '0..49)')
+    parser.add_argument('--first-init-state', type=int, default=0,
+                        help='first init state id evaluated')
     parser.add_argument('--repeats', type=int, default=1,
                         help='episodes per init state (use with --temperature)')
     parser.add_argument('--num-envs', type=int, default=2, help='env worker processes')
     render = parser.add_mutually_exclusive_group()
     render.add_argument('--render', dest='render', action='store_true', default=None,
-                        help='render cameras even for scripted policies')
-    render.add_argument('--no-render', dest='render', action='store_false')
-    parser.add_argument('--camera-size', type=int, default=256, choices=CAMERA_SIZES)
+                        help='render cameras even for scripted policies (default: only when '
+                        'the policy needs images)')
+    render.add_argument('--no-render', dest='render', action='store_false',
+                        help='never render')
+    parser.add_argument('--camera-size', type=int, default=256, choices=CAMERA_SIZES,
+                        help='agentview render size in px (the policy sees 224 px)')
     parser.add_argument('--no-multisample', dest='multisample', action='store_false',
                         help='render without anti-aliasing (faster; what TGRPO training sees)')
-    parser.add_argument('--max-steps', type=int, default=None)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--model-path', default=None, help="model directory for 'vla'")
-    parser.add_argument('--adapter', dest='adapter_path', default=None,
+    parser.add_argument('--max-steps', type=int, default=None,
+                        help="policy steps per episode (None: the suite's limit, 280 for "
+                        'Object)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of sampled and random '
+                        'policies')
+    parser.add_argument('--model-path', default=None,
+                        help="checkpoint directory for 'vla' (with config.json)")
+    parser.add_argument('--adapter', '--adapter-path', dest='adapter_path', default=None,
                         help="adapter directory loaded on top of --model-path ('vla')")
     parser.add_argument('--temperature', type=float, default=None,
-                        help="sample 'vla' actions at this temperature (default: greedy)")
-    parser.add_argument('--device', default='cpu')
+                        help="sample 'vla' actions at this temperature (None: greedy)")
+    parser.add_argument('--device', default='cpu', help="torch device of 'vla'")
     parser.add_argument('--json', dest='json_path', default=None, help='report JSON path')
     parser.add_argument('--png', dest='png_path', default=None, help='chart PNG path')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    parser.add_argument('--compare', nargs=2, metavar=('A.json', 'B.json'), default=None,
+                        help='say whether two reports/summaries are comparable (what produced '
+                             'them), one line per difference; exit 0 comparable, 1 not')
     return parser
+
+
+def compare_main(path_a, path_b, out=None):
+    """Print the differences of two summaries' environments; return 0, 1, or 2 on bad input."""
+    out = out or sys.stdout
+    try:
+        comparable, lines = provenance.compare_files(path_a, path_b)
+    except ValueError as error:
+        print(f'tgrpo_eval: error: {error}', file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line, file=out)
+    breaking = sum(line.startswith('differs') for line in lines)
+    print('comparable' + (f' ({len(lines)} notes: what was evaluated)' if lines else '')
+          if comparable else f'not comparable: {breaking} difference(s)', file=out)
+    return 0 if comparable else 1
 
 
 def main(argv=None):
@@ -463,6 +530,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     options = vars(args)
     progress = not options.pop('no_progress')
+    compare = options.pop('compare')
+    if compare:
+        return compare_main(*compare)
     try:
         config = EvalConfig(**options)
     except ValueError as exc:

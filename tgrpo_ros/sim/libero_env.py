@@ -26,6 +26,12 @@ SUITE_MAX_STEPS = {
     'libero_90': 400,  # longest demo 373 steps
 }
 SUITES = tuple(SUITE_MAX_STEPS)
+# Tasks per suite and init states per task, as LIBERO's benchmark ships them
+# (``get_suite(s).n_tasks``, ``get_task_init_states``; test_sim_env checks them): the
+# launchers check task and init-state ids against these before anything starts.
+SUITE_TASKS = {'libero_spatial': 10, 'libero_object': 10, 'libero_goal': 10,
+               'libero_10': 10, 'libero_90': 90}
+INIT_STATES_PER_TASK = 50
 NUM_WAIT_STEPS = 10  # dummy steps after each reset while objects settle (OpenVLA protocol)
 WAIT_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # hold still, gripper open
 ACTION_DIM = 7  # dx, dy, dz, droll, dpitch, dyaw, gripper
@@ -34,6 +40,24 @@ CONVENTIONS = ('policy', 'env')
 GL_BACKENDS = ('egl', 'osmesa', 'glfw')
 AGENTVIEW = 'agentview'
 WRIST = 'robot0_eye_in_hand'
+
+
+def check_ids(suite, tasks=(), init_states=()):
+    """Raise ValueError (one line) for a suite, task id or init-state id LIBERO lacks."""
+    if suite not in SUITE_TASKS:
+        raise ValueError(f'Unknown suite {suite!r}; available: {", ".join(SUITES)}')
+    count = SUITE_TASKS[suite]
+    bad = [int(t) for t in tasks if not 0 <= int(t) < count]
+    if bad:
+        raise ValueError(f'task ids {bad} are out of range for {suite} ({count} tasks: '
+                         f'0..{count - 1})')
+    bad = [int(s) for s in init_states if not 0 <= int(s) < INIT_STATES_PER_TASK]
+    if bad:
+        run = len(bad) > 2 and bad == list(range(bad[0], bad[-1] + 1))
+        shown = f'{bad[0]}..{bad[-1]}' if run else bad
+        raise ValueError(f'init state ids {shown} are out of range for {suite} '
+                         f'({INIT_STATES_PER_TASK} init states per task: 0..'
+                         f'{INIT_STATES_PER_TASK - 1})')
 
 
 class SimError(RuntimeError):

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -49,7 +50,7 @@ RECORDED_TOPICS = PLAYED_TOPICS + (ARM + '/action', '/servo_node/delta_twist_cmd
 
 def deploy_config():
     """Return the deploy graph configuration on the simulated arm (config/deploy_sim_arm)."""
-    from tgrpo_ros.nodes.record import config_dirs
+    from tgrpo_ros.bags.profiles import config_dirs
     from tgrpo_ros.orchestration import graph
 
     for directory in config_dirs():
@@ -175,23 +176,36 @@ class Recording:
 
 
 def record_on_sim_arm(bag, log_dir, model, *, seconds=6.0, camera_rate_hz=5.0,
-                      timeout=START_TIMEOUT):
+                      timeout=START_TIMEOUT, min_counts=None, min_live=(0, 0)):
     """
     Run the deploy graph on sim_arm, record it with the deploy profile; stop everything.
 
     The recorder starts once the server answers frames and the controller commands
     the arm; ``seconds`` are counted from the moment it records every topic of
-    ``RECORDED_TOPICS``; SIGINT then closes the bag (the recorder must exit 0).
-    Node logs go to ``log_dir``.
+    ``RECORDED_TOPICS``; then, on a loaded machine maybe longer, until the recorder
+    has counted ``min_counts`` ({topic: messages}) and the test has seen ``min_live``
+    (actions, twists) meanwhile: events, not time. SIGINT then closes the bag (the
+    recorder must exit 0). Node logs go to ``log_dir``.
     """
     with _graph_and_client(log_dir, 'deploy_record') as (group, client):
-        return _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout)
+        return _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout,
+                       dict(min_counts or {}), min_live)
 
 
-def _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout):
+def recorder_counts(log):
+    """Return {topic: messages} of the last live count line of a tgrpo_record log."""
+    lines = [line for line in log.splitlines() if line.startswith('[tgrpo_record] ')]
+    if not lines:
+        return {}
+    return {topic: int(n) for topic, n in re.findall(r'(/\S+) (\d+)(?=,|$| )', lines[-1])}
+
+
+def _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout,
+            min_counts, min_live):
     from std_msgs.msg import String
 
-    from tgrpo_ros.nodes import bag_io, topics
+    from tgrpo_ros.bags import storage as bag_io
+    from tgrpo_ros.nodes import topics
 
     nodes = deploy_nodes(model, with_sim_arm=True, offline=False, camera_rate_hz=camera_rate_hz)
     instruction = client.node.create_publisher(
@@ -212,6 +226,15 @@ def _record(group, client, bag, log_dir, model, seconds, camera_rate_hz, timeout
                       f'the recorder on {list(RECORDED_TOPICS)}')
     started, before = time.monotonic(), (len(actions), len(probe.records['twist']))
     client.spin_for(seconds)
+
+    def counted():
+        counts = recorder_counts(recorder.log_text())
+        return (all(counts.get(topic, 0) >= n for topic, n in min_counts.items())
+                and len(actions) - before[0] >= min_live[0]
+                and len(probe.records['twist']) - before[1] >= min_live[1])
+
+    client.spin_until(counted, timeout, f'the recorder to count {min_counts} and {min_live} '
+                      '(actions, twists) seen live')
     recorder.signal(signal.SIGINT)
     recorder.process.wait(timeout=60)
     if recorder.returncode != 0:
@@ -261,7 +284,8 @@ def play_offline(bag, log_dir, model, *, rate=1.0, clock=True, timeout=START_TIM
 
 
 def _play(group, client, bag, log_dir, model, rate, clock, timeout):
-    from tgrpo_ros.nodes import bag_io, messages
+    from tgrpo_ros.bags import storage as bag_io
+    from tgrpo_ros.nodes import messages
 
     recorded = bag_io.Bag(bag)
     frames = [messages.stamp_to_ns(recorded.decode(*m).header.stamp)
@@ -295,7 +319,13 @@ def _play(group, client, bag, log_dir, model, rate, clock, timeout):
     if player.returncode != 0:
         raise RuntimeError(f'tgrpo_replay play exited {player.returncode}:\n'
                            + player.log_text()[-3000:])
-    client.spin_for(1.0)  # the last action and its commands arrive
+    # The last frame's action arrives (an event, however loaded the machine); a last
+    # frame lost on the way (best effort) leaves only this deadline to end the wait.
+    last_deadline = time.monotonic() + 30.0
+    while frames and not any(s == frames[-1] for s, _ in actions) \
+            and time.monotonic() < last_deadline:
+        client.spin_for(0.05)
+    client.spin_for(0.5)  # and the controller's next tick, if the bag's clock still runs
     status = probe.latest_status() or {}
 
     played = set(frames)

@@ -6,7 +6,13 @@ Used by the integration tests (the ``ros_client`` fixture in
 real processes through ``tgrpo_ros.orchestration.processes``.
 """
 
+import os
 import time
+
+# s: the shortest deadline of any wait for an event. A deadline is there to end a hang,
+# never to judge speed: a test on a loaded machine (docs/testing.md, make test-loaded)
+# waits as long as a hang would take to show, whatever shorter deadline it names.
+MIN_EVENT_TIMEOUT = float(os.environ.get('TGRPO_MIN_EVENT_TIMEOUT', '120'))
 
 
 class RosClient:
@@ -30,7 +36,12 @@ class RosClient:
             self.executor.spin_once(timeout_sec=min(0.05, max(0.0, deadline - time.monotonic())))
 
     def spin_until(self, predicate, timeout, what='condition'):  # seconds
-        """Process callbacks until ``predicate()`` is true; raise TimeoutError naming ``what``."""
+        """
+        Process callbacks until ``predicate()`` is true; raise TimeoutError naming ``what``.
+
+        The deadline is ``timeout`` s, at least MIN_EVENT_TIMEOUT: only a hang reaches it.
+        """
+        timeout = max(timeout, MIN_EVENT_TIMEOUT)
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:

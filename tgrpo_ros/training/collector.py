@@ -119,7 +119,8 @@ class BridgeWatch:
     Notice sim bridges that leave and rejoin the node graph (no ROS: fed what is seen).
 
     ``update(present)`` takes, per bridge namespace, the identities of its endpoints
-    seen now (e.g. the GIDs of its assignment subscription) and returns (lost, back):
+    seen now (the GIDs of its assignment subscription by the bridge node itself, not
+    a recorder's: ``learner.bridge_endpoints``) and returns (lost, back):
     the bridges seen before and gone now, and the restarted ones: a new identity for
     a bridge that was lost, or that was there before (a killed bridge's endpoint can
     linger in the graph until its DDS lease runs out, while its restart is seen).
@@ -149,3 +150,8 @@ class BridgeWatch:
         self.deaths += len(lost)
         self.restarts += len(back)
         return lost, back
+
+    def state(self):
+        """Return {namespace: 'present' | 'lost' | 'unseen'} as of the last update."""
+        return {ns: 'present' if self.seen[ns] else 'lost' if ns in self.gone else 'unseen'
+                for ns in self.bridges}

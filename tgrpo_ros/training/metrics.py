@@ -331,6 +331,7 @@ def plot_curves(rows: Iterable[Mapping[str, float]], path,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command ``tgrpo_plot RUN_DIR``: draw RUN_DIR/curves.png from RUN_DIR/metrics.csv."""
     parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         prog='tgrpo_plot', description=f'Draw the main training curves of a run from its '
         f'{CSV_NAME} into {PLOT_NAME} (matplotlib, no display needed).')
     parser.add_argument('run_dir', help=f'run directory holding {CSV_NAME}')

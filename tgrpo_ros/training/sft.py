@@ -37,6 +37,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from tgrpo_ros import provenance
 from tgrpo_ros.policy import adapters, contract
 
 AUGMENTATIONS = ('none', 'shift', 'crop')
@@ -54,7 +55,7 @@ class SFTConfig:
     demos: str = ''
     """Directory written by tgrpo_demos (task*_init*.npz)."""
     model_path: str = ''
-    """Base model: a stand-in or OpenVLA directory, or a hub name."""
+    """Base model: a stand-in or OpenVLA checkpoint directory."""
     out: str = ''
     """Output: a model directory (full) or an adapter directory (lora modes)."""
     run_dir: Optional[str] = None
@@ -334,15 +335,17 @@ class _TrainerState:
         self.history = list(state['history'])
 
 
-def _tensorboard_writer(run_dir, enabled):
-    """Return a SummaryWriter, or None (with the reason) when disabled or not installed."""
-    if not enabled:
-        return None, 'disabled'
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None, 'the tensorboard package is not installed; metrics go to metrics.csv'
-    return SummaryWriter(os.path.join(run_dir, 'tensorboard')), 'on'
+def _step_writer(run_dir, enabled):
+    """
+    Return the TensorBoard writer of per-step scalars (None when disabled).
+
+    The learner's writer (``training.metrics.TensorBoardWriter``, synchronous
+    tensorboardX records), in ``<run_dir>/steps``: ``tensorboard --logdir RUN_DIR``
+    shows the per-epoch rows that ``MetricsLogger`` writes and these as two runs.
+    """
+    from tgrpo_ros.training.metrics import TensorBoardWriter
+
+    return TensorBoardWriter(os.path.join(run_dir, 'steps')) if enabled else None
 
 
 # ---------------------------------------------------------------------- export
@@ -374,6 +377,30 @@ def export(policy, config: SFTConfig) -> str:
     if config.trainable == 'full':
         return export_full_model(policy, config.model_path, config.out)
     return policy.save_adapter(config.out)
+
+
+def demos_trained_on(demo_dir, base_path=None) -> dict:
+    """
+    Return what renders the demos were recorded with: {'mujoco', 'camera_size', ...}.
+
+    The demos' index.json records the MuJoCo version that rendered them (tgrpo_demos);
+    an older index without it falls back to the installed version (``source`` says
+    which). A base model's own record is kept under ``base`` when it differs.
+    """
+    index = {}
+    path = os.path.join(os.fspath(demo_dir), 'index.json')
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as stream:
+            index = json.load(stream)
+    recorded = index.get('mujoco')
+    record = {'mujoco': recorded or provenance.package_version('mujoco'),
+              'source': 'demos index.json' if recorded else
+              'installed when tgrpo_sft ran (the demos index records none)',
+              'camera_size': index.get('camera_size'), 'multisample': index.get('multisample')}
+    base = provenance.trained_on(base_path)
+    if base is not None and base.get('mujoco') != record['mujoco']:
+        record['base'] = base
+    return record
 
 
 # ---------------------------------------------------------------------- training
@@ -422,8 +449,10 @@ def train_sft(config: SFTConfig, log=print) -> dict:
         else:
             start_epoch = int(checkpoint.load_checkpoint(latest, policy, state)['update'])
             log(f'resume: continuing after epoch {start_epoch} ({latest})')
-    metrics = MetricsLogger(config.run_dir, plot_every=0, resume=config.resume)
-    writer, tb_status = _tensorboard_writer(config.run_dir, config.tensorboard)
+    metrics = MetricsLogger(config.run_dir, plot_every=0, resume=config.resume,
+                            tensorboard=config.tensorboard)
+    writer = _step_writer(config.run_dir, config.tensorboard)
+    tb_status = f'tensorboard --logdir {config.run_dir}' if config.tensorboard else 'disabled'
     log(f'tensorboard: {tb_status}; {policy.num_trainable_parameters() / 1e6:.2f} M trainable '
         f'parameters ({config.trainable}); {steps_per_epoch} steps/epoch')
     for epoch in range(start_epoch, config.epochs):
@@ -450,9 +479,9 @@ def train_sft(config: SFTConfig, log=print) -> dict:
                 sums['accuracy'] += stats['accuracy']
                 sums['grad_norm'] += grad_norm
                 if writer is not None:
-                    writer.add_scalar('train/loss', loss.item(), state.step)
-                    writer.add_scalar('train/accuracy', stats['accuracy'], state.step)
-                    writer.add_scalar('train/lr', scheduler.get_last_lr()[0], state.step)
+                    writer.add_scalars(state.step, {
+                        'step/loss': loss.item(), 'step/accuracy': stats['accuracy'],
+                        'step/lr': scheduler.get_last_lr()[0]})
                 bar.update(1)
                 bar.set_postfix(loss=f'{loss.item():.3f}', acc=f'{stats["accuracy"]:.2f}')
         row = {f'train/{k}': v / steps_per_epoch for k, v in sums.items()}
@@ -464,9 +493,6 @@ def train_sft(config: SFTConfig, log=print) -> dict:
             row.update(evaluate_frames(policy, val))
         metrics.log(epoch + 1, row)
         state.history.append({'epoch': epoch + 1, **row})
-        if writer is not None:
-            for key, value in row.items():
-                writer.add_scalar(key, value, epoch + 1)
         if (epoch + 1) % config.checkpoint_every == 0 or last:
             checkpoint.save_checkpoint(ckpt_root, epoch + 1, policy, state,
                                        extra={'config': config.to_dict()},
@@ -485,7 +511,12 @@ def train_sft(config: SFTConfig, log=print) -> dict:
                         'val_episodes': [os.path.basename(files[e]) for e in val_eps],
                         'train_frames': len(train), 'val_frames': len(val)},
               'epochs': state.history, 'steps': state.step,
-              'wall_seconds': time.perf_counter() - started}
+              'wall_seconds': time.perf_counter() - started,
+              'trained_on': demos_trained_on(config.demos, config.model_path),
+              'environment': provenance.environment(
+                  device=config.device, seeds={'seed': config.seed},
+                  checkpoint=config.model_path, adapter=config.adapter,
+                  output=provenance.weights_record(out))}
     with open(os.path.join(out, REPORT_FILE), 'w', encoding='utf-8') as stream:
         json.dump(report, stream, indent=1, default=float)
     log(f'wrote {"model" if config.trainable == "full" else "adapter"} to {out}')
@@ -501,52 +532,84 @@ def _parse_tasks(text):
 
 
 def build_parser():
-    """Command-line options of tgrpo_sft."""
+    """Command-line options of tgrpo_sft (--help shows every default)."""
     d = SFTConfig.__dataclass_fields__
-    p = argparse.ArgumentParser(prog='tgrpo_sft', description=__doc__.split('\n')[1])
+    p = argparse.ArgumentParser(prog='tgrpo_sft', description=__doc__.split('\n')[1],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--demos', required=True, help='directory written by tgrpo_demos')
-    p.add_argument('--model-path', required=True, help='base model directory or hub name')
+    p.add_argument('--model-path', required=True,
+                   help='base checkpoint directory (stand-in or OpenVLA, with config.json)')
     p.add_argument('--out', required=True,
                    help='output: model directory (full) or adapter directory (lora modes)')
-    p.add_argument('--run-dir', default=None, help='checkpoints and metrics (default <out>_run)')
+    p.add_argument('--run-dir', default=None, help='checkpoints and metrics (None: <out>_run)')
     p.add_argument('--trainable', default=d['trainable'].default,
-                   choices=adapters.TRAINABLE_MODES)
-    p.add_argument('--adapter', default=None, help='start from this adapter')
-    p.add_argument('--lora-r', type=int, default=d['lora_r'].default)
-    p.add_argument('--lora-alpha', type=float, default=d['lora_alpha'].default)
-    p.add_argument('--lora-targets', default=d['lora_targets'].default,
+                   choices=adapters.TRAINABLE_MODES, help='what is trained')
+    p.add_argument('--adapter', '--adapter-path', dest='adapter', default=None,
+                   help='start from this adapter directory')
+    # The names of the policy config (lora_rank, lora_target_modules); the old
+    # spellings stay as aliases.
+    p.add_argument('--lora-rank', '--lora-r', dest='lora_r', type=int,
+                   default=d['lora_r'].default, help='LoRA rank r')
+    p.add_argument('--lora-alpha', type=float, default=d['lora_alpha'].default,
+                   help='LoRA alpha')
+    p.add_argument('--lora-target-modules', '--lora-targets', dest='lora_targets',
+                   default=d['lora_targets'].default,
                    help="comma-separated module names or 'all-linear'")
-    p.add_argument('--epochs', type=int, default=d['epochs'].default)
-    p.add_argument('--batch-size', type=int, default=d['batch_size'].default)
+    p.add_argument('--epochs', type=int, default=d['epochs'].default, help='passes over the '
+                   'training frames')
+    p.add_argument('--batch-size', type=int, default=d['batch_size'].default,
+                   help='frames per step')
     p.add_argument('--lr', type=float, default=d['lr'].default, help='peak learning rate')
-    p.add_argument('--weight-decay', type=float, default=d['weight_decay'].default)
-    p.add_argument('--warmup-steps', type=int, default=d['warmup_steps'].default)
+    p.add_argument('--weight-decay', type=float, default=d['weight_decay'].default,
+                   help='AdamW weight decay')
+    p.add_argument('--warmup-steps', type=int, default=d['warmup_steps'].default,
+                   help='linear warm-up, in optimiser steps')
     p.add_argument('--min-lr-ratio', type=float, default=d['min_lr_ratio'].default,
                    help='cosine decay ends at lr * this')
     p.add_argument('--grad-clip', type=float, default=d['grad_clip'].default,
                    help='max gradient norm (0: off)')
-    p.add_argument('--augment', default=d['augment'].default, choices=AUGMENTATIONS)
-    p.add_argument('--shift-pixels', type=int, default=d['shift_pixels'].default)
-    p.add_argument('--crop-area', type=float, default=d['crop_area'].default)
+    p.add_argument('--augment', default=d['augment'].default, choices=AUGMENTATIONS,
+                   help='image augmentation')
+    p.add_argument('--shift-pixels', type=int, default=d['shift_pixels'].default,
+                   help="largest shift of 'shift', in px")
+    p.add_argument('--crop-area', type=float, default=d['crop_area'].default,
+                   help="area fraction of a 'crop'")
     p.add_argument('--keep-noops', action='store_true',
                    help='train on no-op frames too (default: drop them)')
     p.add_argument('--frame-stride', type=int, default=d['frame_stride'].default,
                    help='keep every k-th frame of each episode (after dropping no-ops)')
-    p.add_argument('--tasks', type=_parse_tasks, default=None, help='only these task ids')
+    p.add_argument('--tasks', type=_parse_tasks, default=None,
+                   help='only these task ids (None: all)')
     p.add_argument('--val-fraction', type=float, default=d['val_fraction'].default,
                    help='fraction of episodes held out (0: none)')
-    p.add_argument('--val-every', type=int, default=d['val_every'].default)
-    p.add_argument('--seed', type=int, default=d['seed'].default)
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--dtype', default='float32')
+    p.add_argument('--val-every', type=int, default=d['val_every'].default,
+                   help='validate every N epochs (and after the last)')
+    p.add_argument('--seed', type=int, default=d['seed'].default, help='data order and split')
+    p.add_argument('--device', default='cpu', help='torch device')
+    p.add_argument('--dtype', default='float32', help='weights dtype')
     p.add_argument('--num-threads', type=int, default=0, help='torch threads (0: default)')
-    p.add_argument('--keep-checkpoints', type=int, default=d['keep_checkpoints'].default)
+    p.add_argument('--keep-checkpoints', type=int, default=d['keep_checkpoints'].default,
+                   help='newest checkpoints kept (0: all)')
     p.add_argument('--checkpoint-every', type=int, default=d['checkpoint_every'].default,
                    help='checkpoint every N epochs (and after the last)')
     p.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
-    p.add_argument('--no-progress', dest='progress', action='store_false')
-    p.add_argument('--no-tensorboard', dest='tensorboard', action='store_false')
+    p.add_argument('--no-progress', dest='progress', action='store_false',
+                   help='hide the progress bar')
+    p.add_argument('--no-tensorboard', dest='tensorboard', action='store_false',
+                   help='no TensorBoard events (metrics.csv only)')
     return p
+
+
+def check_paths(config: SFTConfig) -> None:
+    """Raise ValueError (one line) for a model, adapter or demos path that cannot be used."""
+    from tgrpo_ros.policy.config import check_model_path
+
+    check_model_path(config.model_path, 'tgrpo_sft')
+    if config.adapter is not None and not os.path.isdir(config.adapter):
+        raise ValueError(f'--adapter {config.adapter!r}: no such adapter directory')
+    if not os.path.isdir(config.demos):
+        raise ValueError(f'--demos {config.demos!r}: no such directory (write one with '
+                         'tgrpo_demos)')
 
 
 def main(argv=None) -> int:
@@ -554,6 +617,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = SFTConfig(**vars(args))
+        check_paths(config)
         train_sft(config)
     except (ValueError, FileNotFoundError) as exc:
         print(f'tgrpo_sft: error: {exc}', file=sys.stderr)

@@ -258,7 +258,7 @@ class TGRPOTrainer:
         metrics['loss/ratio_max'] = ratio_max
         metrics['loss/grad_norm'] = float(np.mean(grad_norms))
         metrics['loss/grad_norm_max'] = float(np.max(grad_norms))
-        metrics['loss/lr'] = self.lr
+        metrics['loss/lr'] = float(self.optimizer.param_groups[0]['lr'])  # the rate used
         metrics['perf/minibatches'] = float(n_minibatches)
         metrics['perf/update_time'] = time.perf_counter() - start
         self.updates_done += 1
@@ -271,7 +271,19 @@ class TGRPOTrainer:
                 'generator': self.generator.get_state(), 'lr': self.lr}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned."""
+        """
+        Restore what ``state_dict`` returned, keeping this trainer's lr and weight decay.
+
+        The optimiser's moments and step counts come from ``state``; its settings come
+        from the configuration of the resumed run (``torch.optim`` would restore the
+        checkpoint's lr, so a resume with a new lr would train at the old one).
+        ``restored_settings`` keeps the checkpoint's values, to report a change.
+        """
         self.optimizer.load_state_dict(state['optimizer'])
+        self.restored_settings = {key: state['optimizer']['param_groups'][0].get(key)
+                                  for key in ('lr', 'weight_decay')}
+        for group in self.optimizer.param_groups:
+            group['lr'] = self.lr
+            group['weight_decay'] = self.config.weight_decay
         self.updates_done = int(state['updates_done'])
         self.generator.set_state(state['generator'])

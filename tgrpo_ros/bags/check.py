@@ -12,8 +12,8 @@ Two sources of recorded steps (docs/bags.md):
   one on ``ns/instruction`` whose CRC-32 the reply carries.
 
 Each step is re-scored with ``policy.log_probs`` (teacher-forced, the recorded
-tokens) and ``policy.sample(greedy=True)``; ``tgrpo_ros.check_report`` turns the
-figures into the JSON report and the PNG. Damage in the bag (see ``bag_io``) is
+tokens) and ``policy.sample(greedy=True)``; ``tgrpo_ros.bags.report`` turns the
+figures into the JSON report and the PNG. Damage in the bag (see ``storage``) is
 reported and the rest is still checked.
 """
 
@@ -23,8 +23,10 @@ import sys
 
 import numpy as np
 
-from tgrpo_ros import check_report
-from tgrpo_ros.nodes import bag_io, messages, topics
+from tgrpo_ros.bags import report as check_report
+from tgrpo_ros.bags import storage as bag_io
+from tgrpo_ros.bags import topic_names as topics
+from tgrpo_ros.nodes import messages
 
 EPISODE_TYPE = 'std_msgs/msg/UInt8MultiArray'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -37,36 +39,68 @@ INSTRUCTION_MEMORY = 8  # distinct recent instructions per client kept for CRC m
 EXIT_OK = 0
 EXIT_ERROR = 1        # nothing could be checked: not a bag, no usable topic, bad arguments
 EXIT_TOLERANCE = 3    # a tolerance was exceeded
-EXIT_BAG_PROBLEMS = 4  # within tolerance, but parts of the bag could not be read
+EXIT_BAG_PROBLEMS = 4  # within tolerance, but parts of the bag could not be read or
+#                        more frames than --max-skipped went un-re-scored
+
+
+# Why a recorded frame was not re-scored (the report counts each, docs/bags.md).
+SKIP_REASONS = ('no_reply', 'unknown_instruction', 'decode_error', 'outside_window',
+                'no_adapter')
 
 
 class Step:
-    """One recorded step to re-score."""
+    """
+    One recorded step to re-score, and where it is in the bag.
 
-    __slots__ = ('image', 'instruction', 'tokens', 'logps', 'action', 'version', 'task')
+    ``action`` is the recorded action, [7]; a chunk of K actions per frame (a later
+    action message) would be [K, 7], and the report's per-step action difference
+    then takes each dimension's largest difference over the chunk
+    (``report.step_action_diff``). ``index`` is the frame's index on its topic
+    (streams: the n-th distinct image of its client; episodes: the n-th step of the
+    bag), ``stamp`` the image header stamp (ns; episodes: the episode's receive
+    time), ``where`` the client namespace or the episode id.
+    """
 
-    def __init__(self, image, instruction, tokens, logps, action, version, task):
-        """Hold the fields (arrays of 7 for tokens, logps and action)."""
+    __slots__ = ('image', 'instruction', 'tokens', 'logps', 'action', 'version', 'task',
+                 'index', 'stamp', 'where')
+
+    def __init__(self, image, instruction, tokens, logps, action, version, task,
+                 index=-1, stamp=0, where=''):
+        """Hold the fields (arrays of 7 for tokens, logps; [7] or [K, 7] for action)."""
         self.image, self.instruction = image, instruction
         self.tokens, self.logps, self.action = tokens, logps, action
         self.version, self.task = int(version), int(task)
+        self.index, self.stamp, self.where = int(index), int(stamp), str(where)
 
 
-def episode_steps(bag, topic, episodes_out):
-    """Yield the Steps of every episode on ``topic``; append episode summaries to the list."""
+def episode_steps(bag, topic, episodes_out, counters=None):
+    """
+    Yield the Steps of every episode on ``topic``; append episode summaries to the list.
+
+    ``counters`` receives ``frames`` (steps found) and ``decode_error`` (episode
+    messages that do not decode: their steps are unknown, each counts as one).
+    """
+    counters = {} if counters is None else counters
+    for key in ('frames',) + SKIP_REASONS:
+        counters.setdefault(key, 0)
     if bag.require(topic, EPISODE_TYPE) is None:
         return
     index = 0
+    step_index = 0
     for name, msgtype, timestamp, data in bag.messages([topic]):
         msg = bag.decode(name, msgtype, timestamp, data, index)
         index += 1
         if msg is None:
+            counters['frames'] += 1
+            counters['decode_error'] += 1
             continue
         try:
             episode = messages.decode_episode(msg)
         except ValueError as error:
             bag.problems.append(f'message {index - 1} on {topic} (received at {timestamp} ns) '
                                 f'is not a valid episode: {error}')
+            counters['frames'] += 1
+            counters['decode_error'] += 1
             continue
         versions = episode.extras.get('step_adapter_versions') or [episode.adapter_version] * (
             episode.length)
@@ -76,9 +110,12 @@ def episode_steps(bag, topic, episodes_out):
                              'return': float(episode.episode_return),
                              'length': int(episode.length)})
         for t in range(episode.length):
+            counters['frames'] += 1
             yield Step(episode.images[t], episode.instruction, episode.action_tokens[t],
                        episode.behaviour_logps[t], episode.actions[t], versions[t],
-                       episode.task_id)
+                       episode.task_id, step_index, timestamp,
+                       f'episode {episode.episode_id or index - 1} step {t}')
+            step_index += 1
 
 
 def stream_clients(bag):
@@ -89,31 +126,41 @@ def stream_clients(bag):
                   in bag.topics)
 
 
-def stream_steps(bag, clients, counters):
+def stream_steps(bag, clients, counters, instruction=None, notes=None):
     """
     Yield a Step per action reply that answers a recorded image (same header stamp).
 
-    ``counters`` receives images, replies, paired, unanswered images and replies
-    without their image or instruction, and ``chunked_replies`` (K > 1 actions):
-    the first action of a chunk is the one re-scored (it answers the image).
+    Every frame (a distinct image stamp, or a reply whose image is not in the bag) is
+    either yielded or counted under a reason of SKIP_REASONS in ``counters``, which
+    also receives frames, images, replies and paired. The instruction is the recent
+    one whose CRC-32 the reply carries; ``instruction`` (text) is known from the
+    start (a bag that recorded none). A reply whose instruction is recorded only
+    later (a latched instruction the recorder met late) is paired with it at the
+    end when it is the only instruction of that client in the bag; ``notes`` gets a
+    sentence saying so. ``chunked_replies`` counts replies of K > 1 actions: the
+    first action of a chunk is the one re-scored (it answers the image).
     """
+    notes = [] if notes is None else notes
     wanted = {}
     for ns in clients:
         names = {kind: topics.client_topic(ns, topic) for kind, topic in (
             ('image', topics.CAMERA_TOPIC), ('instruction', topics.INSTRUCTION_TOPIC),
             ('action', topics.ACTION_TOPIC))}
+        present = {kind: name in bag.topics for kind, name in names.items()}
+        if not present['instruction'] and instruction is None:
+            present['instruction'] = True  # name it among the problems below
         infos = {kind: bag.require(name, {'image': IMAGE_TYPE, 'instruction': STRING_TYPE,
                                           'action': ACTION_TYPE}[kind])
-                 for kind, name in names.items()}
-        if infos['image'] is None or infos['action'] is None:
+                 for kind, name in names.items() if present[kind]}
+        if infos.get('image') is None or infos.get('action') is None:
             continue
         for kind, name in names.items():
-            if infos[kind] is not None:
+            if infos.get(kind) is not None:
                 wanted[name] = (ns, kind)
-    state = {ns: {'images': {}, 'replies': {}, 'instructions': [], 'answered': set()}
-             for ns in clients}
-    for key in ('images', 'replies', 'paired', 'unanswered_images', 'unpaired_replies',
-                'unknown_instruction', 'chunked_replies'):
+    given = [instruction] if instruction is not None else []
+    state = {ns: {'images': {}, 'replies': {}, 'instructions': list(given), 'answered': set(),
+                  'index': {}, 'late': [], 'all_instructions': set(given)} for ns in clients}
+    for key in ('frames', 'images', 'replies', 'paired', 'chunked_replies') + SKIP_REASONS:
         counters.setdefault(key, 0)
     index = {}
     for name, msgtype, timestamp, data in bag.messages(sorted(wanted)):
@@ -121,6 +168,9 @@ def stream_steps(bag, clients, counters):
         index[name] = index.get(name, -1) + 1
         msg = bag.decode(name, msgtype, timestamp, data, index[name])
         if msg is None:
+            if kind != 'instruction':
+                counters['frames'] += 1
+                counters['decode_error'] += 1
             continue
         s = state[ns]
         if kind == 'instruction':
@@ -129,12 +179,14 @@ def stream_steps(bag, clients, counters):
                 texts.remove(msg.data)
             texts.append(msg.data)
             del texts[:-INSTRUCTION_MEMORY]
+            s['all_instructions'].add(msg.data)
             continue
         if kind == 'image':
             stamp = messages.stamp_to_ns(msg.header.stamp)
             if stamp in s['images'] or stamp in s['answered']:
                 continue  # a re-published request: the same picture
             counters['images'] += 1
+            s['index'][stamp] = len(s['index'])
             s['images'][stamp] = msg
             reply = s['replies'].pop(stamp, None)
         else:
@@ -143,6 +195,8 @@ def stream_steps(bag, clients, counters):
             except ValueError as error:
                 bag.problems.append(f'message {index[name]} on {name} is not an action reply: '
                                     f'{error}')
+                counters['frames'] += 1
+                counters['decode_error'] += 1
                 continue
             stamp = reply.stamp_ns
             if stamp in s['answered'] or stamp in s['replies']:
@@ -156,24 +210,57 @@ def stream_steps(bag, clients, counters):
             continue
         image_msg = s['images'].pop(stamp)
         s['answered'].add(stamp)
+        counters['frames'] += 1
         # The recent instructions when the pair completes: an image can arrive before the
         # instruction that was published just ahead of it (two topics, no order).
-        instruction = next((t for t in reversed(s['instructions'])
-                            if messages.instruction_crc32(t) == reply.instruction_crc32), None)
-        if instruction is None:
-            counters['unknown_instruction'] += 1
+        text = next((t for t in reversed(s['instructions'])
+                     if messages.instruction_crc32(t) == reply.instruction_crc32), None)
+        if text is None:
+            s['late'].append((image_msg, reply, stamp))
             continue
-        try:
-            image = messages.image_to_numpy(image_msg)
-        except ValueError as error:
-            bag.problems.append(f'image stamped {stamp} ns on {ns}: {error}')
-            continue
-        counters['paired'] += 1
-        yield Step(image, instruction, reply.action_tokens, reply.log_probs, reply.action,
-                   reply.adapter_version, -1)
-    for s in state.values():
-        counters['unanswered_images'] += len(s['images'])
-        counters['unpaired_replies'] += len(s['replies'])
+        step = _stream_step(bag, ns, s, image_msg, reply, stamp, text, counters)
+        if step is not None:
+            yield step
+    for ns in clients:
+        s = state[ns]
+        late, texts = s['late'], s['all_instructions']
+        if late:
+            only = next(iter(texts)) if len(texts) == 1 else None
+            crc = None if only is None else messages.instruction_crc32(only)
+            paired = [item for item in late if item[1].instruction_crc32 == crc]
+            if paired:
+                notes.append(f'{ns}: {len(paired)} frame(s) recorded before the instruction '
+                             f'arrived were paired with it (the only instruction of {ns} in '
+                             f'the bag: {only!r})')
+            for image_msg, reply, stamp in late:
+                if reply.instruction_crc32 != crc:
+                    counters['unknown_instruction'] += 1
+                    continue
+                step = _stream_step(bag, ns, s, image_msg, reply, stamp, only, counters)
+                if step is not None:
+                    yield step
+            unknown = [r.instruction_crc32 for _, r, _ in late if r.instruction_crc32 != crc]
+            if unknown:
+                notes.append(f'{ns}: {len(unknown)} frame(s) carry the CRC-32 of an instruction '
+                             f'that is not in the bag ({sorted(set(unknown))[:3]}; the bag has '
+                             f'{len(texts)} instruction(s)); give it with --instruction TEXT')
+        counters['frames'] += len(s['images']) + len(s['replies'])
+        counters['no_reply'] += len(s['images'])
+        counters['outside_window'] += len(s['replies'])
+        counters['unanswered_images'] = counters.get('unanswered_images', 0) + len(s['images'])
+        counters['unpaired_replies'] = counters.get('unpaired_replies', 0) + len(s['replies'])
+
+
+def _stream_step(bag, ns, s, image_msg, reply, stamp, text, counters):
+    try:
+        image = messages.image_to_numpy(image_msg)
+    except ValueError as error:
+        bag.problems.append(f'image stamped {stamp} ns on {ns}: {error}')
+        counters['decode_error'] += 1
+        return None
+    counters['paired'] += 1
+    return Step(image, text, reply.action_tokens, reply.log_probs, reply.action,
+                reply.adapter_version, -1, s['index'].get(stamp, -1), stamp, ns)
 
 
 def adapter_dir(root, version):
@@ -248,18 +335,21 @@ def preprocessor(name):
     return contract.get_preprocessor(name)
 
 
-def rescore(policy, steps, batch_size, switch=None, preprocess=None):
+def rescore(policy, steps, batch_size, switch=None, preprocess=None, counters=None):
     """
     Re-score ``steps`` (an iterable of Step) in batches; return check_report.Steps.
 
-    ``switch`` (AdapterSwitch): each batch holds one adapter version, served first.
+    ``switch`` (AdapterSwitch): each batch holds one adapter version, served first;
+    the steps of a version without an adapter count as ``no_adapter`` in ``counters``.
     """
     import torch
 
     parts, batch = [], []
+    counters = {} if counters is None else counters
 
     def flush():
         if switch is not None and not switch.use(batch[0].version):
+            counters['no_adapter'] = counters.get('no_adapter', 0) + len(batch)
             batch.clear()
             return
         images = [s.image if preprocess is None else preprocess(s.image) for s in batch]
@@ -278,7 +368,10 @@ def rescore(policy, steps, batch_size, switch=None, preprocess=None):
             recorded_actions=np.stack([np.asarray(s.action, np.float64) for s in batch]),
             greedy_actions=np.asarray(greedy.actions, np.float64),
             adapter_versions=np.array([s.version for s in batch], np.int64),
-            task_ids=np.array([s.task for s in batch], np.int64)))
+            task_ids=np.array([s.task for s in batch], np.int64),
+            indices=np.array([s.index for s in batch], np.int64),
+            stamps=np.array([s.stamp for s in batch], np.int64),
+            where=np.array([s.where for s in batch], object)))
         batch.clear()
 
     for step in steps:
@@ -322,13 +415,22 @@ def add_arguments(parser):
     parser.add_argument('--clients', nargs='+', metavar='NS',
                         help='client namespaces of the streams (default: every namespace '
                         'with camera/image and action topics)')
+    parser.add_argument('--instruction', metavar='TEXT',
+                        help='the instruction of the streams, for a bag that recorded none '
+                        '(a graph that took it from a parameter); replies whose CRC-32 is '
+                        "another instruction's still count as unknown_instruction")
     parser.add_argument('--logp-tol', type=float, default=1e-4,
-                        help='max |log-prob difference| allowed, nats (default 1e-4; '
-                        'negative: not checked)')
+                        help='max |log-prob difference| of any step and dimension, nats '
+                        '(default 1e-4; negative: not checked)')
     parser.add_argument('--min-agreement', type=float,
                         help='min greedy agreement over all dimensions (default: not checked)')
     parser.add_argument('--action-tol', type=float,
-                        help='max mean |action difference| (default: not checked)')
+                        help='max |greedy action - recorded action| of any step and dimension '
+                        '(default: not checked; the mean is reported beside it)')
+    parser.add_argument('--max-skipped', type=float, default=0.0, metavar='FRACTION',
+                        help='largest share of recorded frames that may go un-re-scored '
+                        '(no reply, unknown instruction, decode error, outside the window, '
+                        'no adapter) before the check exits 4 (default 0)')
     parser.add_argument('--report', help='JSON report path (default <bag>.check.json; the '
                         'PNG goes beside it)')
 
@@ -339,7 +441,9 @@ def run(args, out=None, err=None):
     try:
         tolerances = check_report.Tolerances(
             logp_max_abs_diff=None if args.logp_tol < 0 else args.logp_tol,
-            min_greedy_agreement=args.min_agreement, action_mean_abs_diff=args.action_tol)
+            min_greedy_agreement=args.min_agreement, action_max_abs_diff=args.action_tol)
+        if not 0 <= args.max_skipped <= 1:
+            raise ValueError(f'--max-skipped ({args.max_skipped}) must be a fraction in [0, 1]')
         if args.batch_size < 1:
             raise ValueError(f'--batch-size ({args.batch_size}) must be >= 1')
         if args.adapter and args.adapter_root:
@@ -356,6 +460,8 @@ def run(args, out=None, err=None):
         source = 'episodes' if info is not None and info.count else 'streams'
     clients = args.clients or stream_clients(bag)
     if source == 'streams' and not clients:
+        for problem in bag.problems:
+            print(f'tgrpo_replay check: {problem}', file=err)
         print(f'tgrpo_replay check: bag {args.bag} has neither episodes on '
               f'{args.episode_topic} nor a client with <ns>/{topics.CAMERA_TOPIC} and '
               f'<ns>/{topics.ACTION_TOPIC} topics; its topics: {sorted(topics_in_bag)}',
@@ -367,26 +473,30 @@ def run(args, out=None, err=None):
         print(f'tgrpo_replay check: cannot load the policy: {type(error).__name__}: {error}',
               file=err)
         return EXIT_ERROR
-    episodes, counters = [], {}
+    episodes, counters, notes = [], {}, []
     if source == 'episodes':
-        steps_in = episode_steps(bag, args.episode_topic, episodes)
+        steps_in = episode_steps(bag, args.episode_topic, episodes, counters)
     else:
-        steps_in = stream_steps(bag, clients, counters)
+        steps_in = stream_steps(bag, clients, counters, args.instruction, notes)
     switch = AdapterSwitch(policy, args.adapter_root, bag.problems) if args.adapter_root \
         else None
-    steps = rescore(policy, steps_in, args.batch_size, switch, preprocess)
+    steps = rescore(policy, steps_in, args.batch_size, switch, preprocess, counters)
     if not len(steps):
-        for problem in bag.problems:
+        for problem in bag.problems + notes:
             print(f'tgrpo_replay check: {problem}', file=err)
+        sentence = check_report.accounting(counters, 0, args.max_skipped)['sentence']
         print(f'tgrpo_replay check: no step to re-score in {args.bag} (source {source}'
-              + (f', clients {clients}, {counters}' if source == 'streams' else '') + ')',
+              + (f', clients {clients}' if source == 'streams' else '') + f'): {sentence}',
               file=err)
         return EXIT_ERROR
     report = check_report.build_report(
         steps, episodes, tolerances, bag.problems, bag=str(args.bag), source=source,
         model=args.model, adapter=args.adapter or args.adapter_root or '',
         temperature=args.temperature, preprocess=args.preprocess,
-        clients=clients if source == 'streams' else [], pairing=counters or None)
+        clients=clients if source == 'streams' else [],
+        pairing=counters if source == 'streams' else None,
+        accounting=check_report.accounting(counters, len(steps), args.max_skipped),
+        notes=notes)
     path = args.report or (str(args.bag).rstrip('/') + '.check.json')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as stream:
@@ -396,9 +506,14 @@ def run(args, out=None, err=None):
         print(line, file=out)
     for problem in bag.problems:
         print(f'bag problem: {problem}', file=err)
+    for note in notes:
+        print(f'note: {note}', file=out)
     for failure in report['failures']:
         print(f'FAILED: {failure}', file=err)
+    skipped = report['accounting']
+    if not skipped['within_limit']:
+        print(f'INCOMPLETE: {skipped["sentence"]}', file=err)
     print(f'report: {path}, plot: {png}', file=out)
     if report['failures']:
         return EXIT_TOLERANCE
-    return EXIT_BAG_PROBLEMS if bag.problems else EXIT_OK
+    return EXIT_BAG_PROBLEMS if bag.problems or not skipped['within_limit'] else EXIT_OK

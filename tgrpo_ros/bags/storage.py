@@ -49,6 +49,7 @@ class TopicInfo:
     count: int = 0
     qos: list = field(default_factory=list)  # rosbags Qos, as recorded
     msgdef: Optional[object] = None          # rosbags MessageDefinition, when stored
+    serialization: str = 'cdr'               # serialization format of the messages
 
 
 @dataclass
@@ -79,16 +80,19 @@ class Bag:
         """Find the storage files of the bag at ``path``; BagError if there are none."""
         self.path = Path(os.fspath(path))
         self.problems: List[str] = []
+        self.file_info: Dict[str, dict] = {}  # per storage file: start, end, messages
+        self._topics = None
         if not self.path.is_dir():
             if self.path.suffix in ('.mcap', '.db3') and self.path.is_file():
                 self.files = [self.path]  # a single storage file
                 self.metadata = None
-                self._topics = None
                 return
+            if self.path.is_file():
+                raise BagError(f'{self.path} is a file but not a storage file (.mcap or .db3) '
+                               'nor a rosbag2 directory')
             raise BagError(f'{self.path} is not a rosbag2 directory (no such directory)')
         self.metadata = self._read_metadata()
         self.files = self._storage_files()
-        self._topics = None
 
     def _read_metadata(self):
         meta = self.path / 'metadata.yaml'
@@ -96,14 +100,22 @@ class Bag:
             self.problems.append(f'{meta} is missing (was the recorder killed?); reading '
                                  'the storage files in the directory')
             return None
+        from ruamel.yaml import YAML
         try:
-            from ruamel.yaml import YAML
             data = YAML(typ='safe').load(meta.read_text())
-            return data['rosbag2_bagfile_information']
-        except Exception as error:  # noqa: B902 - any YAML or key error means the same
-            self.problems.append(f'{meta} does not read ({error}); reading the storage '
-                                 'files in the directory')
+        except Exception as error:  # noqa: B902 - any YAML, encoding or OS error
+            first = str(error).strip().splitlines()
+            self.problems.append(f'{meta} does not parse as YAML ({type(error).__name__}: '
+                                 f'{" ".join(first[:2])}); reading the storage files in '
+                                 'the directory')
             return None
+        info = data.get('rosbag2_bagfile_information') if isinstance(data, dict) else None
+        if not isinstance(info, dict):
+            self.problems.append(f'{meta} parses but holds no rosbag2_bagfile_information '
+                                 'mapping (not rosbag2 metadata); reading the storage files '
+                                 'in the directory')
+            return None
+        return info
 
     def _storage_files(self):
         # Storage files, and the split a SplitWriter is writing (<name>_<i>/<name>_<i>.mcap).
@@ -137,14 +149,47 @@ class Bag:
         """Return {topic: TopicInfo} over all readable files (metadata counts if present)."""
         if self._topics is None:
             topics = {}
+            readable = 0
             for _, connections, _ in self._open_files(scan_messages=False):
+                readable += 1
                 for conn in connections:
                     info = topics.setdefault(conn.topic, TopicInfo(
                         conn.topic, conn.msgtype, qos=list(_qos_of(conn)),
-                        msgdef=getattr(conn, 'msgdef', None)))
+                        msgdef=getattr(conn, 'msgdef', None),
+                        serialization=_serialization_of(conn)))
                     info.count += int(getattr(conn, 'msgcount', 0) or 0)
+            if not readable:
+                # Nothing at all could be read: the cause is the damage, say so.
+                raise BagError(f'nothing in bag {self.path} can be read: '
+                               + '; '.join(self.problems))
             self._topics = topics
         return self._topics
+
+    def summary(self):
+        """
+        Return what ``ros2 bag info`` prints, as a dict.
+
+        files (names), size (B, all storage files), storage_id, ros_distro (or ''),
+        start and end (receive time ns of the first and last readable message, None
+        without one), duration (ns), messages (count) and topics (``self.topics``).
+        Counts and times are those of the messages that read, so a damaged file counts
+        what was recovered from it.
+        """
+        topics = self.topics
+        starts = [f['start'] for f in self.file_info.values() if f.get('count')]
+        ends = [f['end'] for f in self.file_info.values() if f.get('count')]
+        start = min(starts) if starts else None
+        end = max(ends) if ends else None
+        meta = self.metadata or {}
+        storage_id = meta.get('storage_identifier') or (
+            'mcap' if self.files[0].suffix == '.mcap' else 'sqlite3')
+        return {'files': [str(p.relative_to(self.path)) if self.path.is_dir() else p.name
+                          for p in self.files],
+                'size': sum(p.stat().st_size for p in self.files if p.is_file()),
+                'storage_id': storage_id, 'ros_distro': str(meta.get('ros_distro') or ''),
+                'start': start, 'end': end,
+                'duration': (end - start) if start is not None else 0,
+                'messages': sum(t.count for t in topics.values()), 'topics': topics}
 
     def require(self, topic, msgtypes):
         """
@@ -242,9 +287,18 @@ class Bag:
             reader.open()
         except Exception as error:  # noqa: B902 - no valid footer: salvage what is there
             salvage = _salvage_mcap(path)
+            times = [timestamp for _, timestamp, _ in salvage._messages]
+            self.file_info[str(path)] = {'start': min(times) if times else 0,
+                                         'end': max(times) if times else 0,
+                                         'count': len(times)}
             raise _Damaged(
                 f'not a complete MCAP file ({error}); {salvage.summary}',
                 salvage.connections, salvage.reader) from None
+        stats = reader.statistics
+        if stats is not None:
+            self.file_info[str(path)] = {'start': int(stats.start_time),
+                                         'end': int(stats.end_time),
+                                         'count': int(stats.message_count)}
         try:
             yield str(path), list(reader.connections), reader.messages
         finally:
@@ -258,11 +312,20 @@ class Bag:
             reader.open()
         except Exception as error:  # noqa: B902 - any reader error names the damage
             raise _Damaged(f'does not open as a SQLite3 bag ({error})', [], None) from None
+        count = int(reader.message_count)
+        self.file_info[str(path)] = {'start': int(reader.start_time) if count else 0,
+                                     'end': int(reader.end_time) if count else 0,
+                                     'count': count}
         try:
             yield str(path), list(reader.connections), (
                 lambda connections: reader.messages(connections=connections))
         finally:
             reader.close()
+
+
+def _serialization_of(conn):
+    ext = getattr(conn, 'ext', None)
+    return getattr(ext, 'serialization_format', None) or 'cdr'
 
 
 def _qos_of(conn):
