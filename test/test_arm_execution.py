@@ -140,7 +140,7 @@ def test_filter_once_moves_action_times_scale_times_period(rate):
     action = np.array([0.6, -0.3, 0.2, 0.1, 0.0, 0.0, 1.0])
     now = 0.0
     _fresh(safety, now)
-    assert safety.observe_action(action, now) is None
+    assert safety.observe_action(action, now, now) is None
     travel = np.zeros(3)
     for _ in range(int(rate)):  # one second of ticks, one decision
         command = safety.tick(now)
@@ -153,7 +153,7 @@ def test_filter_once_moves_action_times_scale_times_period(rate):
     # In hold mode the same second moves 1 / action_period times as far.
     hold = SafetyFilter(ArmConfig(control_rate_hz=rate, action_execution='hold', **PERMISSIVE))
     _fresh(hold, 0.0)
-    hold.observe_action(action, 0.0)
+    hold.observe_action(action, 0.0, 0.0)
     travel = sum(hold.tick(i * config.period).linear * config.period
                  for i in range(int(rate)) if _fresh(hold, i * config.period) is None)
     np.testing.assert_allclose(travel, expected / config.action_period, atol=1e-9)
@@ -172,7 +172,7 @@ def test_filter_uses_the_policy_period_and_keeps_every_limit_on_random_chunks():
             if tick % 7 == 0:
                 chunk = rng.uniform(-2, 2, size=(rng.integers(1, 5), 7))
                 period = rng.choice([0.0, 0.1])
-                assert safety.observe_action(chunk, now, period) is None
+                assert safety.observe_action(chunk, now, now, action_period=period) is None
                 assert safety.execution.period == (period or config.action_period)
             command = safety.tick(now)
             assert np.all(np.abs(command.linear) <= np.asarray(config.max_linear_speed) + 1e-12)
@@ -190,10 +190,10 @@ def test_filter_chunk_of_nonfinite_values_stops_and_empties_the_queue():
     _fresh(safety, 0.0)
     chunk = np.ones((3, 7))
     chunk[2, 1] = np.nan
-    assert 'non-finite action' in safety.observe_action(chunk, 0.0)
+    assert 'non-finite action' in safety.observe_action(chunk, 0.0, 0.0)
     assert safety.tick(0.0).stopped and safety.execution.pending == 0
     with pytest.raises(ValueError, match=r'action must have 7 entries .* got shape \(2, 5\)'):
-        safety.observe_action(np.zeros((2, 5)), 0.0)
+        safety.observe_action(np.zeros((2, 5)), 0.0, 0.0)
 
 
 # ---------------------------------------------------------------------------- twist means

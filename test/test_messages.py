@@ -226,7 +226,7 @@ def test_action_chunk_round_trip_and_replies_recorded_before_chunks():
     assert old.chunk_size == 1 and old.adapter_version == 2 and old.action_period == 0.0
     # A chunk whose chunk_size disagrees with its names, and token rows that do not match.
     msg.position[21 + 3] = 2.0
-    with pytest.raises(ValueError, match='says chunk_size 2.0 but carries 3 actions'):
+    with pytest.raises(ValueError, match='says chunk_size 2 but carries 3 actions'):
         messages.decode_action(msg)
     with pytest.raises(ValueError, match='action_tokens has 2 rows; the action chunk has 3'):
         messages.encode_action(header, chunk, tokens[:2], -np.ones((3, 7)), 4, 'go')
