@@ -493,11 +493,19 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     probe.wait_for_twist(is_zero, key='twist', since=probe.now(), timeout=120.0,
                          what='the zero twist of the stale action')
     zeroed = probe.now()
-    ros_client.spin_until(lambda: sum(p[0] > zeroed for p in poses) >= 5, 120.0,
-                          '5 poses after the zero twist')
-    held = np.array(poses[-1][1:])
-    ros_client.spin_for(1.0)
-    assert np.linalg.norm(np.array(poses[-1][1:]) - held) < 0.005  # m: holds still
+
+    # From 0.1 m/s the arm coasts a few mm under its OSC after the zero twist: wait for it
+    # to settle (10 poses in a row within 1 mm; an arm still driven never does), then the
+    # next 20 poses must stay within 5 mm of where it settled.
+    def settled():
+        recent = np.array([p[1:] for p in poses if p[0] > zeroed][-10:])
+        return len(recent) == 10 and np.ptp(recent, axis=0).max() < 0.001  # m
+
+    ros_client.spin_until(settled, 120.0, 'the arm settled after the zero twist')
+    held, count = np.array(poses[-1][1:]), len(poses)
+    ros_client.spin_until(lambda: len(poses) >= count + 20, 120.0, '20 poses after settling')
+    drift = max(np.linalg.norm(np.array(p[1:]) - held) for p in poses[count:])
+    assert drift < 0.005, drift  # m: holds still
 
     # ~/reset puts the scene back: the end effector returns to where it started.
     from std_srvs.srv import Trigger
