@@ -27,6 +27,7 @@ PARAMETERS = {
     'max_linear_speed': [0.1, 0.1, 0.1], 'workspace_min': [0.0, -0.5, 0.0],
     'workspace_max': [1.0, 0.5, 1.0], 'image_timeout': 0.3, 'pose_timeout': 0.3,
     'action_timeout': 1,  # an int for a float field: YAML writes it so (dynamic typing)
+    'action_execution': 'hold',  # held actions; once mode: test_arm_execution.py
     'frame_id': 'world',  # the probe's poses are in 'world': the twist's frame must match
 }
 MOVING = np.array([0.05, 0.0, 0.0])  # m/s: action dx 0.2 * 0.25 m/s per unit

@@ -21,7 +21,9 @@ def make_config(**overrides):
               'max_angular_accel': 1000.0, 'workspace_min': (0.0, 0.0, 0.0),
               'workspace_max': (1.0, 1.0, 1.0), 'workspace_horizon': 0.1,
               'image_timeout': 0.5, 'action_timeout': 1.0, 'pose_timeout': 0.2,
-              'gripper_open': 0.04, 'gripper_close': 0.0}
+              'gripper_open': 0.04, 'gripper_close': 0.0,
+              # The limits are checked on held actions; once mode: test_arm_execution.py.
+              'action_execution': 'hold'}
     values.update(overrides)
     return ArmConfig(**values)
 

@@ -148,7 +148,8 @@ def _action_reply(**extras):
     return msg
 
 
-@pytest.mark.parametrize('name', ['adapter_version', 'instruction_crc32', 'batch_size'])
+@pytest.mark.parametrize('name', ['adapter_version', 'instruction_crc32', 'batch_size',
+                                  'chunk_size'])
 @pytest.mark.parametrize('value', [float('inf'), float('-inf'), float('nan'), 1e300, -5.0, 0.5,
                                    2.0 ** 33])
 def test_action_reply_extras_must_be_finite_integers_in_range(name, value):
@@ -160,6 +161,35 @@ def test_action_reply_extras_must_be_finite_integers_in_range(name, value):
         value = 2.0 ** 32  # one past the largest CRC-32
     with pytest.raises(ValueError, match=name):
         messages.decode_action(_action_reply(**{name: value}))
+
+
+@pytest.mark.parametrize('value', [float('inf'), float('-inf'), float('nan'), -0.05])
+def test_action_reply_action_period_must_be_finite_and_not_negative(value):
+    from tgrpo_ros.nodes import messages
+
+    assert messages.decode_action(_action_reply(action_period=0.05)).action_period == 0.05
+    with pytest.raises(ValueError, match='action_period'):
+        messages.decode_action(_action_reply(action_period=value))
+
+
+def test_action_reply_numbers_of_every_action_of_a_chunk_are_checked():
+    from std_msgs.msg import Header
+
+    from tgrpo_ros.nodes import messages
+
+    header = Header()
+    chunk = np.full((3, 7), 0.1)
+    for field_name, index, value, message in [
+            ('position', 15, float('nan'), 'non-finite action'),
+            ('position', 20, 1e300, r'action .* outside \[-1000, 1000\]'),
+            ('velocity', 9, 0.5, r'log-probs .* outside'),
+            ('effort', 14, 31872.5, 'action token ids must be integers')]:
+        msg = messages.encode_action(header, chunk, np.full((3, 7), 31872), -np.ones((3, 7)),
+                                     3, 'pick it')
+        assert messages.decode_action(msg).chunk_size == 3
+        getattr(msg, field_name)[index] = value
+        with pytest.raises(ValueError, match=message):
+            messages.decode_action(msg)
 
 
 def test_action_reply_numbers_are_refused_naming_the_field():

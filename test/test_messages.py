@@ -196,3 +196,37 @@ def test_episode_with_wrong_dtype_or_foreign_message_is_rejected():
         messages.decode_episode(truncated)
     with pytest.raises(ValueError, match='is not a valid .npz'):
         episode_from_bytes(bytes(msg.data[:-10]))
+
+
+def test_action_chunk_round_trip_and_replies_recorded_before_chunks():
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import JointState
+
+    header = messages.numpy_to_image(np.zeros((2, 2, 3), np.uint8), stamp=5).header
+    chunk = np.arange(21, dtype=np.float64).reshape(3, 7) / 10.0
+    tokens = 31744 + np.arange(21).reshape(3, 7)
+    msg = messages.encode_action(header, chunk, tokens, -np.ones((3, 7)), 4, 'go',
+                                 action_period=0.1)
+    assert list(msg.name[7:9]) == ['dx_1', 'dy_1'] and len(msg.name) == 21 + 5
+    reply = messages.decode_action(deserialize_message(serialize_message(msg), JointState))
+    np.testing.assert_array_equal(reply.actions, chunk)
+    np.testing.assert_array_equal(reply.action, chunk[0])
+    np.testing.assert_array_equal(reply.action_tokens, tokens[0])
+    assert reply.chunk_size == 3 and reply.action_period == 0.1 and reply.adapter_version == 4
+    # One action: K = 1, the period unknown (0).
+    one = messages.decode_action(messages.encode_action(header, chunk[0], tokens[0],
+                                                        np.zeros(7), 0, 'go'))
+    assert one.chunk_size == 1 and one.action_period == 0.0
+    # The layout of bags recorded before chunks (three extras) still decodes as K = 1.
+    legacy_names = ['adapter_version', 'instruction_crc32', 'batch_size']
+    legacy = JointState(name=list(messages.ACTION_NAMES) + legacy_names,
+                        position=list(chunk[0]) + [2.0, 7.0, 1.0], velocity=[0.0] * 10,
+                        effort=[31744.0] * 7 + [0.0] * 3)
+    old = messages.decode_action(legacy)
+    assert old.chunk_size == 1 and old.adapter_version == 2 and old.action_period == 0.0
+    # A chunk whose chunk_size disagrees with its names, and token rows that do not match.
+    msg.position[21 + 3] = 2.0
+    with pytest.raises(ValueError, match='says chunk_size 2 but carries 3 actions'):
+        messages.decode_action(msg)
+    with pytest.raises(ValueError, match='action_tokens has 2 rows; the action chunk has 3'):
+        messages.encode_action(header, chunk, tokens[:2], -np.ones((3, 7)), 4, 'go')

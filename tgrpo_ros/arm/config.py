@@ -102,6 +102,16 @@ class ArmConfig:
     # OpenVLA's gripper output is in [0, 1] with 1 = open (docs/references.md §2).
     gripper_threshold: float = _option(
         0.5, 'Policy gripper values >= this open the gripper, lower values close it.')
+    # A VLA action is a displacement for one training step (docs/deploy.md, "Executing
+    # actions"); holding it until the next decision multiplies it (facts §12).
+    action_execution: str = _option(
+        'once', "'once': each action of a reply drives the arm for exactly one action_period "
+        "(twist = action * scale), then zero until a newer reply; 'hold': the newest action "
+        'is held until a newer one arrives (policies trained on velocity commands).')
+    action_period: float = _option(
+        0.05, 'Commanded time (s) of one action: the control period of the data the policy '
+        'was trained on (LIBERO: 20 Hz, 0.05 s). A reply that carries its own action_period '
+        "(the policy's metadata) uses that instead.")
     dry_run: bool = _option(
         True, "Send commands to the controller's ~/dry_run topics instead of the arm's.")
 
@@ -120,6 +130,9 @@ class ArmConfig:
                 if not all(math.isfinite(v) for v in value):
                     raise ValueError(f'{f.name} must be finite, got {value}')
                 setattr(self, f.name, value)
+            elif f.name == 'action_execution':
+                if value not in ('once', 'hold'):
+                    raise ValueError(f"action_execution must be 'once' or 'hold', got {value!r}")
             elif f.name == 'dry_run':
                 if not isinstance(value, bool):
                     raise ValueError(f'dry_run must be a bool, got {value!r}')
@@ -130,7 +143,8 @@ class ArmConfig:
                 if not math.isfinite(value):
                     raise ValueError(f'{f.name} must be finite, got {value}')
         positive = ('control_rate_hz', 'max_linear_norm', 'max_angular_norm', 'max_linear_accel',
-                    'max_angular_accel', 'image_timeout', 'action_timeout', 'pose_timeout')
+                    'max_angular_accel', 'image_timeout', 'action_timeout', 'pose_timeout',
+                    'action_period')
         for name in positive:
             if not getattr(self, name) > 0.0:
                 raise ValueError(f'{name} ({getattr(self, name)}) must be > 0')

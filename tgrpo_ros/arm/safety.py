@@ -15,7 +15,11 @@ Per tick, in this order:
    camera image for ``image_timeout``; no pose stamped within ``pose_timeout``;
    no valid action since activation or reset, the last action was invalid, or
    its image stamp is older than ``action_timeout``.
-2. **Conversion**: target twist = action * scale per axis (``tgrpo_ros.arm.command``).
+2. **Execution and conversion**: the action of this tick comes from the queue of
+   ``tgrpo_ros.arm.execution`` (``action_execution`` once or hold, action
+   chunks; in once mode the time-weighted mean of what the tick covers, zero
+   once the queue is done); target twist = action * scale per axis
+   (``tgrpo_ros.arm.command``). Every executed step goes through the limits below.
 3. **Limits** (``limit_twist``, the one path every target goes through):
 
    a. speed: per-axis clip, then each norm scaled down to its limit (direction
@@ -57,6 +61,7 @@ import numpy as np
 
 from tgrpo_ros.arm.command import ACTION_DIM, action_to_gripper, action_to_twist
 from tgrpo_ros.arm.config import ArmConfig
+from tgrpo_ros.arm.execution import ActionExecution, EXECUTION_COUNTERS
 
 # Stop reasons, in the order they are checked (and reported).
 STOP_REASONS = ('estop', 'stale_image', 'stale_pose', 'no_action', 'invalid_action',
@@ -68,7 +73,7 @@ EVENT_COUNTERS = ('actions', 'invalid_actions', 'out_of_order_actions', 'future_
                   'wrong_frame_poses', 'estop_events', 'estop_heartbeat_lost', 'resets',
                   'resets_refused')
 COUNTERS = ('ticks', 'moving_ticks', 'zero_ticks') + STOP_REASONS + LIMIT_REASONS \
-    + EVENT_COUNTERS
+    + EVENT_COUNTERS + EXECUTION_COUNTERS  # the last kept by the execution queue
 
 
 @dataclass
@@ -201,6 +206,7 @@ class SafetyFilter:
         self.last_command = None    # the Command published last (tick or stop)
         self.previous = (np.zeros(3), np.zeros(3))  # its (linear, angular)
         self.last_time = None       # s, when it was published
+        self.execution = ActionExecution(config.action_execution, config.action_period)
         self.reset_motion()
 
     def carry_over(self, other: 'SafetyFilter'):
@@ -225,6 +231,7 @@ class SafetyFilter:
         self.action = None          # [7] newest valid action
         self.action_stamp = None    # s, stamp of the image it answers
         self.invalid_action = False
+        self.execution.clear()
 
     def observe_image(self, now):
         """Record that a camera image arrived at ``now`` (s)."""
@@ -255,9 +262,13 @@ class SafetyFilter:
         self.position = position.copy()
         self.pose_time = stamp
 
-    def observe_action(self, action, image_stamp, now):
+    def observe_action(self, action, image_stamp, now, action_period=None):
         """
-        Take a new policy action [7] answering the image stamped ``image_stamp`` (s).
+        Take a new policy action [7], or chunk [K, 7], answering the image ``image_stamp`` (s).
+
+        The chunk replaces what is left of the execution queue; ``action_period``
+        (s, the policy's metadata; None or 0: the configured one) is how long each
+        of its actions is commanded.
 
         Returns None when accepted, else the error text. An action stamped more
         than ``max_clock_skew`` ahead of ``now`` is refused and counted
@@ -265,9 +276,12 @@ class SafetyFilter:
         action is rejected and stops the arm until a valid one arrives; an action
         older than the current one (out of order) is ignored.
         """
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (ACTION_DIM,):
-            raise ValueError(f'action must have {ACTION_DIM} entries, got {action.shape[0]}')
+        chunk = np.asarray(action, dtype=np.float64)
+        chunk = chunk.reshape(1, -1) if chunk.ndim < 2 else chunk
+        if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM or not len(chunk):
+            raise ValueError(f'action must have {ACTION_DIM} entries (or be a chunk [K, '
+                             f'{ACTION_DIM}]), got shape {np.shape(action)}')
+        action = chunk.reshape(-1)
         stamp, now = float(image_stamp), float(now)
         self.counters['actions'] += 1
         if not stamp - now <= self.config.max_clock_skew:
@@ -283,8 +297,9 @@ class SafetyFilter:
         if not np.all(np.isfinite(action)):
             self.invalidate_action()
             return f'non-finite action {action.tolist()}: commanding zero until a valid one'
-        self.action = action.copy()
+        self.action = chunk[0].copy()
         self.invalid_action = False
+        self.execution.push(chunk, action_period, stamp)  # a repeated stamp runs no action
         return None
 
     def invalidate_action(self):
@@ -292,6 +307,7 @@ class SafetyFilter:
         self.counters['invalid_actions'] += 1
         self.action = None
         self.invalid_action = True
+        self.execution.clear()
 
     def set_estop(self, engaged, now=None):
         """Take one e-stop message received at ``now`` (s); engaging it latches the stop."""
@@ -383,15 +399,19 @@ class SafetyFilter:
         else:
             dt = cfg.period if self.last_time is None else min(max(now - self.last_time, 0.0),
                                                                cfg.period)
+            # once/hold, chunks (tgrpo_ros.arm.execution): the action of this tick.
+            action = self.execution.step(cfg.period)
+            if action is None:  # nothing queued (cannot happen with a current action)
+                action = np.append(np.zeros(ACTION_DIM - 1), self.action[ACTION_DIM - 1])
             with np.errstate(over='ignore'):  # a huge action: inf, then clipped to the limit
-                linear, angular = action_to_twist(self.action, *self._scale)
+                linear, angular = action_to_twist(action, *self._scale)
             linear, angular, applied = limit_twist(cfg, linear, angular, self.previous, dt)
             linear, angular, walled = workspace_limit(cfg, linear, angular, self.position,
                                                       max(now - self.pose_time, 0.0))
             applied += ('workspace_limited',) if walled else ()
             for reason in applied:
                 self.counters[reason] += 1
-            gripper = action_to_gripper(self.action[6], cfg.gripper_open, cfg.gripper_close,
+            gripper = action_to_gripper(action[6], cfg.gripper_open, cfg.gripper_close,
                                         cfg.gripper_threshold)
             command = Command(linear, angular, gripper, applied)
         self.counters['zero_ticks' if command.is_zero else 'moving_ticks'] += 1
@@ -419,4 +439,5 @@ class SafetyFilter:
         return {'state': self.state(now), 'stop_reasons': list(self.stop_reasons(now)),
                 'estop_engaged': self.estop_engaged, 'estop_latched': self.estop_latched,
                 'estop_silent': self._silence(now) is not None,
-                'dry_run': self.config.dry_run, 'counters': dict(self.counters)}
+                'dry_run': self.config.dry_run,
+                'counters': dict(self.counters, **self.execution.counters)}

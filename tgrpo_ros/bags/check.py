@@ -137,7 +137,8 @@ def stream_steps(bag, clients, counters, instruction=None, notes=None):
     start (a bag that recorded none). A reply whose instruction is recorded only
     later (a latched instruction the recorder met late) is paired with it at the
     end when it is the only instruction of that client in the bag; ``notes`` gets a
-    sentence saying so.
+    sentence saying so. ``chunked_replies`` counts replies of K > 1 actions: the
+    first action of a chunk is the one re-scored (it answers the image).
     """
     notes = [] if notes is None else notes
     wanted = {}
@@ -159,7 +160,7 @@ def stream_steps(bag, clients, counters, instruction=None, notes=None):
     given = [instruction] if instruction is not None else []
     state = {ns: {'images': {}, 'replies': {}, 'instructions': list(given), 'answered': set(),
                   'index': {}, 'late': [], 'all_instructions': set(given)} for ns in clients}
-    for key in ('frames', 'images', 'replies', 'paired') + SKIP_REASONS:
+    for key in ('frames', 'images', 'replies', 'paired', 'chunked_replies') + SKIP_REASONS:
         counters.setdefault(key, 0)
     index = {}
     for name, msgtype, timestamp, data in bag.messages(sorted(wanted)):
@@ -201,6 +202,7 @@ def stream_steps(bag, clients, counters, instruction=None, notes=None):
             if stamp in s['answered'] or stamp in s['replies']:
                 continue  # the server answered a repeat from its cache
             counters['replies'] += 1
+            counters['chunked_replies'] += reply.chunk_size > 1
             if stamp not in s['images']:
                 s['replies'][stamp] = reply
                 continue

@@ -143,25 +143,41 @@ def instruction_crc32(instruction):
 # ---------------------------------------------------------------------------- actions
 
 # JointState layout of an action reply. The first 7 names are the action
-# dimensions; the extra entries carry per-reply metadata in `position` (their
-# `velocity` and `effort` are 0). All values are exact in float64.
+# dimensions; a chunk of K > 1 actions continues with 7 names per further action
+# ('dx_1' ... 'gripper_1', 'dx_2' ...); the extra entries carry per-reply metadata
+# in `position` (their `velocity` and `effort` are 0). All values are exact in float64.
 ACTION_NAMES = ('dx', 'dy', 'dz', 'droll', 'dpitch', 'dyaw', 'gripper')
 ACTION_EXTRA_NAMES = (
     'adapter_version',    # int, version of the adapter that produced the action
     'instruction_crc32',  # int, CRC-32 of the instruction the policy was given
     'batch_size',         # int, size of the policy batch this reply was computed in
+    'chunk_size',         # int K >= 1, actions in this reply, executed in order
+    'action_period',      # s, the policy's control period per action (0: not known)
 )
+# Replies recorded before action chunks had only the first three extras (K = 1).
+LEGACY_EXTRA_COUNT = 3
 ACTION_JOINT_NAMES = ACTION_NAMES + ACTION_EXTRA_NAMES
 # The ranges decode_action accepts (anything else is a ValueError naming it).
 ACTION_ABS_MAX = 1e3         # un-normalised policy actions are O(1) (LIBERO's are in [-1, 1])
 LOG_PROB_MIN = -1e6          # float32 log-probs of a sampled token lie far above this
 TOKEN_ID_MAX = 2 ** 31 - 1   # token ids are int32 in every tokenizer here
 PAD_ABS_MAX = 1e9            # the unused velocity / effort entries (written as 0)
-ACTION_EXTRA_RANGES = {      # inclusive integer ranges of the extra entries
+ACTION_EXTRA_RANGES = {      # inclusive ranges of the extra entries (integers but these:)
     'adapter_version': (-1, 2 ** 31 - 1),   # -1: the base policy, before any adapter
     'instruction_crc32': (0, 2 ** 32 - 1),
     'batch_size': (1, 2 ** 31 - 1),
+    'chunk_size': (1, 2 ** 31 - 1),
+    'action_period': (0.0, float('inf')),   # s, finite; 0: the policy does not say
 }
+ACTION_EXTRA_FLOATS = ('action_period',)  # the extras that need not be integers
+
+
+def chunk_joint_names(chunk_size):
+    """Return the JointState names of a reply with ``chunk_size`` actions."""
+    names = list(ACTION_NAMES)
+    for k in range(1, int(chunk_size)):
+        names += [f'{name}_{k}' for name in ACTION_NAMES]
+    return tuple(names) + ACTION_EXTRA_NAMES
 
 
 @dataclass
@@ -170,35 +186,53 @@ class ActionReply:
 
     stamp_ns: int                # stamp of the image it answers, ns
     frame_id: str                # frame of the image it answers
-    action: np.ndarray           # [7] float64, un-normalised, policy convention
-    action_tokens: np.ndarray    # [7] int64, ids in 31744..31999
+    action: np.ndarray           # [7] float64, un-normalised, policy convention (first of chunk)
+    action_tokens: np.ndarray    # [7] int64, ids in 31744..31999 (first action)
     log_probs: np.ndarray        # [7] float64, behaviour log-probs (float32 values)
     adapter_version: int
     instruction_crc32: int
     batch_size: int
+    actions: np.ndarray = None   # [K, 7] float64, the whole chunk (row 0 is ``action``)
+    action_period: float = 0.0   # s per action, from the policy; 0: not known
+
+    def __post_init__(self):
+        """Make a reply built from one action a chunk of one."""
+        if self.actions is None:
+            self.actions = np.asarray(self.action, dtype=np.float64).reshape(1, -1)
+
+    @property
+    def chunk_size(self):
+        """Return K, the number of actions in the reply."""
+        return len(self.actions)
 
 
 def encode_action(header, action, action_tokens, log_probs, adapter_version, instruction,
-                  batch_size=1):
+                  batch_size=1, action_period=0.0):
     """
     Return the sensor_msgs/JointState reply to the image whose ``header`` is given.
 
-    position = 7 continuous actions then the extra entries (ACTION_EXTRA_NAMES);
-    velocity = 7 behaviour log-probs then zeros; effort = 7 action token ids
-    then zeros.
+    ``action``, ``action_tokens`` and ``log_probs`` are [7] (one action) or [K, 7]
+    (a chunk of K actions, executed in order). position = the K x 7 continuous
+    actions then the extra entries (ACTION_EXTRA_NAMES: ..., chunk_size K,
+    ``action_period`` in s, 0 when the policy does not say); velocity = the K x 7
+    behaviour log-probs then zeros; effort = the K x 7 action token ids then zeros.
     """
     from sensor_msgs.msg import JointState
 
-    action = _vector('action', action, np.float64)
-    tokens = _vector('action_tokens', action_tokens, np.int64)
-    logps = _vector('log_probs', log_probs, np.float64)
+    action = _chunk('action', action, np.float64)
+    chunk_size = len(action) // ACTION_DIM
+    tokens = _chunk('action_tokens', action_tokens, np.int64, chunk_size)
+    logps = _chunk('log_probs', log_probs, np.float64, chunk_size)
+    action_period = float(action_period)
+    if not (np.isfinite(action_period) and action_period >= 0.0):
+        raise ValueError(f'action_period must be >= 0 s, got {action_period}')
     extras = [float(int(adapter_version)), float(instruction_crc32(instruction)),
-              float(int(batch_size))]
+              float(int(batch_size)), float(chunk_size), action_period]
     pad = [0.0] * len(ACTION_EXTRA_NAMES)
     msg = JointState()
     msg.header.stamp = header.stamp
     msg.header.frame_id = header.frame_id
-    msg.name = list(ACTION_JOINT_NAMES)
+    msg.name = list(chunk_joint_names(chunk_size))
     msg.position = array.array('d', action.tolist() + extras)
     msg.velocity = array.array('d', logps.tolist() + pad)
     msg.effort = array.array('d', tokens.astype(np.float64).tolist() + pad)
@@ -206,37 +240,66 @@ def encode_action(header, action, action_tokens, log_probs, adapter_version, ins
 
 
 def decode_action(msg):
-    """Return the ActionReply in a sensor_msgs/JointState; ValueError if malformed."""
+    """
+    Return the ActionReply in a sensor_msgs/JointState; ValueError if malformed.
+
+    Chunks of K actions and the layout recorded before chunks (K = 1, three
+    extras, no action_period) are both accepted.
+    """
     names = tuple(msg.name)
-    if names != ACTION_JOINT_NAMES:
-        raise ValueError(f'action reply has joint names {list(names)}; expected '
-                         f'{list(ACTION_JOINT_NAMES)}')
-    count = len(ACTION_JOINT_NAMES)
+    legacy = ACTION_NAMES + ACTION_EXTRA_NAMES[:LEGACY_EXTRA_COUNT]
+    chunk_size = (len(names) - len(ACTION_EXTRA_NAMES)) // ACTION_DIM
+    if names == legacy:
+        chunk_size, extra_names = 1, ACTION_EXTRA_NAMES[:LEGACY_EXTRA_COUNT]
+    elif chunk_size >= 1 and names == chunk_joint_names(chunk_size):
+        extra_names = ACTION_EXTRA_NAMES
+    else:
+        raise ValueError(f'action reply has joint names {list(names)[:12]}'
+                         f"{'...' if len(names) > 12 else ''}; expected "
+                         f'{list(ACTION_JOINT_NAMES)} (a chunk of K actions: 7 names per '
+                         f"action, 'dx_1' ... before the extras)")
+    count = len(names)
     for field_name in ('position', 'velocity', 'effort'):
         got = len(getattr(msg, field_name))
         if got != count:
             raise ValueError(f'action reply {field_name} has {got} entries; expected {count}')
+    size = chunk_size * ACTION_DIM
     position = np.asarray(msg.position, dtype=np.float64)
-    action = check_numbers('action', position[:ACTION_DIM], -ACTION_ABS_MAX, ACTION_ABS_MAX)
-    log_probs = check_numbers('log-probs', msg.velocity[:ACTION_DIM], LOG_PROB_MIN, 0.0)
-    tokens = check_numbers('action token ids', msg.effort[:ACTION_DIM], 0, TOKEN_ID_MAX,
+    actions = check_numbers('action', position[:size], -ACTION_ABS_MAX, ACTION_ABS_MAX)
+    log_probs = check_numbers('log-probs', msg.velocity[:size], LOG_PROB_MIN, 0.0)
+    tokens = check_numbers('action token ids', msg.effort[:size], 0, TOKEN_ID_MAX,
                            integer=True).astype(np.int64)
     for field_name in ('velocity', 'effort'):
-        check_numbers(f'{field_name} padding', getattr(msg, field_name)[ACTION_DIM:],
+        check_numbers(f'{field_name} padding', getattr(msg, field_name)[size:],
                       -PAD_ABS_MAX, PAD_ABS_MAX)
-    extras = {name: int(check_numbers(name, [value], *ACTION_EXTRA_RANGES[name],
-                                      integer=True)[0])
-              for name, value in zip(ACTION_EXTRA_NAMES, position[ACTION_DIM:])}
+    extras = {}
+    for name, value in zip(extra_names, position[size:]):
+        integer = name not in ACTION_EXTRA_FLOATS
+        number = check_numbers(name, [value], *ACTION_EXTRA_RANGES[name], integer=integer)[0]
+        extras[name] = int(number) if integer else float(number)
+    if extras.get('chunk_size', 1) != chunk_size:
+        raise ValueError(f"action reply says chunk_size {extras['chunk_size']} but carries "
+                         f'{chunk_size} actions')
+    actions = actions.reshape(chunk_size, ACTION_DIM)
     return ActionReply(
         stamp_ns=checked_stamp_ns(msg.header.stamp, 'action reply'),
-        frame_id=msg.header.frame_id, action=action.copy(), action_tokens=tokens,
-        log_probs=log_probs, **extras)
+        frame_id=msg.header.frame_id, action=actions[0].copy(),
+        action_tokens=tokens[:ACTION_DIM], log_probs=log_probs[:ACTION_DIM],
+        adapter_version=extras['adapter_version'],
+        instruction_crc32=extras['instruction_crc32'], batch_size=extras['batch_size'],
+        actions=actions, action_period=extras.get('action_period', 0.0))
 
 
-def _vector(name, values, dtype):
-    out = np.asarray(values).reshape(-1).astype(dtype)
-    if out.shape != (ACTION_DIM,):
-        raise ValueError(f'{name} must have {ACTION_DIM} entries, got {out.shape[0]}')
+def _chunk(name, values, dtype, chunk_size=None):
+    """Return [7] or [K, 7] values flattened (K x 7); ValueError naming a bad shape."""
+    values = np.asarray(values)
+    out = values.reshape(-1).astype(dtype)
+    rows = 1 if values.ndim <= 1 else values.shape[0]
+    if values.ndim > 2 or out.shape[0] != rows * ACTION_DIM or not rows:
+        raise ValueError(f'{name} must have {ACTION_DIM} entries, got {out.shape[0]} (a chunk '
+                         f'of K actions: [K, {ACTION_DIM}])')
+    if chunk_size is not None and rows != chunk_size:
+        raise ValueError(f'{name} has {rows} rows; the action chunk has {chunk_size}')
     return out
 
 

@@ -176,6 +176,10 @@ class PolicyServer(Node):
         self.client_namespaces = c.clients
         self.max_wait = c.max_wait_ms / 1000.0  # seconds
         self.policy, self.generator = self._load_policy()
+        # The policy's control period per action where its metadata has one (0: unknown;
+        # the safety controller then uses its action_period). Chunks: a policy whose
+        # sample() returns actions [B, K, 7] sends K actions per reply.
+        self.action_period = float(getattr(self.policy, 'action_period', 0.0) or 0.0)
         self._warm_up()
         self.prepared = None  # adapter validated by the on-set callback, swapped in post-set
         self._mirroring = False
@@ -483,7 +487,8 @@ class PolicyServer(Node):
         log_probs = out.log_probs.numpy()
         for i, (ns, msg) in enumerate(batch):
             reply = messages.encode_action(msg.header, out.actions[i], tokens[i], log_probs[i],
-                                           version, instructions[i], batch_size=len(batch))
+                                           version, instructions[i], batch_size=len(batch),
+                                           action_period=self.action_period)
             self.last_reply[ns] = (messages.stamp_to_ns(msg.header.stamp), reply)
             self.publishers_[ns].publish(reply)
         seconds = time.perf_counter() - start

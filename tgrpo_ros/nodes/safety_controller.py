@@ -286,7 +286,9 @@ class SafetyController(LifecycleNode):
             self.bad_input('action', f'refused an action, commanding zero until a valid one: '
                            f'{error}')
             return
-        error = self.safety.observe_action(reply.action, reply.stamp_ns * 1e-9, self.now())
+        # A chunk [K, 7] and the policy's action_period (0: ArmConfig's) go to the queue.
+        error = self.safety.observe_action(reply.actions, reply.stamp_ns * 1e-9, self.now(),
+                                           action_period=reply.action_period)
         if error and 'ahead of the controller clock' in error:
             self.bad_input('action', error)
         elif error:

@@ -11,8 +11,14 @@ It stands in for the arm driver and MoveIt Servo in tests and demos:
   holds still. The gripper keeps its last command, as a
   forward command controller does.
 * **Stepping**: one LIBERO control step (20 Hz, OSC pose deltas) per 50 ms of
-  wall clock. A step that falls behind is caught up (at most ``max_catch_up``
-  steps at once; beyond that the time is skipped and counted).
+  wall clock, or per ``50 ms / real_time_factor`` (a factor below 1 gives a slow
+  machine more wall time per step). A step that falls behind is caught up (at
+  most ``max_catch_up`` steps at once; beyond that the time is skipped and
+  counted). Each step takes the **mean** twist over the wall-clock span it
+  stands for (every command held from its stamp until the next one, or until it
+  is stale: ``tgrpo_ros.arm.execution.TwistHistory``), as an arm that follows
+  Servo at 100 Hz integrates it; a short command (one 50 ms action of
+  ``action_execution: once``) moves the arm by its share of the step.
 * **Conversion**: LIBERO action = twist / scale per axis, clipped to [-1, 1]
   (``tgrpo_ros.arm.command.twist_to_libero``), the inverse of the safety
   controller's action -> twist scale; keep ``linear_scale``/``angular_scale`` equal
@@ -56,13 +62,16 @@ from std_srvs.srv import Trigger
 
 from tgrpo_ros.arm import ArmConfig
 from tgrpo_ros.arm.command import gripper_to_libero, LIBERO_OPEN, twist_to_libero
+from tgrpo_ros.arm.execution import TwistHistory
 from tgrpo_ros.nodes import arm_topics, messages
 from tgrpo_ros.nodes.diagnostics import BadInputs, StatusReporter
 from tgrpo_ros.nodes.node_main import run_node
 from tgrpo_ros.nodes.params import declare_config
+from tgrpo_ros.nodes.topics import reliable_qos
 from tgrpo_ros.options import check_choice, check_range, option
 
 STEP_PERIOD = 0.05  # s: LIBERO's control_freq is 20 Hz
+TWIST_DEPTH = 1000  # twists kept while a step runs: 20 s of a 50 Hz controller
 AGENTVIEW_IMAGE = 'agentview_image'  # robosuite observable of the front camera
 INPUTS = ('twist', 'gripper', 'parameters')  # counted when bad
 # m/s and rad/s: the largest twist component taken. A Panda's end effector moves
@@ -109,6 +118,10 @@ class SimArmConfig:
     gripper_close: float = option(_ARM_DEFAULTS['gripper_close'],
                                   'Gripper command meaning closed.')
     max_catch_up: int = option(4, 'Most steps run at once to catch up with the wall clock.')
+    real_time_factor: float = option(
+        1.0, 'Simulated time per wall-clock time: one 50 ms step every 50 ms / factor of wall '
+        "clock. Twists act over wall-clock time, so below 1 set the controller's "
+        'action_period to 0.05 / factor for actions to move as in training.')
     horizon: int = option(
         0, "robosuite's episode horizon (0: the env's own, 1000 steps = 50 s). The simulated "
         'arm ignores it, as an arm has no episode end: stepping past it goes on and is logged '
@@ -120,7 +133,7 @@ class SimArmConfig:
                         gripper_open=self.gripper_open, gripper_close=self.gripper_close)
         self.linear_scale, self.angular_scale = arm.linear_scale, arm.angular_scale
         self.gripper_open, self.gripper_close = arm.gripper_open, arm.gripper_close
-        for name in ('camera_rate_hz', 'command_timeout'):
+        for name in ('camera_rate_hz', 'command_timeout', 'real_time_factor'):
             check_range(name, getattr(self, name), 0.0, low_open=True)
             setattr(self, name, float(getattr(self, name)))
         check_range('max_catch_up', self.max_catch_up, 1)
@@ -144,6 +157,8 @@ class SimArm(Node):
         self.frame_id = str(c.frame_id)
         self.camera_frame_id = str(c.camera_frame_id)
         self.max_catch_up = int(c.max_catch_up)
+        self.step_wall = STEP_PERIOD / c.real_time_factor  # s of wall clock per step
+        self.history = TwistHistory(self.command_timeout)  # twists by stamp, for the means
         p = {name: getattr(c, name) for name in (
             'suite', 'task_id', 'init_state_id', 'camera_size', 'camera_rate_hz', 'multisample')}
 
@@ -178,8 +193,10 @@ class SimArm(Node):
         self.bad_frames = set()
         self.bad_inputs = BadInputs(INPUTS)  # since the node started, not reset
 
-        self.create_subscription(TwistStamped, arm_topics.TWIST_TOPIC, self.twist_callback,
-                                 arm_topics.COMMAND_QOS)
+        # Every command, not only the newest: a step integrates those of its span, and a
+        # busy step (a render, catching up) must not drop the ones that came meanwhile.
+        self.twist_sub = self.create_subscription(
+            TwistStamped, arm_topics.TWIST_TOPIC, self.twist_callback, reliable_qos(TWIST_DEPTH))
         self.create_subscription(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
                                  self.gripper_callback, arm_topics.COMMAND_QOS)
         camera_qos = {'sensor_data': arm_topics.SENSOR_QOS,
@@ -195,7 +212,7 @@ class SimArm(Node):
         self.add_on_set_parameters_callback(self.parameters_callback)
         self.episodes = 0
         self.restart_clock()
-        self.create_timer(STEP_PERIOD / 2.0, self.clock_callback)
+        self.create_timer(self.step_wall / 2.0, self.clock_callback)
         self.reporter = StatusReporter(self, self.status, self.bad_inputs)
         self.get_logger().info(
             f"{p['suite']} task {p['task_id']} ({self.instruction!r}) init state "
@@ -236,6 +253,7 @@ class SimArm(Node):
             return response
         self.inner.modify_observable(AGENTVIEW_IMAGE, 'enabled', False)
         self.twist, self.gripper, self.success = None, LIBERO_OPEN, False
+        self.history.clear()
         self.past_horizon = False
         for key in self.counters:
             self.counters[key] = 0
@@ -268,6 +286,7 @@ class SimArm(Node):
         if not np.all(np.isfinite(values)) or np.max(np.abs(values)) > TWIST_ABS_MAX:
             self.counters['rejected_twists'] += 1
             self.twist = None  # Servo would refuse it too: hold still
+            self.history.add(self.get_clock().now().nanoseconds, None)
             what = 'non-finite' if not np.all(np.isfinite(values)) else \
                 f'absurd (a component beyond {TWIST_ABS_MAX:g} m/s or rad/s)'
             self.bad_input('twist', f'holding still: {what} twist {values}')
@@ -277,18 +296,38 @@ class SimArm(Node):
         except ValueError as error:
             self.counters['rejected_twists'] += 1
             self.twist = None
+            self.history.add(self.get_clock().now().nanoseconds, None)
             self.bad_input('twist', f'holding still: {error}')
             return
         # A stamp ahead of the clock would never grow old: the arm would follow that
         # twist until the clock passed it, however long the sender has been gone.
-        ahead = (stamp_ns - self.get_clock().now().nanoseconds) * 1e-9  # s
+        now_ns = self.get_clock().now().nanoseconds
+        ahead = (stamp_ns - now_ns) * 1e-9  # s
         if ahead > self.command_timeout:
             self.counters['rejected_twists'] += 1
             self.twist = None  # stale: hold still
+            self.history.add(now_ns, None)  # from now on (the stamp is not to be trusted)
             self.bad_input('twist', f'holding still: twist stamped {ahead:.3f} s ahead of the '
                            f'clock (more than command_timeout {self.command_timeout} s)')
             return
         self.twist = msg
+        self.history.add(stamp_ns, values)
+
+    def take_twists(self):
+        """
+        Take every twist waiting in the reader before stepping.
+
+        The executor takes one message per subscription per wake-up; when steps are
+        slow (a loaded machine), a 25-50 Hz command stream would queue behind them
+        and reach the steps stale.
+        """
+        sub = self.twist_sub
+        for _ in range(TWIST_DEPTH):
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)  # rclpy's executor does so
+            if taken is None:
+                return
+            self.twist_callback(taken[0])
 
     def gripper_callback(self, msg):
         """Hold the newest gripper command (one value in [gripper_close, gripper_open])."""
@@ -314,21 +353,20 @@ class SimArm(Node):
         """
         Return the LIBERO action [7] for the step due at ``step_time_ns`` (ROS time).
 
-        The newest twist is used if its stamp was fresh at the step's own time, so a
-        step that is caught up after a slow render is judged at the time it stands for.
+        The twist is the mean over the span of wall clock the step stands for (each
+        command held from its stamp until the next or until stale), so a step that is
+        caught up after a slow render is judged at the time it stands for.
         """
         action = np.zeros(7)
         action[6] = self.gripper
-        twist = self.twist
-        if twist is None or step_time_ns - messages.stamp_to_ns(twist.header.stamp) \
-                > self.command_timeout * 1e9:
+        mean, covered = self.history.average(step_time_ns - int(self.step_wall * 1e9),
+                                             step_time_ns)
+        if covered == 0.0:
             self.counters['held_steps'] += 1
             return action
-        linear, angular = twist.twist.linear, twist.twist.angular
         try:
-            action[:6] = twist_to_libero((linear.x, linear.y, linear.z),
-                                         (angular.x, angular.y, angular.z),
-                                         self.linear_scale, self.angular_scale)
+            action[:6] = twist_to_libero(mean[:3], mean[3:], self.linear_scale,
+                                         self.angular_scale)
         except ValueError as error:  # non-finite: Servo would refuse it too
             self.counters['rejected_twists'] += 1
             self.counters['held_steps'] += 1
@@ -338,15 +376,17 @@ class SimArm(Node):
     def clock_callback(self):
         """Run the steps that are due by the wall clock, then a camera frame if due."""
         now = time.monotonic()
-        due = int((now - self.start_time) / STEP_PERIOD) - self.counters['steps'] \
+        due = int((now - self.start_time) / self.step_wall) - self.counters['steps'] \
             - self.counters['skipped_steps']
         if due > self.max_catch_up:
             self.counters['skipped_steps'] += due - self.max_catch_up
             due = self.max_catch_up
         raw = None
+        if due > 0:
+            self.take_twists()
         for _ in range(max(due, 0)):
             index = self.counters['steps'] + self.counters['skipped_steps']
-            step_time_ns = self.start_ros_ns + int((index + 1) * STEP_PERIOD * 1e9)
+            step_time_ns = self.start_ros_ns + int((index + 1) * self.step_wall * 1e9)
             raw, _, _, _ = self.raw_env.step(self.current_action(step_time_ns))
             self.counters['steps'] += 1
             self.success = self.success or bool(self.raw_env.check_success())
@@ -417,7 +457,7 @@ class SimArm(Node):
 
     def status(self):
         """Return the counters and task success (``~/status``, ``/diagnostics``)."""
-        lag = time.monotonic() - self.start_time - STEP_PERIOD * (
+        lag = time.monotonic() - self.start_time - self.step_wall * (
             self.counters['steps'] + self.counters['skipped_steps'])  # s
         return dict(self.counters, success=self.success, lag_s=round(lag, 4),
                     episodes=self.episodes, instruction=self.instruction)
