@@ -99,6 +99,76 @@ def test_a_repeated_reply_runs_no_action_twice():
     assert execution.push(action, stamp=8)
 
 
+def test_once_skips_replies_to_frames_that_had_not_seen_the_last_action():
+    execution = ActionExecution('once', 0.05, observation_delay=0.05)
+    assert execution.push([1.0, 0, 0, 0, 0, 0, 1.0], stamp=0.0)
+    now = 0.0
+    for _ in range(3):  # ticks of 20 ms: the action runs 0.00-0.05 s
+        execution.step(0.02, now)
+        now += 0.02
+    assert execution.motion_end == pytest.approx(0.05)
+    # Frames captured mid-action, or before its motion could show (0.05 + 0.05 s).
+    for stamp in (0.03, 0.0999):
+        assert not execution.push([-1.0, 0, 0, 0, 0, 0, 1.0], stamp=stamp)
+    assert execution.counters['early_frames'] == 2 and execution.pending == 0
+    assert execution.push([0.5, 0, 0, 0, 0, 0, 1.0], stamp=0.1)
+    assert execution.counters['chunks'] == 2
+    # A chunk: its frame must follow the chunk's last action.
+    execution.push(np.ones((3, 7)), stamp=0.2)
+    execution.step(0.02, 0.3)
+    assert execution.motion_end == pytest.approx(0.3 + 3 * 0.05)
+    assert not execution.push(np.ones((2, 7)), stamp=0.49)
+    assert execution.push(np.ones((2, 7)), stamp=0.5)
+    # Off (negative) and in hold mode any newer reply is taken.
+    for execution in (ActionExecution('once', 0.05, observation_delay=-1.0),
+                      ActionExecution('hold', 0.05, observation_delay=0.05)):
+        execution.push(np.ones(7), stamp=0.0)
+        execution.step(0.02, 0.0)
+        assert execution.push(np.ones(7), stamp=0.01)
+
+
+@pytest.mark.parametrize('observation_delay', [0.05, -1.0])
+def test_a_slow_policy_in_real_time_never_overshoots_when_frames_must_see_the_last_action(
+        observation_delay):
+    """
+    A policy cloned from a synchronous loop, in real time: frames at 5 Hz, replies 170 ms later.
+
+    The double commands the displacement that reaches the target in one step (as an
+    expert's demonstrations would), so synchronously the arm stops on the target.
+    In real time a frame captured while an action still runs shows part of it: acting
+    on it commands the rest again, and the arm overshoots. Skipping such frames
+    (``observation_delay`` >= 0) keeps the synchronous behaviour.
+    """
+    config = ArmConfig(control_rate_hz=50.0, observation_delay=observation_delay, **PERMISSIVE)
+    safety = SafetyFilter(config)
+    scale, target = config.linear_scale[0], 0.03  # m/s per unit; m
+    position, now, frames, replies, busy_until = 0.0, 0.0, [], [], 0.0
+    trace = []
+    for tick in range(150):  # 3 s
+        now = tick * config.period
+        if tick % 10 == 0:  # camera: 5 Hz
+            frames.append((now, position))
+        if frames and busy_until <= now:  # the server takes the newest frame
+            stamp, seen = frames.pop()
+            frames.clear()
+            action = np.clip((target - seen) / (scale * config.action_period), -1.0, 1.0)
+            replies.append((now + 0.17, stamp, action))
+            busy_until = now + 0.17
+        for reply in [r for r in replies if r[0] <= now]:
+            replies.remove(reply)
+            safety.observe_action([reply[2], 0, 0, 0, 0, 0, 1.0], reply[1], now)
+        safety.observe_image(now)
+        safety.observe_pose(now, (position, 0.0, 0.0))
+        position += safety.tick(now).linear[0] * config.period
+        trace.append(position)
+    overshoot = max(trace) - target
+    if observation_delay >= 0.0:
+        assert overshoot < 1e-9 and abs(trace[-1] - target) < 1e-9
+        assert safety.status(now)['counters']['early_frames'] > 0
+    else:  # before: a frame 20 ms into an action commands its last 60% again
+        assert overshoot > 0.2 * target
+
+
 def test_hold_keeps_the_last_action_until_a_newer_one():
     execution = ActionExecution('hold', 0.05)
     assert execution.step(0.02) is None  # nothing yet
@@ -164,7 +234,8 @@ def test_filter_uses_the_policy_period_and_keeps_every_limit_on_random_chunks():
     for trial in range(40):
         config = ArmConfig(control_rate_hz=rng.choice([20.0, 25.0, 50.0]),
                            max_linear_accel=rng.uniform(0.2, 5.0),
-                           action_execution=rng.choice(['once', 'hold']))
+                           action_execution=rng.choice(['once', 'hold']),
+                           observation_delay=-1.0)  # every newer chunk replaces the queue
         safety = SafetyFilter(config)
         now, previous = 0.0, np.zeros(3)
         for tick in range(60):

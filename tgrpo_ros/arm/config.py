@@ -112,6 +112,12 @@ class ArmConfig:
         0.05, 'Commanded time (s) of one action: the control period of the data the policy '
         'was trained on (LIBERO: 20 Hz, 0.05 s). A reply that carries its own action_period '
         "(the policy's metadata) uses that instead.")
+    observation_delay: float = _option(
+        0.05, "once mode: seconds after an action's end until the camera shows its result "
+        "(sim_arm's 50 ms step; a real arm's tracking lag). A reply to a frame captured "
+        'earlier is skipped (counted early_frames), so the policy never acts twice on a scene '
+        'that has not seen its last action. Negative: off (any newer reply replaces the '
+        'queue, as streaming chunked policies run).')
     dry_run: bool = _option(
         True, "Send commands to the controller's ~/dry_run topics instead of the arm's.")
 

@@ -17,6 +17,16 @@ and the stand-in; chunked policies such as ACT or OpenVLA-OFT return 8-25):
   action runs twice. A newer reply replaces what is left of the queue: the
   action under way finishes its period (no action is cut short), the ones not
   started are dropped (``replaced_actions``).
+* In ``once`` mode a reply is only taken if its frame could show what the arm
+  was last commanded: a frame captured before the end of the last executed
+  action plus ``observation_delay`` (s; the time until the motion shows on the
+  camera: the simulated arm's 50 ms step, a real arm's tracking lag) answers a
+  scene that had not seen that action, and acting on it would command the same
+  correction twice. Such replies are skipped (``early_frames``): the policy sees
+  the result of every action it commanded, as in the synchronous loop it was
+  trained in. A slow camera or policy then slows the arm down, never makes it
+  overshoot. A negative ``observation_delay`` turns this off (any newer reply
+  replaces the queue, as streaming chunked policies run).
 * ``hold``: the behaviour for policies trained on velocity commands. The chunk's
   actions run one period each too, and the last one is held until a newer reply
   arrives (with K = 1: the newest action is held).
@@ -49,8 +59,8 @@ ACTION_DIM = 7  # dx, dy, dz, droll, dpitch, dyaw, gripper
 MODES = ('once', 'hold')
 # LIBERO's control frequency is 20 Hz (docs/references.md §3).
 LIBERO_ACTION_PERIOD = 0.05  # s
-EXECUTION_COUNTERS = ('chunks', 'repeated_replies', 'replaced_actions', 'executed_actions',
-                      'idle_ticks')
+EXECUTION_COUNTERS = ('chunks', 'repeated_replies', 'early_frames', 'replaced_actions',
+                      'executed_actions', 'idle_ticks')
 
 
 def check_chunk(actions) -> np.ndarray:
@@ -67,14 +77,22 @@ def check_chunk(actions) -> np.ndarray:
 class ActionExecution:
     """Queue of the newest chunk's actions; ``step`` hands out the action of each tick."""
 
-    def __init__(self, mode: str = 'once', action_period: float = LIBERO_ACTION_PERIOD):
-        """Start empty; ``action_period`` (s) is the commanded time of one action."""
+    def __init__(self, mode: str = 'once', action_period: float = LIBERO_ACTION_PERIOD,
+                 observation_delay: float = -1.0):
+        """
+        Start empty; ``action_period`` (s) is the commanded time of one action.
+
+        ``observation_delay`` (s, once mode; negative: off) is how long after an
+        action ends a frame shows it: replies to earlier frames are skipped.
+        """
         if mode not in MODES:
             raise ValueError(f"action_execution must be one of {', '.join(MODES)}, got {mode!r}")
         if not float(action_period) > 0.0:
             raise ValueError(f'action_period must be > 0 s, got {action_period!r}')
         self.mode = mode
         self.default_period = float(action_period)
+        self.observation_delay = float(observation_delay)
+        self.motion_end = None  # s, when the commanded actions end (once mode, with ``now``)
         self.counters: Dict[str, int] = dict.fromkeys(EXECUTION_COUNTERS, 0)
         self.clear()
 
@@ -113,6 +131,11 @@ class ActionExecution:
         if stamp is not None and stamp == self.stamp:
             self.counters['repeated_replies'] += 1
             return False
+        if stamp is not None and self.mode == 'once' and self.observation_delay >= 0.0 \
+                and self.motion_end is not None \
+                and stamp < self.motion_end + self.observation_delay:
+            self.counters['early_frames'] += 1  # its frame had not seen the last action
+            return False
         self.stamp = stamp
         self.counters['chunks'] += 1
         under_way = bool(self.queue) and self.left < self.queue[0][1] - 1e-12
@@ -123,9 +146,20 @@ class ActionExecution:
             self.left = period
         return True
 
-    def step(self, duration: float) -> Optional[np.ndarray]:
+    @property
+    def remaining(self) -> float:
+        """Return the seconds of commanded time left in the queue (once mode)."""
+        if not self.queue:
+            return 0.0
+        return self.left + sum(period for _, period in self.queue[1:])
+
+    def step(self, duration: float, now: Optional[float] = None) -> Optional[np.ndarray]:
         """
         Return the action [7] to command for the next ``duration`` s, and consume it.
+
+        ``now`` (s, the tick's time, on the clock of the image stamps) dates the
+        motion: the end of the queued actions is then known to ``push``, which skips
+        replies to frames captured before it (``observation_delay``).
 
         The translation and rotation entries are the time-weighted mean over
         ``duration`` (0 where nothing is queued, in once mode); the gripper is that
@@ -148,6 +182,8 @@ class ActionExecution:
                 if len(self.queue) > 1 or self.mode == 'once':
                     self.queue.pop(0)  # hold: the last action runs again, period by period
                 self.left = self.queue[0][1] if self.queue else 0.0
+        if now is not None and (covered > 0.0 or self.queue):
+            self.motion_end = float(now) + covered + self.remaining
         if self.last is None:
             return None
         if covered == 0.0:

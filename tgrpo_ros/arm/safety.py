@@ -206,7 +206,8 @@ class SafetyFilter:
         self.last_command = None    # the Command published last (tick or stop)
         self.previous = (np.zeros(3), np.zeros(3))  # its (linear, angular)
         self.last_time = None       # s, when it was published
-        self.execution = ActionExecution(config.action_execution, config.action_period)
+        self.execution = ActionExecution(config.action_execution, config.action_period,
+                                         config.observation_delay)
         self.reset_motion()
 
     def carry_over(self, other: 'SafetyFilter'):
@@ -400,7 +401,7 @@ class SafetyFilter:
             dt = cfg.period if self.last_time is None else min(max(now - self.last_time, 0.0),
                                                                cfg.period)
             # once/hold, chunks (tgrpo_ros.arm.execution): the action of this tick.
-            action = self.execution.step(cfg.period)
+            action = self.execution.step(cfg.period, now)
             if action is None:  # nothing queued (cannot happen with a current action)
                 action = np.append(np.zeros(ACTION_DIM - 1), self.action[ACTION_DIM - 1])
             with np.errstate(over='ignore'):  # a huge action: inf, then clipped to the limit
