@@ -7,7 +7,8 @@ started, and the error text of the latest one. A bad value is refused with an
 error that names what was wrong; the node keeps running on what it had.
 
 Once per ``period`` (1 s unless the node has its own rate), and at once when a bad
-input is counted (at most every ``MIN_INTERVAL``), a ``StatusReporter`` publishes
+input is counted (at most every ``MIN_INTERVAL``: a count within it of the previous
+report is reported when the interval is over), a ``StatusReporter`` publishes
 the node's status dict, ``bad_input`` and ``last_bad_input`` included:
 
 * on ``~/status`` (``std_msgs/String``, JSON), always;
@@ -128,6 +129,10 @@ class StatusReporter:
             self.diagnostics_publisher = node.create_publisher(
                 DiagnosticArray, topics.DIAGNOSTICS_TOPIC, topics.DIAGNOSTICS_QOS)
         self.timer = node.create_timer(period, self.publish)
+        # One report MIN_INTERVAL after a count that came too soon after the last one:
+        # a burst of bad input is reported within a quarter second, not a whole period.
+        self.soon_timer = node.create_timer(MIN_INTERVAL, self._publish_deferred)
+        self.soon_timer.cancel()
 
     def report(self):
         """Return the status dict with the bad-input entries, its level and its message."""
@@ -140,9 +145,16 @@ class StatusReporter:
         return status, level, '; '.join(m for m in (message, bad_message) if m)
 
     def publish_soon(self):
-        """Report now, unless a report went out less than MIN_INTERVAL ago (then: on time)."""
+        """Report now, unless a report went out less than MIN_INTERVAL ago (then: after it)."""
         if self.published is None or time.monotonic() - self.published >= MIN_INTERVAL:
             self.publish()
+        elif self.soon_timer.is_canceled():
+            self.soon_timer.reset()  # fires MIN_INTERVAL from now
+
+    def _publish_deferred(self):
+        """Publish the report a count asked for while the previous one was too recent."""
+        self.soon_timer.cancel()
+        self.publish()
 
     def publish(self):
         """Publish one report now."""
