@@ -34,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument('--model-path', default=os.path.join(ROOT, 'models', 'standin_sft_task0'))
     parser.add_argument('--task', type=int, default=0, help='LIBERO-Object task id')
     parser.add_argument('--init-states', default='1,2', help='comma list of init states')
-    parser.add_argument('--idle', default='0,3,7', help='comma list of pause lengths K (steps)')
+    parser.add_argument('--idle', default='0,7', help='comma list of pause lengths K (steps)')
     parser.add_argument('--gripper', choices=('repeat', 'hold'), default='repeat',
                         help="during the pause: repeat the action's gripper command, or "
                         'hold the gripper target (LIBERO gripper action 0)')
