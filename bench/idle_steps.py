@@ -1,5 +1,5 @@
 """
-Does a LIBERO policy succeed when the arm pauses between its actions? (docs/deploy.md)
+LIBERO success when the arm pauses between the policy's actions (docs/deploy.md).
 
 In real time on a CPU the policy decides 2.5-5 times a second, so in ``once`` mode
 (``action_execution``) each action moves the arm for one 50 ms step and the arm then

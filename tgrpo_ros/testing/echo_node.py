@@ -1,10 +1,10 @@
 """A minimal node that republishes strings with a prefix; exercises the test harness."""
 
 from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
+
+from tgrpo_ros.nodes.node_main import run_node
 
 
 class EchoNode(Node):
@@ -24,16 +24,14 @@ class EchoNode(Node):
 
 
 def main(args=None):
-    """Run the echo node until interrupted."""
-    rclpy.init(args=args)
-    node = EchoNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    """
+    Run the echo node until interrupted, exit 0: as every tgrpo_ros node runs.
+
+    rclpy's own signal handler shut the context down while the executor built its
+    wait set, and the node exited 1 with RCLError (a CI run); ``run_node`` takes
+    the signal itself and ends the spin cleanly.
+    """
+    raise SystemExit(run_node(EchoNode, 'echo', args))
 
 
 if __name__ == '__main__':
