@@ -224,19 +224,13 @@ def test_hostile_numbers_at_every_learner_subscription_are_counted_and_it_trains
     """
     from std_msgs.msg import String
 
-    from test_graph_races import BRIDGES as GRAPH_BRIDGES, Graph, start_learner
+    from test_graph_races import BRIDGES as GRAPH_BRIDGES, Graph, start_first_update
     from tgrpo_ros.testing.ros_client import send_until_counted
 
     graph = Graph(ros_client)
     try:
-        for ns in GRAPH_BRIDGES:
-            graph.start_bridge(ns)
-        learner, run_dir = start_learner(ros_nodes, tmp_path)
-        graph.wait(lambda: graph.of('push'), 'the push of adapter version 0')
-        first_push = graph.of('push')[0][1]
-        graph.answer(first_push)
-        graph.wait(lambda: all(graph.assignments(ns) for ns in GRAPH_BRIDGES)
-                   and graph.statuses, 'the first assignments')
+        learner, run_dir, first_push = start_first_update(graph, ros_nodes, tmp_path)
+        graph.wait(lambda: graph.statuses, 'a learner status')
 
         def bad_count(name):
             return graph.statuses[-1]['bad_input'].get(name, 0)

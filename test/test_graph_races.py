@@ -161,6 +161,22 @@ def start_learner(ros_nodes, tmp_path, **extra):
     return ros_nodes.start('learner', name='learner', parameters=parameters), run_dir
 
 
+def start_first_update(graph, ros_nodes, tmp_path):
+    """
+    Start both bridges and the learner, answer its push of version 0, wait for assignments.
+
+    Returns (learner, run_dir, first_push): the push's header, for a later re-push.
+    """
+    for ns in BRIDGES:
+        graph.start_bridge(ns)
+    learner, run_dir = start_learner(ros_nodes, tmp_path)
+    graph.wait(lambda: graph.of('push'), 'the push of adapter version 0')
+    first_push = graph.of('push')[0][1]
+    graph.answer(first_push)
+    graph.wait(lambda: all(graph.assignments(ns) for ns in BRIDGES), 'the first assignments')
+    return learner, run_dir, first_push
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_a_recorder_is_not_a_bridge_and_a_bridge_that_dies_under_it_is_lost(
@@ -242,14 +258,7 @@ def test_a_re_push_waits_for_its_own_answer_and_a_refusal_without_reason_is_one_
         ros_nodes, ros_client, tmp_path):
     graph = Graph(ros_client)
     try:
-        for ns in BRIDGES:
-            graph.start_bridge(ns)
-        learner, run_dir = start_learner(ros_nodes, tmp_path)
-        graph.wait(lambda: graph.of('push'), 'the push of adapter version 0')
-        first_push = graph.of('push')[0][1]
-        graph.answer(first_push)
-        graph.wait(lambda: all(graph.assignments(ns) for ns in BRIDGES),
-                   'the first assignments')
+        learner, run_dir, first_push = start_first_update(graph, ros_nodes, tmp_path)
         # /sim0's run was served by a restarted server (version -1): the learner pushes
         # version 0 again and must wait for the answer to that push.
         graph.send(graph.assignments('/sim0')[0], '/sim0', -1)
