@@ -47,6 +47,21 @@ def moving(twist):
     return np.allclose(twist[1], MOVING) and not np.any(twist[2])
 
 
+def sim_arm_commands(node, statuses):
+    """Append sim_arm's status dicts to ``statuses``; return its twist and gripper publishers."""
+    from geometry_msgs.msg import TwistStamped
+    from std_msgs.msg import Float64MultiArray, String
+
+    from tgrpo_ros.nodes import arm_topics
+
+    node.create_subscription(String, '/sim_arm/status',
+                             lambda msg: statuses.append(json.loads(msg.data)),
+                             arm_topics.STATUS_QOS)
+    return (node.create_publisher(TwistStamped, arm_topics.TWIST_TOPIC, arm_topics.COMMAND_QOS),
+            node.create_publisher(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
+                                  arm_topics.COMMAND_QOS))
+
+
 def assert_zero_after(probe, since, key='dry_twist', count=3):
     """Wait for ``count`` twists stamped after ``since`` (s); every one of them is zero."""
     probe.ros.spin_until(lambda: len(probe.twists(key, since=since)) >= count, 120.0,
@@ -533,16 +548,10 @@ def test_sim_arm_follows_live_twists_and_holds_when_they_stop(ros_nodes, ros_cli
     # Bad twists and gripper commands: refused and counted (the controller is stopped
     # first: the command readers keep only the newest message).
     from geometry_msgs.msg import TwistStamped
-    from std_msgs.msg import Float64MultiArray, String
+    from std_msgs.msg import Float64MultiArray
     assert probe.transition('deactivate')
     statuses = []
-    node.create_subscription(String, '/sim_arm/status',
-                             lambda msg: statuses.append(json.loads(msg.data)),
-                             arm_topics.STATUS_QOS)
-    twist_pub = node.create_publisher(TwistStamped, arm_topics.TWIST_TOPIC,
-                                      arm_topics.COMMAND_QOS)
-    gripper_pub = node.create_publisher(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
-                                        arm_topics.COMMAND_QOS)
+    twist_pub, gripper_pub = sim_arm_commands(node, statuses)
     ros_client.wait_for_subscribers(twist_pub)
     ros_client.wait_for_subscribers(gripper_pub)
     wrong_frame, nan_twist = TwistStamped(), TwistStamped()
@@ -638,7 +647,7 @@ def test_sim_arm_counts_hostile_twists_and_gripper_commands_and_serves_on(ros_no
     """Issue 17: NaN, inf, 1e300, twists over 10 m/s, bad stamps and arrays: counted, not run."""
     from geometry_msgs.msg import PoseStamped, TwistStamped
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray, String
+    from std_msgs.msg import Float64MultiArray
 
     from tgrpo_ros.nodes import arm_topics
     from tgrpo_ros.testing.ros_client import send_until_counted
@@ -653,13 +662,7 @@ def test_sim_arm_counts_hostile_twists_and_gripper_commands_and_serves_on(ros_no
                                  msg.pose.position.z])), arm_topics.SENSOR_QOS)
     node.create_subscription(JointState, '/' + arm_topics.JOINT_STATES_TOPIC,
                              joints.append, arm_topics.SENSOR_QOS)
-    node.create_subscription(String, '/sim_arm/status',
-                             lambda msg: statuses.append(json.loads(msg.data)),
-                             arm_topics.STATUS_QOS)
-    twist_pub = node.create_publisher(TwistStamped, arm_topics.TWIST_TOPIC,
-                                      arm_topics.COMMAND_QOS)
-    gripper_pub = node.create_publisher(Float64MultiArray, arm_topics.GRIPPER_TOPIC,
-                                        arm_topics.COMMAND_QOS)
+    twist_pub, gripper_pub = sim_arm_commands(node, statuses)
     ros_client.spin_until(lambda: poses and joints and statuses, hang,
                           'pose, joints and status from sim_arm')
     ros_client.wait_for_subscribers(twist_pub, timeout=hang)
