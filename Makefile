@@ -6,6 +6,10 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
+# pytest-xdist workers (0: one process). Each worker has its own ROS domain inside the
+# session's private network namespace (test/conftest.py, docs/testing.md).
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist worksteal
 # default | paper (the MuJoCo LIBERO's datasets were rendered with; docs/sim.md)
 SIM_PROFILE ?= default
 export SIM_PROFILE
@@ -19,13 +23,13 @@ train: setup
 	@$(ENV) tgrpo_launch --config config/train_sim.yaml --runs-root runs $(TRAIN_ARGS)
 
 test: setup
-	@$(ENV) python -m pytest $(PYTEST_ARGS)
+	@$(ENV) python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-loaded: setup
-	@bash scripts/test_loaded.sh $(PYTEST_ARGS)
+	@bash scripts/test_loaded.sh $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	@$(ENV) python -m pytest -m 'not slow and not linter' $(PYTEST_ARGS)
+	@$(ENV) python -m pytest -m 'not slow and not linter' $(XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	@$(ENV) python -m pytest -m linter $(PYTEST_ARGS)

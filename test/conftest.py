@@ -13,6 +13,12 @@ from tgrpo_ros.orchestration.processes import NodeGroup, prepare_environment
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 prepare_environment()
 
+
+# Under pytest-xdist (make test: -n 2) each worker runs its nodes in a ROS domain of its own.
+if 'ROS_DOMAIN_ID' in os.environ:
+    os.environ['ROS_DOMAIN_ID'] = str(netns.worker_domain_id(
+        int(os.environ['ROS_DOMAIN_ID']), os.environ.get('PYTEST_XDIST_WORKER')))
+
 _NETNS_UNAVAILABLE = None
 
 

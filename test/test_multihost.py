@@ -51,6 +51,55 @@ def _discovery_server_env():
     return env if b'Usage' in probe.stdout + probe.stderr else None
 
 
+def _entered_namespace(pid, mine):
+    """Return the network namespace of process ``pid`` once nsenter has left ``mine``."""
+    deadline = time.monotonic() + 120.0  # only a hang reaches it
+    while time.monotonic() < deadline:
+        space = os.readlink(f'/proc/{pid}/ns/net')
+        if space != mine:
+            return space
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} stayed in the test's network namespace")
+
+
+@pytest.mark.skipif(not netns.in_private_netns() or os.geteuid() != 0,
+                    reason='needs root in the private network namespace of the test session')
+def test_two_sets_of_linked_hosts_coexist_and_leave_the_session_namespace_alone():
+    import socket
+
+    before = sorted(name for _, name in socket.if_nameindex())
+    first = netns.LinkedHosts(2)
+    try:
+        second = netns.LinkedHosts(2)  # same bridge name and subnet: a test on another worker
+        try:
+            assert sorted(name for _, name in socket.if_nameindex()) == before == ['lo']
+            for hosts in (first, second):  # host 0 reaches host 1 over its own bridge
+                server = subprocess.Popen(hosts.command(1, [
+                    sys.executable, '-c',
+                    'import socket; s = socket.create_server(("", 7411)); '
+                    'c, _ = s.accept(); c.sendall(c.recv(16))'], '/'))
+                try:
+                    client = subprocess.run(hosts.command(0, [
+                        sys.executable, '-c',
+                        'import socket, sys, time\n'
+                        'for _ in range(6000):\n'
+                        '    try:\n'
+                        f'        c = socket.create_connection(("{hosts.address(1)}", 7411))\n'
+                        '        break\n'
+                        '    except ConnectionRefusedError:\n'
+                        '        time.sleep(0.02)\n'
+                        'c.sendall(b"ping"); sys.stdout.write(c.recv(16).decode())'], '/'),
+                        capture_output=True, text=True, timeout=300)
+                    assert client.stdout == 'ping', client.stderr
+                finally:
+                    server.kill()
+                    server.wait()
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 @pytest.mark.skipif(not netns.in_private_netns() or os.geteuid() != 0,
@@ -99,10 +148,9 @@ def test_one_update_across_three_hosts_without_shared_files(ros_nodes, tmp_path,
                 group_size=2, updates=1, max_steps=MAX_STEPS, run_dir='run',
                 adapter_transport='dds', epochs=1, minibatch_size=8, plot_every=0))
         # Four network namespaces: the test's and one per host (both bridges on one).
-        time.sleep(2.0)  # nsenter enters the host's namespace, then runs the node
-        spaces = [os.readlink(f'/proc/{node.process.pid}/ns/net')
-                  for node in (learner, server, *bridges)]
         mine = os.readlink('/proc/self/ns/net')
+        spaces = [_entered_namespace(node.process.pid, mine)
+                  for node in (learner, server, *bridges)]
         assert len({mine, *spaces}) == 4 and spaces[2] == spaces[3], (mine, spaces)
         deadline = time.monotonic() + 420.0
         while learner.alive and time.monotonic() < deadline:

@@ -17,6 +17,14 @@ def test_dds_environment_is_loopback_only():
     assert 1 <= int(os.environ['ROS_DOMAIN_ID']) <= 101
 
 
+def test_each_xdist_worker_gets_a_ros_domain_of_its_own():
+    from tgrpo_ros.orchestration.netns import worker_domain_id
+
+    assert worker_domain_id(7, None) == 7  # no xdist: the session's domain
+    domains = [worker_domain_id(100, f'gw{i}') for i in range(4)]
+    assert domains == [100, 101, 1, 2]  # distinct, and within ROS's 1-101
+
+
 @pytest.mark.ros
 def test_node_process_gets_params_remaps_and_namespace(ros_nodes, ros_client, tmp_path):
     from std_msgs.msg import String

@@ -46,6 +46,20 @@ def private_netns_env(base=None):
     return env
 
 
+def worker_domain_id(session_domain, worker):
+    """
+    Return the ROS_DOMAIN_ID of one pytest-xdist worker ('gw0', 'gw1', ...).
+
+    The workers of a test session share its private network namespace; each gets a
+    domain of its own (1-101, next to the session's), so that the nodes of two tests
+    running at once never discover each other. Without xdist (``worker`` None or '')
+    the session's domain is kept.
+    """
+    if not worker:
+        return session_domain
+    return (session_domain - 1 + int(worker.removeprefix('gw'))) % 101 + 1
+
+
 def netns_available():
     """Check that a private network namespace can be created here; return (ok, reason)."""
     missing = [tool for tool in ('unshare', 'ip') if shutil.which(tool) is None]
@@ -96,8 +110,10 @@ class LinkedHosts:
     namespace (``in_private_netns``), as root: each host is a namespace held by a
     ``sleep`` process, with loopback and one veth end addressed ``<subnet>.<i + 1>/24``
     (multicast routed to it unless ``multicast=False``), and the other end on the
-    bridge ``br-tgrpo`` in the caller's namespace. Addresses exist only inside these
-    namespaces, so traffic cannot leave the machine even with
+    bridge ``br-tgrpo`` of one more namespace, the switch. Nothing is added to the
+    caller's namespace, so several sets of hosts (tests on parallel pytest workers) can
+    exist at once, each with the same names and subnet. Addresses exist only inside
+    these namespaces, so traffic cannot leave the machine even with
     ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``.
     ``command(i, argv, cwd)`` runs ``argv`` in host ``i``; ``close`` removes them.
     """
@@ -111,25 +127,38 @@ class LinkedHosts:
                                'of reexec_in_private_netns (the test session)')
         self.subnet = subnet
         self.holders = []
+        self.switch = None
         try:
-            self._run('ip', 'link', 'add', self.BRIDGE, 'type', 'bridge')
-            self._run('ip', 'link', 'set', self.BRIDGE, 'type', 'bridge', 'mcast_snooping', '0')
-            self._run('ip', 'link', 'set', self.BRIDGE, 'up')
+            self.switch = self._new_namespace()
+            switch = ['nsenter', '-t', str(self.switch.pid), '-n', '--', 'ip', 'link']
+            self._run(*switch, 'add', self.BRIDGE, 'type', 'bridge')
+            self._run(*switch, 'set', self.BRIDGE, 'type', 'bridge', 'mcast_snooping', '0')
+            self._run(*switch, 'set', self.BRIDGE, 'up')
             for index in range(count):
-                holder = subprocess.Popen(['unshare', '-n', 'sleep', 'infinity'])
+                holder = self._new_namespace()
                 self.holders.append(holder)
-                self._wait_for_netns(holder.pid)
                 inside, outside = f'tgh{index}', f'tgb{index}'
-                self._run('ip', 'link', 'add', outside, 'type', 'veth', 'peer', 'name', inside)
-                self._run('ip', 'link', 'set', inside, 'netns', str(holder.pid))
-                self._run('ip', 'link', 'set', outside, 'master', self.BRIDGE)
-                self._run('ip', 'link', 'set', outside, 'up')
+                self._run(*switch, 'add', outside, 'type', 'veth', 'peer', 'name', inside,
+                          'netns', str(holder.pid))
+                self._run(*switch, 'set', outside, 'master', self.BRIDGE)
+                self._run(*switch, 'set', outside, 'up')
                 setup = _HOST_SETUP + (_HOST_MULTICAST if multicast else '')
                 self._run(*self._enter(index), 'sh', '-c', setup, 'sh', inside,
                           self.address(index))
         except Exception:
             self.close()
             raise
+
+    def _new_namespace(self):
+        """Start a process that holds a new network namespace; return it once it has one."""
+        holder = subprocess.Popen(['unshare', '-n', 'sleep', 'infinity'])
+        try:
+            self._wait_for_netns(holder.pid)
+        except RuntimeError:
+            holder.kill()
+            holder.wait()
+            raise
+        return holder
 
     def address(self, index):
         """Return the IPv4 address of host ``index``."""
@@ -163,12 +192,12 @@ class LinkedHosts:
         raise RuntimeError(f'process {pid} did not enter a new network namespace')
 
     def close(self):
-        """Stop the holders (their namespaces and veth ends go with them), drop the bridge."""
-        for holder in self.holders:
+        """Stop the holders: the namespaces go, and with them the veth pairs and the bridge."""
+        for holder in self.holders + ([self.switch] if self.switch else []):
             holder.kill()
             holder.wait()
         self.holders = []
-        subprocess.run(['ip', 'link', 'del', self.BRIDGE], capture_output=True)
+        self.switch = None
 
 
 # Inside a host: $1 the veth end, $2 its address.
