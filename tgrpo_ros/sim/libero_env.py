@@ -235,8 +235,12 @@ class LiberoEnv:
         self.config.task_id = int(task_id)
         self.instruction = task.language
         self._env = self._create(bddl)
-        self._env.seed(self.config.seed)
-        self.target_object, self.basket = self._objects_of_interest()
+        try:
+            self._env.seed(self.config.seed)
+            self.target_object, self.basket = self._objects_of_interest()
+        except BaseException:  # noqa: B902 - Ctrl-C too: no half-made env keeps its context
+            self.close()
+            raise
         self._episode_over = True
 
     def _create(self, bddl):
@@ -248,13 +252,15 @@ class LiberoEnv:
                          camera_heights=cfg.camera_size, camera_widths=cfg.camera_size,
                          use_camera_obs=cfg.render, has_offscreen_renderer=cfg.render,
                          has_renderer=False)
+        # Ctrl-C included: a GL context that outlives its env is freed at interpreter exit,
+        # after robosuite's atexit eglTerminate, and prints an EGLError traceback.
         try:
             env.reset()  # creates the render context with hard_reset=False
-        except Exception:  # noqa: B902 - close what was built, then re-raise
+            if cfg.render and not cfg.multisample:
+                _disable_multisampling(env.env.sim)
+        except BaseException:  # noqa: B902 - close what was built, then re-raise
             env.close()
             raise
-        if cfg.render and not cfg.multisample:
-            _disable_multisampling(env.env.sim)
         return env
 
     def set_task(self, task_id):
