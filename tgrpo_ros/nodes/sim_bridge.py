@@ -421,7 +421,7 @@ class SimBridge(Node):
 
     # ------------------------------------------------------------------ episodes
     def finish(self, aborted=''):
-        """Publish (and spool) the recorded episode, then start the next assignment."""
+        """Spool (optionally) and publish the recorded episode, then start the next one."""
         record, self.record, self.waiting = self.record, None, None
         assignment = record.assignment
         seconds = time.monotonic() - record.started
@@ -433,12 +433,14 @@ class SimBridge(Node):
         if aborted:
             extras['aborted'] = aborted
         episode = record.builder.build(extras)
+        # On disk first: whoever receives the episode finds it spooled (a fresh-clone
+        # test run read the spool on receipt and found nothing yet).
+        if self.config.spool_dir:
+            self.spool(episode)
         start = time.perf_counter()
         msg = messages.encode_episode(episode)
         self.episode_publisher.publish(msg)
         published = time.perf_counter() - start
-        if self.config.spool_dir:
-            self.spool(episode)
         self.episodes_done += 1
         rate = record.steps / seconds if seconds > 0 else float('nan')
         self.get_logger().info(
@@ -462,7 +464,7 @@ class SimBridge(Node):
             os.replace(path + '.tmp', path)
         except OSError as error:
             self.get_logger().error(f'could not spool episode {episode.episode_id} to '
-                                    f'{path}: {error} (it was published)')
+                                    f'{path}: {error} (it is still published)')
 
     def refuse(self, assignment, reason):
         """Tell the learner (on bridge_status) that ``assignment`` cannot run, and why."""
