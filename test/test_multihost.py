@@ -51,17 +51,6 @@ def _discovery_server_env():
     return env if b'Usage' in probe.stdout + probe.stderr else None
 
 
-def _entered_namespace(pid, mine):
-    """Return the network namespace of process ``pid`` once nsenter has left ``mine``."""
-    deadline = time.monotonic() + 120.0  # only a hang reaches it
-    while time.monotonic() < deadline:
-        space = os.readlink(f'/proc/{pid}/ns/net')
-        if space != mine:
-            return space
-        time.sleep(0.02)
-    raise AssertionError(f"process {pid} stayed in the test's network namespace")
-
-
 @pytest.mark.skipif(not netns.in_private_netns() or os.geteuid() != 0,
                     reason='needs root in the private network namespace of the test session')
 def test_two_sets_of_linked_hosts_coexist_and_leave_the_session_namespace_alone():
@@ -149,7 +138,7 @@ def test_one_update_across_three_hosts_without_shared_files(ros_nodes, tmp_path,
                 adapter_transport='dds', epochs=1, minibatch_size=8, plot_every=0))
         # Four network namespaces: the test's and one per host (both bridges on one).
         mine = os.readlink('/proc/self/ns/net')
-        spaces = [_entered_namespace(node.process.pid, mine)
+        spaces = [netns.wait_for_new_netns(node.process.pid, timeout=120.0)  # only a hang
                   for node in (learner, server, *bridges)]
         assert len({mine, *spaces}) == 4 and spaces[2] == spaces[3], (mine, spaces)
         deadline = time.monotonic() + 420.0

@@ -130,7 +130,7 @@ class LinkedHosts:
         self.switch = None
         try:
             self.switch = self._new_namespace()
-            switch = ['nsenter', '-t', str(self.switch.pid), '-n', '--', 'ip', 'link']
+            switch = _nsenter(self.switch.pid) + ['ip', 'link']
             self._run(*switch, 'add', self.BRIDGE, 'type', 'bridge')
             self._run(*switch, 'set', self.BRIDGE, 'type', 'bridge', 'mcast_snooping', '0')
             self._run(*switch, 'set', self.BRIDGE, 'up')
@@ -153,7 +153,7 @@ class LinkedHosts:
         """Start a process that holds a new network namespace; return it once it has one."""
         holder = subprocess.Popen(['unshare', '-n', 'sleep', 'infinity'])
         try:
-            self._wait_for_netns(holder.pid)
+            wait_for_new_netns(holder.pid)
         except RuntimeError:
             holder.kill()
             holder.wait()
@@ -165,7 +165,7 @@ class LinkedHosts:
         return f'{self.subnet}.{index + 1}'
 
     def _enter(self, index):
-        return ['nsenter', '-t', str(self.holders[index].pid), '-n', '--']
+        return _nsenter(self.holders[index].pid)
 
     def command(self, index, argv, cwd):
         """Return ``argv`` wrapped to run in host ``index`` with working directory ``cwd``."""
@@ -177,20 +177,6 @@ class LinkedHosts:
         if result.returncode != 0:
             raise RuntimeError(f'{" ".join(argv)} failed: {result.stderr.strip()}')
 
-    @staticmethod
-    def _wait_for_netns(pid, timeout=5.0):
-        import time
-        mine = os.readlink('/proc/self/ns/net')
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if os.readlink(f'/proc/{pid}/ns/net') != mine:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f'process {pid} did not enter a new network namespace')
-
     def close(self):
         """Stop the holders: the namespaces go, and with them the veth pairs and the bridge."""
         for holder in self.holders + ([self.switch] if self.switch else []):
@@ -198,6 +184,32 @@ class LinkedHosts:
             holder.wait()
         self.holders = []
         self.switch = None
+
+
+def _nsenter(pid):
+    """Return the command prefix that runs a command in the network namespace of ``pid``."""
+    return ['nsenter', '-t', str(pid), '-n', '--']
+
+
+def wait_for_new_netns(pid, timeout=5.0):
+    """
+    Return the network namespace of process ``pid`` once it has left the caller's.
+
+    For a process that makes or enters one as it starts (``unshare -n``, ``nsenter``);
+    RuntimeError if it is still in the caller's after ``timeout`` s.
+    """
+    import time
+    mine = os.readlink('/proc/self/ns/net')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            space = os.readlink(f'/proc/{pid}/ns/net')
+            if space != mine:
+                return space
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f'process {pid} did not enter a new network namespace')
 
 
 # Inside a host: $1 the veth end, $2 its address.
