@@ -96,21 +96,36 @@ def test_a_bad_first_run_is_rerun_and_never_trained_on(ros_nodes, ros_client, tm
     subs.append(node.create_subscription(String, '/learner/status',
                                          lambda msg: statuses.append(json.loads(msg.data)),
                                          topics.DIAGNOSTICS_QOS))
+    # Made now, so that DDS matches it with the learner long before the junk goes out.
+    status_pub = (node.create_publisher(String, topics.ADAPTER_STATUS_TOPIC,
+                                        topics.ADAPTER_STATUS_QOS)
+                  if transport == 'dds' else None)
     assert subs and episodes
+    # What the junk below must have been counted as before any episode is answered: the
+    # learner may finish its one update as soon as both good runs are in (a fresh clone
+    # under load once finished before a status published just then had reached it).
+    junk_counts = {'episode': 1, 'adapter_status': 1 if transport == 'dds' else 0}
+
+    def junk_counted():
+        counts = statuses[-1].get('bad_input', {}) if statuses else {}
+        return all(counts.get(key, 0) >= n for key, n in junk_counts.items())
+
     bad_bridge = '/sim0' if bad == 'stale' else '/sim1'
     answered = 0
+    junk_sent = False
     runs = dict.fromkeys(BRIDGES, 0)
     deadline = time.monotonic() + HANG
     while learner.alive and time.monotonic() < deadline:
         ros_client.spin_for(0.2)
-        if received and not answered:  # the first push is done: the learner collects
+        if received and not junk_sent:  # the first push is done: the learner collects
+            junk_sent = True
             junk = b'PK\x03\x04 not an episode'  # framed as an episode, not an .npz
             episodes.publish(UInt8MultiArray(data=list(junk), layout=MultiArrayLayout(dim=[
                 MultiArrayDimension(label=EPISODE_SCHEMA, size=len(junk), stride=len(junk))])))
-            if transport == 'dds':  # after the push's answer, so it cannot replace it
-                status_pub = node.create_publisher(String, topics.ADAPTER_STATUS_TOPIC,
-                                                   topics.ADAPTER_STATUS_QOS)
+            if status_pub:  # after the push's answer, so it cannot replace it
                 status_pub.publish(String(data='{"version": 0, "ok": "yes"}'))
+        if received and not junk_counted():
+            continue  # hold the episodes until the learner has counted the junk
         for ns, assignment in received[answered:]:
             runs[ns] += 1
             if ns == bad_bridge and bad == 'stale' and runs[ns] == 1:
