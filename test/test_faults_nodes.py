@@ -128,7 +128,9 @@ def test_a_restarted_policy_server_gets_the_adapter_again_and_no_mixed_episode_i
     while server.alive and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not server.alive
-    time.sleep(2.0)  # the bridges wait for a server
+    # An outage of about 2 s. Nothing below depends on its length: a bridge re-sends its
+    # request when it discovers the new server, or after its action_timeout at the latest.
+    time.sleep(2.0)
     ros_nodes.start('policy_server', name='policy_server', parameters=server_parameters)
 
     deadline = time.monotonic() + 400.0

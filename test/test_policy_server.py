@@ -100,7 +100,11 @@ class ServerClient:
                     self.images[ns].publish(requests[ns])
         self.ros.publish_until(publish, lambda: all(answered(ns) for ns in namespaces),
                                START_TIMEOUT, 'the handshake replies', period=5.0)
-        self.ros.spin_for(0.5)  # the batch statistics follow the replies
+        # The statistics of the batches that answered follow the replies: wait for them,
+        # so that none arrives late among the test's own.
+        self.ros.spin_until(
+            lambda: set(namespaces) <= {ns for stat in self.stats for ns in stat['clients']},
+            START_TIMEOUT, 'the batch statistics of the handshake')
         self.stamp += len(namespaces)
         for replies in self.replies.values():
             replies.clear()
