@@ -31,6 +31,7 @@ def test_tgrpo_arm_runs_the_lifecycle_and_the_reset(ros_nodes):
     assert _arm('activate')[:2] == (0, '/arm/safety_controller: active')
     code, out, err = _arm('estop')
     assert code == 0 and out.startswith('e-stop engaged on /estop'), err
+    assert out.endswith('; /arm/safety_controller reports it'), out
     code, out, err = _arm('status')
     assert code == 0 and 'active; active, estop' in out, out
     code, out, err = _arm('reset')  # the e-stop input is still engaged
@@ -39,6 +40,16 @@ def test_tgrpo_arm_runs_the_lifecycle_and_the_reset(ros_nodes):
     code, out, err = _arm('reset')
     assert code == 0 and out.startswith('/arm/safety_controller: reset: '), err
     assert _arm('deactivate')[:2] == (0, '/arm/safety_controller: inactive')
+    # A press no controller of that name confirms is a failure, never a silent success
+    # (the controller under /arm takes it all the same: every controller does).
+    result = subprocess.run([sys.executable, '-m', 'tgrpo_ros.nodes.arm_cli', '--node',
+                             '/elsewhere/safety_controller', '--timeout', '15', 'estop'],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        'tgrpo_arm: published true on /estop, but /elsewhere/safety_controller has not '
+        'reported the e-stop engaged after 15 s (no /elsewhere/safety_controller/status '
+        'message (--node?)); use the hardware e-stop')
     assert node.alive
 
 

@@ -434,9 +434,15 @@ def test_deploy_graph_on_the_sim_arm_runs_past_the_horizon_then_stops_on_ctrl_c(
     assert '/arm/safety_controller/dry_run/delta_twist_cmds' in ros2('topic', 'list')
     assert 'frame_id: world' in ros2('topic', 'echo', '--once', '/arm/ee_pose')
     latched = ('--qos-durability', 'transient_local')  # the e-stop's QoS (docs/deploy.md)
-    ros2('topic', 'pub', '--once', *latched, '/estop', 'std_msgs/Bool', '{data: true}')
+    # docs/deploy.md's press: -w 2 waits for both of the controller's e-stop readers, and
+    # --keep-alive keeps the latched press up for a reader that matches it a moment later
+    # (plain --once lost the press under load in a CI run: the CLI exited first).
+    press = ('--once', '-w', '2', '--keep-alive', '3', *latched, '/estop', 'std_msgs/Bool')
+    ros2('topic', 'pub', *press, '{data: true}')
     ros_client.spin_until(lambda: probe.latest_status()['state'] == 'estop', 30.0, 'e-stop')
-    ros2('topic', 'pub', '--once', *latched, '/estop', 'std_msgs/Bool', '{data: false}')
+    ros2('topic', 'pub', *press, '{data: false}')
+    ros_client.spin_until(lambda: probe.latest_status()['estop_engaged'] is False, 30.0,
+                          'the e-stop released')
     assert 'success=True' in ros2('service', 'call', '/arm/safety_controller/reset',
                                   'std_srvs/srv/Trigger')
     ros2('topic', 'pub', '--once', *latched, '/arm/instruction',

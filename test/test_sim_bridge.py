@@ -64,6 +64,30 @@ class Observer:
         self.episodes.append(messages.decode_episode(msg))
 
 
+def handshake(ros_client, observer, ns='/sim0'):
+    """Ask the policy server for one action on ``ns`` until the reply reaches the test."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    stamp = 1  # ns: a bridge stamps its requests with the time
+    camera = ros_client.node.create_publisher(
+        Image, topics.client_topic(ns, topics.CAMERA_TOPIC), topics.IMAGE_QOS)
+    instruction = ros_client.node.create_publisher(
+        String, topics.client_topic(ns, topics.INSTRUCTION_TOPIC), topics.INSTRUCTION_QOS)
+    request = messages.numpy_to_image(np.zeros((224, 224, 3), np.uint8), stamp=stamp,
+                                      frame_id='agentview')
+
+    def publish():
+        instruction.publish(String(data='pick up the cream cheese and place it in the basket'))
+        camera.publish(request)
+    try:
+        ros_client.publish_until(publish, lambda: stamp in observer.actions, START_TIMEOUT,
+                                 'the reply to the handshake request')
+    finally:
+        ros_client.node.destroy_publisher(camera)
+        ros_client.node.destroy_publisher(instruction)
+
+
 def check_episode_against_wire(episode, observer):
     """Every step of the episode is an image seen on the wire and the action answering it."""
     stamps = episode.extras['image_stamps_ns']
@@ -110,13 +134,11 @@ def test_bridge_runs_an_episode_with_the_policy_server(ros_nodes, ros_client, tm
         # Discovery is not symmetric: the test sees the server's action publisher before
         # the server's writer has matched the test's reader, and a reply sent in that
         # window reaches the bridge but not the test (a CI failure: KeyError on the first
-        # step's stamp). The server subscribes right after it creates that publisher
-        # (after its warm-up inference); give both directions time to settle.
-        ros_client.spin_until(
-            lambda: ros_client.node.count_subscribers(
-                topics.client_topic('/sim0', topics.CAMERA_TOPIC)) >= 2,
-            START_TIMEOUT, "the server's camera subscription")
-        ros_client.spin_for(2.0)
+        # step's stamp). So the test asks the server for one action of its own, under a
+        # stamp the bridge never uses: once the reply is here, the server's writer has
+        # matched the test's reader, and every later reply reaches the test. The bridge
+        # ignores a reply to a stamp it is not waiting for.
+        handshake(ros_client, observer)
     finally:
         bridge.signal(signal.SIGCONT)
     ros_client.spin_until(lambda: observer.episodes, START_TIMEOUT, 'the episode')

@@ -11,7 +11,8 @@ COMMAND is one of
 - ``reset``: clear a latched e-stop through ``~/reset`` (std_srvs/srv/Trigger), once the
   e-stop input is released;
 - ``estop`` / ``release``: publish true / false on ``/estop`` (std_msgs/Bool, latched),
-  which every safety controller on the graph takes;
+  which every safety controller on the graph takes, and wait until the ``--node``
+  controller's ``~/status`` reports it (exit 2 if it does not within ``--timeout``);
 - ``set NAME=VALUE ...``: set parameters (``~/set_parameters``, YAML values), e.g.
   ``tgrpo_arm set dry_run=false`` while the controller is unconfigured;
 - ``status``: the lifecycle state (``~/get_state``, lifecycle_msgs/srv/GetState) and
@@ -120,12 +121,24 @@ def _status_line(node, target, timeout):
         return lines[-1]
 
 
-def _publish_estop(node, engaged, timeout):
+def _publish_estop(node, target, engaged, timeout):
+    """
+    Publish ``engaged`` on /estop and return once ``target`` reports it; raise if it does not.
+
+    The publisher is latched (transient local) and stays up until the controller's
+    ``~/status`` says ``estop_engaged`` is ``engaged``: a controller whose reader matches
+    this publisher late (discovery is not symmetric) still reads the press from its
+    history. Returns the number of /estop subscriptions matched.
+    """
     import rclpy
-    from std_msgs.msg import Bool
+    from std_msgs.msg import Bool, String
 
     from tgrpo_ros.nodes import arm_topics
 
+    statuses = []
+    node.create_subscription(String, f'{target}/status',
+                             lambda msg: statuses.append(json.loads(msg.data)),
+                             arm_topics.STATUS_QOS)
     publisher = node.create_publisher(Bool, arm_topics.ESTOP_TOPIC, arm_topics.ESTOP_QOS)
     deadline = time.monotonic() + timeout
     while publisher.get_subscription_count() == 0:
@@ -134,9 +147,16 @@ def _publish_estop(node, engaged, timeout):
                                   f'{timeout:.0f} s: is a safety controller running?', 2)
         rclpy.spin_once(node, timeout_sec=0.1)
     publisher.publish(Bool(data=bool(engaged)))
-    # Latched (transient local): stay a moment so that every controller takes it.
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:
+    deadline = time.monotonic() + timeout
+    while not any(status.get('estop_engaged') is bool(engaged) for status in statuses):
+        if time.monotonic() > deadline:
+            heard = (f'its last status says estop_engaged {statuses[-1].get("estop_engaged")}'
+                     if statuses else f'no {target}/status message (--node?)')
+            action = 'engaged' if engaged else 'released'
+            raise ArmCommandError(
+                f'published {str(bool(engaged)).lower()} on {arm_topics.ESTOP_TOPIC}, but '
+                f'{target} has not reported the e-stop {action} after {timeout:.0f} s '
+                f'({heard})' + ('; use the hardware e-stop' if engaged else ''), 2)
         rclpy.spin_once(node, timeout_sec=0.1)
     return publisher.get_subscription_count()
 
@@ -187,9 +207,10 @@ def run(command, target, timeout, assignments=()):
         if command == 'set':
             return set_parameters(node, target, list(assignments), timeout)
         if command in ('estop', 'release'):
-            count = _publish_estop(node, command == 'estop', timeout)
+            count = _publish_estop(node, target, command == 'estop', timeout)
             what = 'engaged' if command == 'estop' else 'released (reset to resume)'
-            return f'e-stop {what} on /estop ({count} subscriber(s))'
+            return (f'e-stop {what} on /estop ({count} subscriber(s)); {target} reports '
+                    f'it')
         state = lifecycle_state(node, target, timeout)
         return f'{target}: {state}; {_status_line(node, target, timeout)}'
     finally:
