@@ -146,6 +146,53 @@ def _node_specs_of_launch_file(monkeypatch, values, launch_file=LAUNCH_FILE,
              a.kwargs['parameters'], dict(a.kwargs['remappings'])) for a in nodes]
 
 
+# Stops a child the way launch does (the transport's send_signal, then terminate) and
+# prints how many times that polled the child (a waitpid), and the child's exit code.
+STOP_A_CHILD = """
+import asyncio, json, signal, subprocess, sys
+if sys.argv[1] == 'patched':
+    from tgrpo_ros.orchestration.launch_actions import signal_without_reaping
+    signal_without_reaping()
+    signal_without_reaping()  # idempotent
+polls = []
+poll = subprocess.Popen.poll
+def recording(self):
+    polls.append(self.pid)  # a poll is a waitpid: it can reap the child
+    return poll(self)
+async def main():
+    proc = await asyncio.create_subprocess_exec('sleep', '60')
+    subprocess.Popen.poll = recording
+    proc.send_signal(signal.SIGTERM)
+    proc.terminate()
+    subprocess.Popen.poll = poll
+    return await proc.wait()
+code = asyncio.run(main())
+print(json.dumps({'polls_while_signalling': len(polls), 'returncode': code}))
+"""
+
+
+def test_launch_signals_its_nodes_without_reaping_them():
+    """
+    A node's exit status is its own, not 255: stopping it never reaps it behind asyncio.
+
+    Before the fix (and on any Python without CPython's gh-87744 fix), the transport's
+    send_signal polled the child from the event loop's thread; under load that poll
+    reaped a node that had just exited 0, and the child watcher reported 255.
+    """
+    import json
+    import subprocess
+
+    def stop(mode):
+        result = subprocess.run([sys.executable, '-c', STOP_A_CHILD, mode], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert stop('patched') == {'polls_while_signalling': 0, 'returncode': -15}
+    if sys.version_info < (3, 12):  # no upstream fix: what the patch removes is there
+        assert stop('plain')['polls_while_signalling'] >= 1
+
+
 def test_both_launchers_start_identical_nodes_from_one_configuration(monkeypatch, tmp_path):
     from tgrpo_ros.orchestration import launcher
     from tgrpo_ros.policy import cached_standin

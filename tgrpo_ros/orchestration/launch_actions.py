@@ -29,6 +29,43 @@ ARGUMENTS = (
 )
 
 
+def signal_without_reaping():
+    """
+    Make asyncio signal its child processes with ``os.kill``, never through ``Popen``.
+
+    launch stops a node with the asyncio transport's ``send_signal``. Before CPython's
+    fix for gh-87744 (Python 3.13, and the 3.12 series from 3.12.5), that calls
+    ``Popen.send_signal``, which polls first: ``waitpid`` in the event loop's thread.
+    When the node has just exited (a terminal's Ctrl-C reaches every process of the
+    group, and launch then signals each one), that poll can reap it before asyncio's
+    child watcher does; the watcher then finds nothing and reports exit code 255 ("Unknown
+    child process pid"). A node that exited 0 was reported dead, and the launch exited 1
+    (a fresh-clone run of test_ctrl_c_stops_the_training_launch_cleanly). This does
+    what the fix does: signal the pid directly, and not at all once the exit is known.
+    Idempotent; nothing on Windows, where there is no child watcher.
+    """
+    import asyncio.base_subprocess as base_subprocess
+    import signal
+
+    transport = base_subprocess.BaseSubprocessTransport
+    if os.name != 'posix' or getattr(transport.send_signal, 'tgrpo_ros', False):
+        return
+
+    def send_signal(self, sig):
+        self._check_proc()
+        if self._returncode is not None:
+            return  # reaped: the pid may belong to another process by now
+        try:
+            os.kill(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    send_signal.tgrpo_ros = True
+    transport.send_signal = send_signal
+    transport.terminate = lambda self: self.send_signal(signal.SIGTERM)
+    transport.kill = lambda self: self.send_signal(signal.SIGKILL)
+
+
 def installed_config(config_file):
     """Return the path of ``config/<config_file>`` in this package's share directory."""
     from ament_index_python.packages import get_package_share_directory
@@ -132,6 +169,7 @@ def launch_description(config_file, what):
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
+    signal_without_reaping()  # this runs in the launch process, before any node starts
     return LaunchDescription(
         [DeclareLaunchArgument('config', default_value=installed_config(config_file),
                                description=f'{what} configuration (YAML)')]
