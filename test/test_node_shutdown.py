@@ -121,3 +121,36 @@ def test_sim_arm_steps_past_the_env_horizon_and_stops_cleanly(ros_nodes, ros_cli
     assert "stepped past the env's horizon of 20 steps" in log
     assert stop_with(node, ros_client, SIGNALS['sigint_twice']) == 0, node.log_text()
     assert 'Traceback' not in node.log_text()
+
+
+# A KeyboardInterrupt that code under the handler swallows, then SIGTERM (launch's
+# escalation): prints whether that SIGTERM raised.
+SWALLOWED = """
+import os, signal, time
+from tgrpo_ros.nodes.node_main import StopSignals
+signals = StopSignals()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(60)
+except KeyboardInterrupt:
+    pass  # what library code did with the Ctrl-C
+try:
+    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: noted, ignored
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+    print('ignored')
+except KeyboardInterrupt as stop:
+    print(f'raised {stop}')
+signals.stopping = True
+os.kill(os.getpid(), signal.SIGTERM)  # once stopping, nothing raises
+print(signals.received == [signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGTERM])
+"""
+
+
+def test_sigterm_stops_a_node_whose_first_interrupt_was_swallowed():
+    import subprocess
+
+    result = subprocess.run([sys.executable, '-c', SWALLOWED], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split('\n')[:2] == ['raised SIGTERM', 'True']

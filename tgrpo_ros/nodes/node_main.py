@@ -38,7 +38,13 @@ def spin_forever(node):
 
 class StopSignals:
     """
-    SIGINT and SIGTERM as one KeyboardInterrupt, then noted and ignored.
+    SIGINT and SIGTERM as one KeyboardInterrupt, then noted and ignored, but for SIGTERM.
+
+    A SIGTERM raises again while the node has not begun to stop (``stopping``): it is
+    launch's escalation after ``sigterm_timeout``, or a ``kill``, and means the first
+    KeyboardInterrupt was lost. Library code can swallow one: in a fresh-clone run a
+    sim bridge that got Ctrl-C while LIBERO reset its scene finished the reset, ignored
+    launch's SIGINT and SIGTERM, and was SIGKILLed 60 s later.
 
     Python runs a signal handler only between bytecodes, and an executor waits in C:
     the C-level handler writes to a socket (``signal.set_wakeup_fd``), and a thread
@@ -50,6 +56,7 @@ class StopSignals:
         """Install the handlers (main thread only; elsewhere signals stay as they are)."""
         self.received = []  # the signals that arrived
         self.armed = True  # the next one raises KeyboardInterrupt
+        self.stopping = False  # the node is stopping: nothing raises any more
         self.guard = None
         self._wakeup = None
         if threading.current_thread() is not threading.main_thread():
@@ -80,7 +87,7 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.received.append(signum)
-        if self.armed:
+        if self.armed or (signum == signal.SIGTERM and not self.stopping):
             self.armed = False
             raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -95,6 +102,7 @@ class StopSignals:
         an ignored signal stays ignored.
         """
         self.armed = False
+        self.stopping = True
         if self._wakeup is None:
             return
         for signum in STOP_SIGNALS:
@@ -133,6 +141,7 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
         signals.guard = node.create_guard_condition(lambda: None)
         return spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
+        signals.stopping = True
         return interrupted_status
     except Exception:  # noqa: B902 - only a failure caused by the shutdown is forgiven
         if signals.received or (node is not None and not rclpy.ok()):
@@ -145,6 +154,7 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
 def _shut_down(node, signals):
     """Destroy ``node`` and the context; a signal arriving now is already ignored."""
     signals.armed = False  # from now on a signal is noted, not raised
+    signals.stopping = True
     try:
         signals.guard = None
         if node is not None:
