@@ -34,7 +34,7 @@ def signal_without_reaping():
     Make asyncio signal its child processes with ``os.kill``, never through ``Popen``.
 
     launch stops a node with the asyncio transport's ``send_signal``. Before CPython's
-    fix for gh-87744 (Python 3.13, and the 3.12 series from 3.12.5), that calls
+    fix for gh-87744 (PR 121126, merged for Python 3.13), that calls
     ``Popen.send_signal``, which polls first: ``waitpid`` in the event loop's thread.
     When the node has just exited (a terminal's Ctrl-C reaches every process of the
     group, and launch then signals each one), that poll can reap it before asyncio's
