@@ -100,8 +100,8 @@ def transition(node, target, name, timeout):
     return after
 
 
-def _status_line(node, target, timeout):
-    import rclpy
+def _status_lines(node, target):
+    """Subscribe to ``target``'s ``~/status``; return the list its lines arrive in."""
     from std_msgs.msg import String
 
     from tgrpo_ros.nodes import arm_topics
@@ -109,6 +109,13 @@ def _status_line(node, target, timeout):
     lines = []
     node.create_subscription(String, f'{target}/status', lambda msg: lines.append(msg.data),
                              arm_topics.STATUS_QOS)
+    return lines
+
+
+def _status_line(node, target, timeout):
+    import rclpy
+
+    lines = _status_lines(node, target)
     deadline = time.monotonic() + timeout
     while not lines and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
@@ -131,14 +138,11 @@ def _publish_estop(node, target, engaged, timeout):
     history. Returns the number of /estop subscriptions matched.
     """
     import rclpy
-    from std_msgs.msg import Bool, String
+    from std_msgs.msg import Bool
 
     from tgrpo_ros.nodes import arm_topics
 
-    statuses = []
-    node.create_subscription(String, f'{target}/status',
-                             lambda msg: statuses.append(json.loads(msg.data)),
-                             arm_topics.STATUS_QOS)
+    lines = _status_lines(node, target)
     publisher = node.create_publisher(Bool, arm_topics.ESTOP_TOPIC, arm_topics.ESTOP_QOS)
     deadline = time.monotonic() + timeout
     while publisher.get_subscription_count() == 0:
@@ -148,10 +152,11 @@ def _publish_estop(node, target, engaged, timeout):
         rclpy.spin_once(node, timeout_sec=0.1)
     publisher.publish(Bool(data=bool(engaged)))
     deadline = time.monotonic() + timeout
-    while not any(status.get('estop_engaged') is bool(engaged) for status in statuses):
+    while not any(json.loads(line).get('estop_engaged') is bool(engaged) for line in lines):
         if time.monotonic() > deadline:
-            heard = (f'its last status says estop_engaged {statuses[-1].get("estop_engaged")}'
-                     if statuses else f'no {target}/status message (--node?)')
+            last = json.loads(lines[-1]).get('estop_engaged') if lines else None
+            heard = (f'its last status says estop_engaged {last}' if lines
+                     else f'no {target}/status message (--node?)')
             action = 'engaged' if engaged else 'released'
             raise ArmCommandError(
                 f'published {str(bool(engaged)).lower()} on {arm_topics.ESTOP_TOPIC}, but '

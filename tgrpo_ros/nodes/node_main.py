@@ -87,7 +87,7 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.received.append(signum)
-        if self.armed or (signum == signal.SIGTERM and not self.stopping):
+        if not self.stopping and (self.armed or signum == signal.SIGTERM):
             self.armed = False
             raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -101,7 +101,6 @@ class StopSignals:
         end the process as killed by SIGINT (exit -2) instead of with the node's status;
         an ignored signal stays ignored.
         """
-        self.armed = False
         self.stopping = True
         if self._wakeup is None:
             return
@@ -141,7 +140,6 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
         signals.guard = node.create_guard_condition(lambda: None)
         return spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
-        signals.stopping = True
         return interrupted_status
     except Exception:  # noqa: B902 - only a failure caused by the shutdown is forgiven
         if signals.received or (node is not None and not rclpy.ok()):
@@ -153,8 +151,7 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
 
 def _shut_down(node, signals):
     """Destroy ``node`` and the context; a signal arriving now is already ignored."""
-    signals.armed = False  # from now on a signal is noted, not raised
-    signals.stopping = True
+    signals.stopping = True  # from now on a signal is noted, not raised
     try:
         signals.guard = None
         if node is not None:
