@@ -8,19 +8,28 @@ therefore starts rclpy without its signal handlers and installs its own:
 
 * the first SIGINT or SIGTERM raises KeyboardInterrupt in the main thread (a
   wake-up guard condition makes a waiting executor return to Python at once);
+  where the main thread is inside rclpy's own code at that moment, the interrupt
+  waits for the wake-up guard's callback instead (an exception raised there
+  leaves rclpy objects half made: "Exception ignored in: Future.__del__ ...
+  AttributeError" on a node's clean Ctrl-C);
 * the node's shutdown path then runs with the context still valid: the node's
   ``destroy_node`` (which may publish, e.g. the final zero twist), then
   ``rclpy.try_shutdown``;
 * every later SIGINT or SIGTERM is noted and ignored (and from the end of the
   clean-up, ignored at the OS level), so the second Ctrl-C that a terminal and
   ``ros2 launch`` both deliver cannot interrupt the clean-up, nor kill the process
-  while the interpreter finalizes (exit -2 instead of the node's status).
+  while the interpreter finalizes (exit -2 instead of the node's status);
+* but an interrupt that was lost (raised, and the node has not begun to stop
+  ``LOST_AFTER`` s later: library code swallowed it) is raised again, and so is
+  every SIGTERM until the node stops.
 """
 
 import os
 import signal
 import socket
+import sysconfig
 import threading
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
@@ -36,35 +45,75 @@ def spin_forever(node):
     return 0
 
 
+_STDLIB = os.path.realpath(sysconfig.get_paths()['stdlib'])
+
+
+def in_rclpy(frame):
+    """
+    Tell whether ``frame`` runs rclpy's own code, or the standard library for it.
+
+    The innermost frame outside the standard library decides: a Ctrl-C that lands in
+    ``Task.__init__`` (or in ``inspect``, called from it) is inside rclpy; one in
+    ``time.sleep`` called from a node's callback is not.
+    """
+    while frame is not None:
+        module = frame.f_globals.get('__name__') or ''
+        if module == 'rclpy' or module.startswith('rclpy.'):
+            return True
+        filename = frame.f_code.co_filename
+        stdlib = filename.startswith('<') or (
+            os.path.realpath(filename).startswith(_STDLIB) and 'site-packages' not in filename)
+        if not stdlib:
+            return False
+        frame = frame.f_back
+    return False
+
+
 class StopSignals:
     """
     SIGINT and SIGTERM as one KeyboardInterrupt, then noted and ignored, but for SIGTERM.
+
+    Where the interrupt lands inside rclpy it is kept ``pending`` and raised by the
+    callback of ``guard`` (a guard condition of the node, triggered by every signal),
+    so from the node's own code. A pending interrupt is tried again every
+    ``RETRY_AFTER`` s (for a callback that runs on), and after ``MAX_DEFERRALS`` tries
+    it is raised wherever it lands.
 
     A SIGTERM raises again while the node has not begun to stop (``stopping``): it is
     launch's escalation after ``sigterm_timeout``, or a ``kill``, and means the first
     KeyboardInterrupt was lost. Library code can swallow one: in a fresh-clone run a
     sim bridge that got Ctrl-C while LIBERO reset its scene finished the reset, ignored
-    launch's SIGINT and SIGTERM, and was SIGKILLed 60 s later.
+    launch's SIGINT and SIGTERM, and was SIGKILLed 60 s later. For the same reason an
+    interrupt raised ``LOST_AFTER`` s ago without the node stopping is raised again.
 
     Python runs a signal handler only between bytecodes, and an executor waits in C:
     the C-level handler writes to a socket (``signal.set_wakeup_fd``), and a thread
-    reading it triggers ``guard`` (a guard condition of the node) so that the wait
-    returns and the handler runs.
+    reading it triggers ``guard`` so that the wait returns and the handler runs. The
+    same thread makes the retries (a signal to the main thread).
     """
+
+    RETRY_AFTER = 1.0  # s between tries of a pending interrupt
+    MAX_DEFERRALS = 5  # then it is raised wherever it lands
+    LOST_AFTER = 10.0  # s after a raise without the node stopping: it was swallowed
 
     def __init__(self):
         """Install the handlers (main thread only; elsewhere signals stay as they are)."""
-        self.received = []  # the signals that arrived
+        self.received = []  # the signals that arrived (and the retries)
         self.armed = True  # the next one raises KeyboardInterrupt
         self.stopping = False  # the node is stopping: nothing raises any more
+        self.pending = None  # a signal to raise, which landed inside rclpy
+        self.deferrals = 0  # retries of the pending one
+        self.raised_at = None  # time.monotonic() of the last KeyboardInterrupt raised
         self.guard = None
         self._wakeup = None
+        self._since = 0.0  # of the pending signal's last try
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._handle)
         reader, writer = socket.socketpair()
         writer.setblocking(False)
+        reader.settimeout(min(self.RETRY_AFTER, self.LOST_AFTER) / 2)
         self._sockets = (reader, writer)
         self._old_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         self._wakeup = threading.Thread(target=self._wake, args=(reader,), daemon=True,
@@ -76,6 +125,9 @@ class StopSignals:
             try:
                 if not reader.recv(64):
                     return
+            except TimeoutError:
+                self._retry()
+                continue
             except OSError:
                 return
             guard = self.guard
@@ -84,12 +136,52 @@ class StopSignals:
                     guard.trigger()
                 except Exception:  # noqa: B902 - the node is being destroyed
                     pass
+            self._retry()
+
+    def _retry(self):
+        """In the wake-up thread: try a pending interrupt again, or raise a lost one again."""
+        if self.stopping:
+            return
+        now = time.monotonic()
+        if self.pending is not None:
+            if now - self._since >= self.RETRY_AFTER:
+                self.deferrals += 1
+                self._since = now
+                self._signal_main(self.pending)
+        elif self.raised_at is not None and now - self.raised_at >= self.LOST_AFTER:
+            self.raised_at = None
+            self.armed = True
+            self._signal_main(signal.SIGINT)
+
+    @staticmethod
+    def _signal_main(signum):
+        # A real signal to the main thread: it also ends a blocking call there (EINTR),
+        # where _thread.interrupt_main would wait for the call to return.
+        signal.pthread_kill(threading.main_thread().ident, signum)
 
     def _handle(self, signum, frame):
         self.received.append(signum)
-        if not self.stopping and (self.armed or signum == signal.SIGTERM):
-            self.armed = False
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+        if self.stopping:
+            return
+        if not (self.armed or self.pending is not None or signum == signal.SIGTERM):
+            return
+        if self.deferrals < self.MAX_DEFERRALS and in_rclpy(frame):
+            if self.pending is None:
+                self.pending, self._since = signum, time.monotonic()
+            return
+        self._raise(signum)
+
+    def _raise(self, signum):
+        self.armed = False
+        self.pending = None
+        self.deferrals = 0
+        self.raised_at = time.monotonic()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def raise_pending(self):
+        """Raise a pending interrupt (the wake-up guard's callback: the node's own code)."""
+        if self.pending is not None and not self.stopping:
+            self._raise(self.pending)
 
     def close(self):
         """
@@ -137,7 +229,7 @@ def run_node(node_class, name, args=None, spin=spin_forever, interrupted_status=
             return 1
         if signals.received:  # arrived while the constructor caught exceptions itself
             raise KeyboardInterrupt
-        signals.guard = node.create_guard_condition(lambda: None)
+        signals.guard = node.create_guard_condition(signals.raise_pending)
         return spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         return interrupted_status
