@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tgrpo_ros.nodes.node_main import StopSignals
 from tgrpo_ros.testing.arm_client import ArmProbe, is_zero
 
 CONTROLLER = [sys.executable, '-m', 'tgrpo_ros.nodes.safety_controller']
@@ -125,15 +126,18 @@ def test_sim_arm_steps_past_the_env_horizon_and_stops_cleanly(ros_nodes, ros_cli
 
 # A KeyboardInterrupt that code under the handler swallows, then SIGTERM (launch's
 # escalation): prints whether that SIGTERM raised.
-SWALLOWED = """
+SWALLOW_FIRST = """
 import os, signal, time
 from tgrpo_ros.nodes.node_main import StopSignals
+StopSignals.LOST_AFTER = {lost_after}
 signals = StopSignals()
 try:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(60)
 except KeyboardInterrupt:
     pass  # what library code did with the Ctrl-C
+"""
+SWALLOWED = SWALLOW_FIRST.format(lost_after=StopSignals.LOST_AFTER) + """
 try:
     os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: noted, ignored
     os.kill(os.getpid(), signal.SIGTERM)
@@ -209,16 +213,7 @@ def test_a_ctrl_c_is_raised_in_the_nodes_own_code_never_inside_rclpy():
 
 
 # A KeyboardInterrupt swallowed and no second signal: raised again LOST_AFTER s later.
-LOST = """
-import os, signal, time
-from tgrpo_ros.nodes.node_main import StopSignals
-StopSignals.LOST_AFTER = 1.0
-signals = StopSignals()
-try:
-    os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(60)
-except KeyboardInterrupt:
-    pass  # what library code did with the Ctrl-C
+LOST = SWALLOW_FIRST.format(lost_after=1.0) + """
 try:
     time.sleep(60)
     print('lost')
