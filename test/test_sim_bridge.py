@@ -292,7 +292,14 @@ def test_request_sent_as_the_server_appears_is_sent_again_within_a_second(
     drops that copy, as a server that had not yet discovered the bridge would: the
     bridge sends it a third time after DISCOVERY_SETTLE (1 s), not after the 60 s
     action_timeout.
+
+    Then a restarted server: a second action publisher appears while the first stays
+    in the graph, as a killed server's endpoint does until its DDS lease runs out. The
+    count of servers never falls to zero, and the bridge sends the request a fourth
+    time at once. (It used to wait for the action_timeout: a restarted policy server
+    stalled every bridge for that long.)
     """
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import String
 
     bridge = ros_nodes.start('sim_bridge', name='sim_bridge', namespace='/sim0', parameters={
@@ -313,6 +320,12 @@ def test_request_sent_as_the_server_appears_is_sent_again_within_a_second(
     ros_client.spin_until(lambda: len(observer.images[stamp]) >= 3, 15.0,
                           'the request sent again after the discovery settled')
     assert 'sent right after discovering the policy server' in bridge.log_text()
+    restarted = ros_client.node.create_publisher(
+        JointState, topics.client_topic('/sim0', topics.ACTION_TOPIC), topics.ACTION_QOS)
+    ros_client.spin_until(lambda: len(observer.images[stamp]) >= 4, 45.0,
+                          'the request sent again to the restarted server')
+    assert bridge.log_text().count('policy server discovered; sending the request again') >= 2
+    assert restarted
     assert 'no action for stamp' not in bridge.log_text()  # not the 60 s time-out
     assert list(observer.images) == [stamp]  # the same request each time
     from std_msgs.msg import Header

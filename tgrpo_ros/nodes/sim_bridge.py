@@ -37,6 +37,12 @@ as a ``bad_input`` event on ``bridge_status`` and counted per input in ``~/statu
 and ``/diagnostics`` (``bad_input``: ``assignment``, ``action``;
 ``tgrpo_ros.nodes.diagnostics``). A reply for another instruction (an image can
 overtake its instruction) is retried the same way but is not bad input.
+
+A request in flight is sent again as soon as a policy server is discovered: the
+first one, or a restarted one. A server is known by the endpoints (GIDs) that publish
+on ``action``, not by their count: a killed server's endpoint can stay in the graph
+until its DDS lease runs out, so a restart need not bring the count from zero
+(``server_discovered``).
 """
 
 import collections
@@ -71,6 +77,18 @@ TIMER_PERIOD = 0.1  # s, how often time-outs and discovery are checked
 # long has passed without a reply, rather than after the full action_timeout.
 DISCOVERY_SETTLE = 1.0
 INPUTS = ('assignment', 'action')  # counted when bad
+
+
+def server_discovered(matched, servers, known):
+    """
+    Return whether a policy server was discovered since the last look.
+
+    ``matched``: the bridge's topics have a server now; ``servers``: the identities
+    (endpoint GIDs) of the ``action`` publishers now, ``known``: at the last look.
+    A new identity is a new server even while the count stayed above zero, because a
+    killed server's endpoint can linger until its DDS lease runs out.
+    """
+    return bool(matched and set(servers) - set(known))
 
 
 @dataclass
@@ -162,6 +180,7 @@ class SimBridge(Node):
         self.waiting = None  # the request in flight: dict(stamp, image, sent, attempts, ...)
         self.last_stamp = 0  # ns
         self.matched_since = None  # monotonic s at which the server was last discovered
+        self.servers = frozenset()  # GIDs of the action publishers at the last look
         self.episodes_done = 0
         self.bad_inputs = BadInputs(INPUTS)
         if c.spool_dir:
@@ -297,6 +316,7 @@ class SimBridge(Node):
         self.waiting['sent'] = now
         self.waiting['attempts'] += 1
         self.waiting['matched'] = self._server_matched()
+        self.waiting['matched_since'] = self.matched_since
         self.waiting['early'] = (self.waiting['matched']
                                  and now - self.matched_since < DISCOVERY_SETTLE)
         self.instruction_publisher.publish(String(data=self.record.instruction))
@@ -306,9 +326,14 @@ class SimBridge(Node):
         matched = (self.image_publisher.get_subscription_count() > 0
                    and self.instruction_publisher.get_subscription_count() > 0
                    and self.action_subscription.get_publisher_count() > 0)
+        servers = frozenset(tuple(info.endpoint_gid) for info in
+                            self.get_publishers_info_by_topic(
+                                self.action_subscription.topic_name))
+        discovered = server_discovered(matched, servers, self.servers)
+        self.servers = servers
         if not matched:
             self.matched_since = None
-        elif self.matched_since is None:
+        elif self.matched_since is None or discovered:
             self.matched_since = time.monotonic()
         return matched
 
@@ -343,7 +368,8 @@ class SimBridge(Node):
         if self.waiting is None:
             return
         waited = time.monotonic() - self.waiting['sent']  # s
-        if not self.waiting['matched'] and matched:
+        if matched and self.matched_since != self.waiting['matched_since']:
+            # The first server since the request went out, or a restarted one.
             self.get_logger().info('policy server discovered; sending the request again')
             self.request_action()
         elif self.waiting['early'] and waited > DISCOVERY_SETTLE:
