@@ -30,6 +30,8 @@ import os
 import sys
 import time
 
+from tgrpo_ros.nodes.services import QUERY_RESEND
+
 LIFECYCLE_COMMANDS = ('configure', 'activate', 'deactivate', 'cleanup')
 COMMANDS = LIFECYCLE_COMMANDS + ('reset', 'estop', 'release', 'set', 'status')
 DEFAULT_NODE = '/arm/safety_controller'
@@ -44,32 +46,31 @@ class ArmCommandError(Exception):
         self.status = status
 
 
-def _wait(node, future, timeout, what):
+def _call(node, srv_type, name, request, timeout, resend_every=None):
+    """Call service ``name``; a query (``resend_every``) is sent again until answered."""
     import rclpy
 
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        if time.monotonic() > deadline:
-            raise ArmCommandError(f'no answer from {what} after {timeout:.0f} s', 2)
-        rclpy.spin_once(node, timeout_sec=0.1)
-    return future.result()
+    from tgrpo_ros.nodes.services import call_service
 
-
-def _call(node, srv_type, name, request, timeout):
     client = node.create_client(srv_type, name)
     if not client.wait_for_service(timeout_sec=timeout):
         raise ArmCommandError(f'no service {name} after {timeout:.0f} s: is the safety '
                               'controller running under that name? (--node; e.g. '
                               'tgrpo_launch --config config/deploy_sim_arm.yaml)', 2)
-    return _wait(node, client.call_async(request), timeout, name)
+    response = call_service(client, request,
+                            lambda seconds: rclpy.spin_once(node, timeout_sec=seconds),
+                            timeout, resend_every)
+    if response is None:
+        raise ArmCommandError(f'no answer from {name} after {timeout:.0f} s', 2)
+    return response
 
 
 def lifecycle_state(node, target, timeout):
     """Return the lifecycle state label of node ``target`` ('unconfigured', 'active', ...)."""
     from lifecycle_msgs.srv import GetState
 
-    return _call(node, GetState, f'{target}/get_state', GetState.Request(),
-                 timeout).current_state.label
+    return _call(node, GetState, f'{target}/get_state', GetState.Request(), timeout,
+                 QUERY_RESEND).current_state.label
 
 
 def transition(node, target, name, timeout):
@@ -85,7 +86,8 @@ def transition(node, target, name, timeout):
     # Asked first: rclpy's lifecycle node raises in its service callback (and dies) on
     # a transition its state does not have.
     available = _call(node, GetAvailableTransitions, f'{target}/get_available_transitions',
-                      GetAvailableTransitions.Request(), timeout).available_transitions
+                      GetAvailableTransitions.Request(), timeout,
+                      QUERY_RESEND).available_transitions
     labels = [t.transition.label for t in available]
     if request.transition.id not in [t.transition.id for t in available]:
         needs = {'configure': "'unconfigured'", 'activate': "'inactive' (configure first)",
@@ -185,7 +187,8 @@ def set_parameters(node, target, assignments, timeout):
         request.parameters.append(Parameter(name, value=value).to_parameter_msg())
     if not request.parameters:
         raise ArmCommandError('set needs NAME=VALUE, e.g. tgrpo_arm set dry_run=false', 2)
-    response = _call(node, SetParameters, f'{target}/set_parameters', request, timeout)
+    response = _call(node, SetParameters, f'{target}/set_parameters', request, timeout,
+                     QUERY_RESEND)
     for item, result in zip(assignments, response.results):
         if not result.successful:
             raise ArmCommandError(f'set {item} refused by {target}: {result.reason}', 1)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from tgrpo_ros.nodes import messages
+from tgrpo_ros.nodes.services import QUERY_RESEND
 
 TRANSITIONS = {'configure': 1, 'cleanup': 2, 'activate': 3, 'deactivate': 4}  # lifecycle_msgs
 
@@ -152,7 +153,8 @@ class ArmProbe:
         """Return the controller's lifecycle state label ('unconfigured', 'active', ...)."""
         from lifecycle_msgs.srv import GetState
 
-        return self.ros.call(self.get_state, GetState.Request(), timeout).current_state.label
+        return self.ros.call(self.get_state, GetState.Request(), timeout,
+                             resend_every=QUERY_RESEND).current_state.label
 
     def reset(self, timeout=30.0):
         """Call ~/reset; return (success, message)."""
@@ -169,7 +171,8 @@ class ArmProbe:
         request = SetParameters.Request()
         request.parameters = [Parameter(name, value=value).to_parameter_msg()
                               for name, value in values.items()]
-        return self.ros.call(self.set_params, request, timeout).results
+        return self.ros.call(self.set_params, request, timeout,
+                             resend_every=QUERY_RESEND).results
 
     # ------------------------------------------------------------------ records
     def wait_for_controller(self, timeout=60.0):

@@ -84,12 +84,25 @@ class RosClient:
         """Wait until the server behind ``client`` is available."""
         self.spin_until(client.service_is_ready, timeout, f'service {client.srv_name}')
 
-    def call(self, client, request, timeout=20.0):
-        """Call a service and return its response, spinning this client meanwhile."""
+    def call(self, client, request, timeout=20.0, resend_every=None):
+        """
+        Call a service and return its response, spinning this client meanwhile.
+
+        ``resend_every``: a query is sent again that often until it is answered
+        (``tgrpo_ros.nodes.services``: Fast DDS can drop a response to a client that
+        the server has not matched yet).
+        """
+        from tgrpo_ros.nodes.services import call_service
+
         self.wait_for_service(client, timeout)
-        future = client.call_async(request)
-        self.spin_until(future.done, timeout, f'response from {client.srv_name}')
-        return future.result()
+        timeout = max(timeout, MIN_EVENT_TIMEOUT)
+        response = call_service(client, request,
+                                lambda seconds: self.executor.spin_once(timeout_sec=seconds),
+                                timeout, resend_every)
+        if response is None:
+            raise TimeoutError(f'timed out after {timeout:.1f} s waiting for response from '
+                               f'{client.srv_name}')
+        return response
 
     def close(self):
         """Destroy the node and shut the context down."""
