@@ -29,13 +29,10 @@ def call_service(client, request, spin_once, timeout, resend_every=None):
     futures = [client.call_async(request)]
     sent = time.monotonic()
     deadline = sent + timeout
-    answered = None
-    while answered is None:
+    while True:
         answered = next((future for future in futures if future.done()), None)
-        if answered is not None:
-            break
         now = time.monotonic()
-        if now > deadline:
+        if answered is not None or now > deadline:
             break
         if resend_every and now - sent >= resend_every:
             futures.append(client.call_async(request))

@@ -315,9 +315,9 @@ class SimBridge(Node):
         now = time.monotonic()
         self.waiting['sent'] = now
         self.waiting['attempts'] += 1
-        self.waiting['matched'] = self._server_matched()
+        self._server_matched()  # None while no server is matched
         self.waiting['matched_since'] = self.matched_since
-        self.waiting['early'] = (self.waiting['matched']
+        self.waiting['early'] = (self.matched_since is not None
                                  and now - self.matched_since < DISCOVERY_SETTLE)
         self.instruction_publisher.publish(String(data=self.record.instruction))
         self.image_publisher.publish(self.waiting['image'])
