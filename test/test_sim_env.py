@@ -147,6 +147,37 @@ def test_set_task_switches_scene():
         libero_env.reset(0)
 
 
+def test_ctrl_c_inside_robosuites_sensor_check_stays_a_ctrl_c(monkeypatch):
+    # robosuite's Observable._check_sensor_validity wraps each sensor's first call in a
+    # bare except and raises ValueError instead: a Ctrl-C landing there (4 of 36 sent
+    # at random times during a task switch) left env creation as that ValueError, which
+    # the sim bridge took for a bad assignment, refused, and ran on. The interrupt is
+    # raised here as the first statement of that try, where the signal handler raises.
+    from robosuite.utils.observables import Observable
+    calls = []
+
+    def modality(observable):
+        calls.append(observable.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return observable._sensor.__modality__
+
+    monkeypatch.setattr(Observable, 'modality', property(modality))
+    with pytest.raises(KeyboardInterrupt, match='robosuite raised ValueError') as caught:
+        LiberoEnv(task_id=0, render=False)
+    assert 'is invalid' in str(caught.value.__cause__)
+    assert len(calls) == 3  # stopped at the interrupt: no further sensor was checked
+
+
+def test_errors_with_no_interrupt_behind_them_are_left_to_the_caller():
+    from tgrpo_ros.sim.libero_env import raise_lost_interrupt
+    try:
+        raise ValueError('a real bad sensor')
+    except ValueError as error:
+        assert raise_lost_interrupt(error) is None
+    assert raise_lost_interrupt(KeyboardInterrupt()) is None  # the caller raises it
+
+
 @pytest.mark.parametrize('backend, match', [
     ('bogus', "Unknown MUJOCO_GL 'bogus'; available: egl, osmesa, glfw"),
     ('osmesa', "Could not use the 'osmesa' OpenGL backend"),

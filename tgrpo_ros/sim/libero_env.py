@@ -195,6 +195,31 @@ def check_action(action, convention='policy'):
     return arr
 
 
+def raise_lost_interrupt(error):
+    """
+    Raise KeyboardInterrupt if ``error`` was raised while handling one.
+
+    robosuite's ``Observable._check_sensor_validity`` catches everything with a bare
+    ``except:`` and raises ``ValueError('Current sensor for observable ... is invalid.')``
+    instead, and it renders each camera inside that ``try`` while an env is built. A
+    Ctrl-C that lands there came out of env creation as that ValueError (4 of 36
+    interrupts sent at random times during a task switch and reset), which a caller
+    would take for bad input and carry on. With no interrupt behind ``error`` this
+    returns, and the caller raises ``error`` itself.
+    """
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            if cause is error:
+                return
+            raise KeyboardInterrupt(
+                f'interrupted while building the LIBERO env (robosuite raised {error!r} '
+                'in its place)') from error
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+
+
 class LiberoEnv:
     """
     One LIBERO task: reset to an init state, step 7-dim actions, dense reward.
@@ -248,18 +273,23 @@ class LiberoEnv:
         cfg = self.config
         from libero.libero.envs.env_wrapper import ControlEnv
         cameras = [AGENTVIEW] + ([WRIST] if cfg.wrist_camera else [])
-        env = ControlEnv(bddl_file_name=bddl, hard_reset=False, camera_names=cameras,
-                         camera_heights=cfg.camera_size, camera_widths=cfg.camera_size,
-                         use_camera_obs=cfg.render, has_offscreen_renderer=cfg.render,
-                         has_renderer=False)
+        try:
+            env = ControlEnv(bddl_file_name=bddl, hard_reset=False, camera_names=cameras,
+                             camera_heights=cfg.camera_size, camera_widths=cfg.camera_size,
+                             use_camera_obs=cfg.render, has_offscreen_renderer=cfg.render,
+                             has_renderer=False)
+        except Exception as exc:  # noqa: B902 - only to find a Ctrl-C robosuite replaced
+            raise_lost_interrupt(exc)
+            raise
         # Ctrl-C included: a GL context that outlives its env is freed at interpreter exit,
         # after robosuite's atexit eglTerminate, and prints an EGLError traceback.
         try:
             env.reset()  # creates the render context with hard_reset=False
             if cfg.render and not cfg.multisample:
                 _disable_multisampling(env.env.sim)
-        except BaseException:  # noqa: B902 - close what was built, then re-raise
+        except BaseException as exc:  # noqa: B902 - close what was built, then re-raise
             env.close()
+            raise_lost_interrupt(exc)
             raise
         return env
 
